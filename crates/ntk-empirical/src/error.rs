@@ -1,0 +1,28 @@
+//! The one error type of `ntk-empirical`.
+
+/// What can go wrong while computing an empirical kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum EmpiricalError {
+    /// The network, its weights or its inputs are wrong.
+    #[error(transparent)]
+    Nets(#[from] ntk_nets::NetsError),
+    /// An option does not fit the request (named).
+    #[error("{option}: {message}")]
+    Option { option: String, message: String },
+    /// The memory bound is too small for even one sample pair.
+    #[error("memory bound of {bound} bytes is too small: one tile needs at least {needed} bytes")]
+    Memory { bound: u64, needed: u64 },
+    /// A NaN or Inf appeared during the computation (names the place).
+    #[error("non-finite values appeared in {place}")]
+    NonFinite { place: String },
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, EmpiricalError>;
+
+pub(crate) fn option_err(option: &str, message: impl Into<String>) -> EmpiricalError {
+    EmpiricalError::Option {
+        option: option.to_string(),
+        message: message.into(),
+    }
+}

@@ -1,0 +1,231 @@
+//! The conv2d-layer rule and its cost model.
+//!
+//! For `y[c, p] = s Σ_{c', δ} W[c, c', δ] x[c', p + δ] + b_s b[c]` write `P[p, :]` for the
+//! im2col patch of output pixel `p` (length `Ck = in_c·kh·kw`) and `g[c, p] = ∂f/∂y[c, p]`.
+//! Then `∂f/∂W = s·g Pᵀ`, `∂f/∂b = b_s Σ_p g[:, p]`, and the contribution is
+//!
+//! `Θ_l = s² ⟨g1 P1ᵀ, g2 P2ᵀ⟩_F + b_s² ⟨Σ_p g1, Σ_q g2⟩`.
+//!
+//! Two ways to contract it (Novak et al. 2022, §4 and App. C):
+//! - [`ConvStrategy::Im2col`]: per-sample weight gradients `g Pᵀ` (`[Cout, Ck]`), then their
+//!   Gram. FLOPs ≈ `2(N1+N2)K·Cout·Pix·Ck + 2·N1K·N2K·Cout·Ck` (full kernel).
+//! - [`ConvStrategy::PixelPairs`]: `Σ_{p,q} ⟨g1[:, p], g2[:, q]⟩ (s²⟨P1[p], P2[q]⟩ + b_s²)`.
+//!   FLOPs ≈ `2·N1K·N2K·Pix²·Cout + 2·N1·N2·Pix²·Ck + 2·N1K·N2K·Pix²`, and it keeps an
+//!   `N1K·Pix × N2K·Pix` buffer alive. It wins when there are few output pixels and
+//!   `Pix² < Ck` (late layers of a conv net with small maps and many channels).
+//!
+//! [`ConvStrategy::Auto`] picks the smaller FLOP count ([`choose`]); the pixel-pair form
+//! is only chosen when its buffer fits in 256 MiB.
+
+use super::{Accumulator, seed_gram};
+use crate::kernel::KernelKind;
+use burn::tensor::Tensor;
+use burn::tensor::module::unfold4d;
+use burn::tensor::ops::{PadMode, UnfoldOptions};
+use ntk_nets::layers::Conv2d;
+
+/// How conv2d weight contributions are contracted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConvStrategy {
+    /// Pick by the cost model of [`choose`].
+    #[default]
+    Auto,
+    /// Per-sample weight gradients via im2col, then their Gram.
+    Im2col,
+    /// Pixel-pair form, never forming weight gradients.
+    PixelPairs,
+}
+
+/// The sizes that decide the cost of a conv layer's contribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvCostInputs {
+    pub n1: usize,
+    pub n2: usize,
+    /// Output seeds per sample (O, or 1 for sum-of-logits).
+    pub k: usize,
+    pub out_channels: usize,
+    /// Output pixels `H'·W'`.
+    pub pixels: usize,
+    /// Patch length `in_c·kh·kw`.
+    pub patch: usize,
+}
+
+impl ConvCostInputs {
+    /// FLOPs of the im2col form for a kernel with `pairs_k` seed pairs per sample pair
+    /// (K² full, K diagonal/trace).
+    pub fn im2col_flops(&self, pairs_k: usize) -> f64 {
+        let c = |x: usize| x as f64;
+        2.0 * c(self.n1 + self.n2) * c(self.k) * c(self.out_channels) * c(self.pixels) * c(self.patch)
+            + 2.0 * c(self.n1) * c(self.n2) * c(pairs_k) * c(self.out_channels) * c(self.patch)
+    }
+    /// FLOPs of the pixel-pair form.
+    pub fn pixel_pair_flops(&self, pairs_k: usize) -> f64 {
+        let c = |x: usize| x as f64;
+        let pix2 = c(self.pixels) * c(self.pixels);
+        2.0 * c(self.n1) * c(self.n2) * c(pairs_k) * pix2 * c(self.out_channels)
+            + 2.0 * c(self.n1) * c(self.n2) * pix2 * c(self.patch)
+            + 2.0 * c(self.n1) * c(self.n2) * c(pairs_k) * pix2
+    }
+    /// Bytes of the largest pixel-pair buffer (f64).
+    pub fn pixel_pair_bytes(&self, pairs_k: usize) -> f64 {
+        8.0 * (self.n1 * self.n2 * pairs_k) as f64 * (self.pixels * self.pixels) as f64
+    }
+}
+
+/// Seed pairs per sample pair for a kernel kind.
+pub fn seed_pairs(kind: KernelKind, k: usize) -> usize {
+    if kind == KernelKind::Full { k * k } else { k }
+}
+
+/// The cost model: the strategy with fewer FLOPs; the pixel-pair form only if its buffer
+/// stays under 256 MiB.
+pub fn choose(c: &ConvCostInputs, kind: KernelKind) -> ConvStrategy {
+    let pk = seed_pairs(kind, c.k);
+    if c.pixel_pair_flops(pk) < c.im2col_flops(pk) && c.pixel_pair_bytes(pk) <= 256.0 * 1024.0 * 1024.0 {
+        ConvStrategy::PixelPairs
+    } else {
+        ConvStrategy::Im2col
+    }
+}
+
+/// im2col patches of a conv layer's input: `[N, in_c·kh·kw, H'·W']`.
+pub fn patches(layer: &Conv2d, x: Tensor<4>) -> Tensor<3> {
+    let [_, _, kh, kw] = layer.weight.val().dims();
+    let [(top, bottom), (left, right)] = layer.padding;
+    if top == bottom && left == right {
+        unfold4d(x, [kh, kw], UnfoldOptions::new(layer.stride, [top, left], [1, 1]))
+    } else {
+        let x = x.pad([(top, bottom), (left, right)], PadMode::Constant(0.0));
+        unfold4d(x, [kh, kw], UnfoldOptions::new(layer.stride, [0, 0], [1, 1]))
+    }
+}
+
+/// Contribution of a conv2d layer (see the module docs).
+///
+/// # Shapes
+/// - `x1: [N1, in_c, H, W]`, `x2: [N2, in_c, H, W]`: the layer's inputs
+/// - `g1: [N1·K, out_c, H', W']`, `g2: [N2·K, out_c, H', W']`: cotangents of its output
+#[allow(clippy::too_many_arguments)]
+pub fn contribution(
+    layer: &Conv2d,
+    x1: Tensor<4>,
+    x2: Tensor<4>,
+    g1: Tensor<4>,
+    g2: Tensor<4>,
+    k: usize,
+    kind: KernelKind,
+    strategy: ConvStrategy,
+) -> Accumulator {
+    let n1 = x1.dims()[0];
+    let n2 = x2.dims()[0];
+    let [_, cout, ho, wo] = g1.dims();
+    let pix = ho * wo;
+    let p1 = patches(layer, x1);
+    let p2 = patches(layer, x2);
+    let ck = p1.dims()[1];
+    let strategy = match strategy {
+        ConvStrategy::Auto => choose(
+            &ConvCostInputs {
+                n1,
+                n2,
+                k,
+                out_channels: cout,
+                pixels: pix,
+                patch: ck,
+            },
+            kind,
+        ),
+        s => s,
+    };
+    let s2 = layer.weight_scale * layer.weight_scale;
+    let b2 = layer.bias.as_ref().map(|_| layer.bias_scale * layer.bias_scale);
+    // [N, K·Cout, Pix]
+    let g1 = g1.reshape([n1, k * cout, pix]);
+    let g2 = g2.reshape([n2, k * cout, pix]);
+    match strategy {
+        ConvStrategy::PixelPairs => pixel_pairs(p1, p2, g1, g2, k, cout, kind, s2, b2),
+        _ => {
+            // Per-sample weight gradients (without the scale): [N, K, Cout·Ck].
+            let w1 = g1.clone().matmul(p1.swap_dims(1, 2)).reshape([n1, k, cout * ck]);
+            let w2 = g2.clone().matmul(p2.swap_dims(1, 2)).reshape([n2, k, cout * ck]);
+            let mut acc = seed_gram(kind, w1, w2).scale(s2);
+            if let Some(b2) = b2 {
+                let bias1 = g1.sum_dim(2).reshape([n1, k, cout]);
+                let bias2 = g2.sum_dim(2).reshape([n2, k, cout]);
+                acc = acc.add(seed_gram(kind, bias1, bias2).scale(b2));
+            }
+            acc
+        }
+    }
+}
+
+/// The pixel-pair contraction.
+#[allow(clippy::too_many_arguments)]
+fn pixel_pairs(
+    p1: Tensor<3>,
+    p2: Tensor<3>,
+    g1: Tensor<3>,
+    g2: Tensor<3>,
+    k: usize,
+    cout: usize,
+    kind: KernelKind,
+    s2: f64,
+    b2: Option<f64>,
+) -> Accumulator {
+    let [n1, ck, pix] = p1.dims();
+    let n2 = p2.dims()[0];
+    // Q[n1 p, n2 q] = s² ⟨P1[n1, :, p], P2[n2, :, q]⟩ + b²  → [N1, Pix, N2, Pix]
+    let q = p1
+        .swap_dims(1, 2)
+        .reshape([n1 * pix, ck])
+        .matmul(p2.swap_dims(1, 2).reshape([n2 * pix, ck]).transpose())
+        .mul_scalar(s2);
+    let q = match b2 {
+        Some(b2) => q.add_scalar(b2),
+        None => q,
+    };
+    // Cotangents with the pixel axis before the channel axis: [N, K, Pix, Cout].
+    let h1 = g1.reshape([n1, k, cout, pix]).swap_dims(2, 3);
+    let h2 = g2.reshape([n2, k, cout, pix]).swap_dims(2, 3);
+    match kind {
+        KernelKind::Full => {
+            // M[n1 k p, n2 k' q] = ⟨g1[n1, k, :, p], g2[n2, k', :, q]⟩
+            let m = h1
+                .reshape([n1 * k * pix, cout])
+                .matmul(h2.reshape([n2 * k * pix, cout]).transpose())
+                .reshape([n1, k, pix, n2, k, pix]);
+            let q = q.reshape([n1, 1, pix, n2, 1, pix]);
+            let t: Tensor<6> = m * q;
+            Accumulator::Full(t.sum_dim(5).sum_dim(2).reshape([n1, k, n2, k]))
+        }
+        _ => {
+            // Per seed k: [K, N1·Pix, N2·Pix]
+            let m = h1
+                .swap_dims(0, 1)
+                .reshape([k, n1 * pix, cout])
+                .matmul(h2.swap_dims(0, 1).reshape([k, n2 * pix, cout]).swap_dims(1, 2));
+            let t = (m * q.unsqueeze::<3>()).reshape([k, n1, pix, n2, pix]);
+            let d: Tensor<3> = t.sum_dim(4).sum_dim(2).reshape([k, n1, n2]);
+            match kind {
+                KernelKind::Diagonal => Accumulator::Diagonal(d),
+                _ => Accumulator::Pairs(d.sum_dim(0).reshape([n1, n2])),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_model_prefers_im2col_for_large_maps_and_pixel_pairs_for_tiny_maps() {
+        // perf-cnn's second conv: 16x16 map, 32 -> 32 channels, 3x3.
+        let big = ConvCostInputs { n1: 32, n2: 32, k: 10, out_channels: 32, pixels: 256, patch: 288 };
+        assert_eq!(choose(&big, KernelKind::Full), ConvStrategy::Im2col);
+        // A 2x2 map after many channels: Pix² = 16 << Ck = 1152.
+        let tiny = ConvCostInputs { n1: 8, n2: 8, k: 2, out_channels: 16, pixels: 4, patch: 1152 };
+        assert_eq!(choose(&tiny, KernelKind::Full), ConvStrategy::PixelPairs);
+        assert!(tiny.pixel_pair_flops(4) < tiny.im2col_flops(4));
+    }
+}

@@ -1,0 +1,313 @@
+//! Host-side arrays and `.npy` files.
+//!
+//! Inputs come as `.npy` arrays `[N, *input_shape]` of float32 or float64; kernels and
+//! outputs are written as `.npy` (float64 unless asked otherwise). Reading validates the
+//! header against the file's real size before any allocation, so a header declaring
+//! terabytes is an error, not an out-of-memory abort.
+
+use crate::error::{NetsError, Result};
+use npyz::WriterBuilder;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Element type of an array on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloatKind {
+    F32,
+    F64,
+}
+
+/// A dense row-major (C order) array of f64 on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostArray {
+    pub shape: Vec<usize>,
+    pub data: Vec<f64>,
+}
+
+impl HostArray {
+    /// An array from its shape and row-major data.
+    ///
+    /// # Panics
+    /// If `data.len()` is not the product of `shape` (a programming error, not user data).
+    pub fn new(shape: Vec<usize>, data: Vec<f64>) -> Self {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "HostArray: shape {shape:?} does not match {} elements",
+            data.len()
+        );
+        HostArray { shape, data }
+    }
+
+    /// The first non-finite value, if any: `(flat index, value)`.
+    pub fn first_non_finite(&self) -> Option<(usize, f64)> {
+        self.data
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|i| (i, self.data[i]))
+    }
+
+    /// Errors if any value is NaN or ±Inf; `what` names the array in the message.
+    pub fn check_finite(&self, what: &str) -> Result<()> {
+        match self.first_non_finite() {
+            None => Ok(()),
+            Some((index, value)) => Err(NetsError::NonFinite {
+                what: what.to_string(),
+                index,
+                value,
+            }),
+        }
+    }
+
+    /// Rows `start..start+len` along axis 0.
+    pub fn rows(&self, start: usize, len: usize) -> HostArray {
+        let row: usize = self.shape[1..].iter().product();
+        let mut shape = self.shape.clone();
+        shape[0] = len;
+        HostArray {
+            shape,
+            data: self.data[start * row..(start + len) * row].to_vec(),
+        }
+    }
+
+    /// Number of rows (axis 0).
+    pub fn len(&self) -> usize {
+        self.shape.first().copied().unwrap_or(0)
+    }
+
+    /// True when axis 0 has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn array_err(path: &Path, message: impl Into<String>) -> NetsError {
+    NetsError::Array {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Reads a float32/float64 `.npy` file (C order, little or big endian).
+///
+/// Errors name the file and what is wrong: not an npy file, a non-float dtype, Fortran
+/// order, a data section whose size does not match the header.
+pub fn read_npy(path: impl AsRef<Path>) -> Result<(HostArray, FloatKind)> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| NetsError::io(path, e))?;
+    parse_npy(&bytes).map_err(|m| array_err(path, m))
+}
+
+/// Parses `.npy` bytes; the error is a message without the file name.
+pub fn parse_npy(bytes: &[u8]) -> std::result::Result<(HostArray, FloatKind), String> {
+    let mut cursor = std::io::Cursor::new(bytes);
+    // npyz parses the header; guard against a panic inside it on hostile headers.
+    let header = std::panic::catch_unwind(move || {
+        let h = npyz::NpyHeader::from_reader(&mut cursor);
+        (h, cursor.position())
+    });
+    let (header, data_start) = match header {
+        Ok((Ok(h), pos)) => (h, pos as usize),
+        Ok((Err(e), _)) => return Err(format!("not a valid .npy file: {e}")),
+        Err(_) => return Err("not a valid .npy file: malformed header".to_string()),
+    };
+    let npyz::DType::Plain(ts) = header.dtype() else {
+        return Err(format!(
+            "dtype {:?} is not a plain float; expected float32 or float64",
+            header.dtype().descr()
+        ));
+    };
+    let type_str = ts.to_string();
+    let (kind, size) = match (ts.type_char(), ts.size_field()) {
+        (npyz::TypeChar::Float, 4) => (FloatKind::F32, 4usize),
+        (npyz::TypeChar::Float, 8) => (FloatKind::F64, 8usize),
+        _ => {
+            return Err(format!(
+                "dtype field is {type_str:?}; expected float32 ('<f4') or float64 ('<f8')"
+            ));
+        }
+    };
+    if header.order() == npyz::Order::Fortran {
+        return Err("fortran_order arrays are not supported; save in C order".to_string());
+    }
+    let mut shape = Vec::with_capacity(header.shape().len());
+    let mut count: usize = 1;
+    for &d in header.shape() {
+        let d = usize::try_from(d).map_err(|_| format!("shape {:?} is too large", header.shape()))?;
+        count = count
+            .checked_mul(d)
+            .ok_or_else(|| format!("shape {:?} overflows", header.shape()))?;
+        shape.push(d);
+    }
+    let data = &bytes[data_start.min(bytes.len())..];
+    let expected = count
+        .checked_mul(size)
+        .ok_or_else(|| format!("shape {:?} overflows", header.shape()))?;
+    if data.len() != expected {
+        return Err(format!(
+            "header declares shape {:?} of {type_str} ({expected} bytes) but the file holds {} data bytes (truncated or corrupt)",
+            header.shape(),
+            data.len()
+        ));
+    }
+    let big = matches!(ts.endianness(), npyz::Endianness::Big);
+    let values: Vec<f64> = match kind {
+        FloatKind::F32 => data
+            .chunks_exact(4)
+            .map(|c| {
+                let b = [c[0], c[1], c[2], c[3]];
+                (if big { f32::from_be_bytes(b) } else { f32::from_le_bytes(b) }) as f64
+            })
+            .collect(),
+        FloatKind::F64 => data
+            .chunks_exact(8)
+            .map(|c| {
+                let b: [u8; 8] = c.try_into().expect("chunk of 8");
+                if big { f64::from_be_bytes(b) } else { f64::from_le_bytes(b) }
+            })
+            .collect(),
+    };
+    Ok((HostArray { shape, data: values }, kind))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed and
+/// synced, then renamed over `path`. An interrupted write never leaves a truncated file
+/// under the final name.
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    let path = path.as_ref();
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| array_err(path, "not a file name"))?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        NetsError::io(path, e)
+    })
+}
+
+/// Serialises an array as `.npy` bytes in the requested float type (little endian, C order).
+pub fn npy_bytes(array: &HostArray, kind: FloatKind) -> Vec<u8> {
+    let shape: Vec<u64> = array.shape.iter().map(|&d| d as u64).collect();
+    let mut out = Vec::with_capacity(128 + array.data.len() * 8);
+    let result = match kind {
+        FloatKind::F64 => npyz::WriteOptions::<f64>::new()
+            .default_dtype()
+            .shape(&shape)
+            .writer(&mut out)
+            .begin_nd()
+            .and_then(|mut w| {
+                w.extend(array.data.iter().copied())?;
+                w.finish()
+            }),
+        FloatKind::F32 => npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(&shape)
+            .writer(&mut out)
+            .begin_nd()
+            .and_then(|mut w| {
+                w.extend(array.data.iter().map(|&v| v as f32))?;
+                w.finish()
+            }),
+    };
+    result.expect("writing npy into memory cannot fail");
+    out
+}
+
+/// Writes an array to a `.npy` file atomically.
+pub fn write_npy(path: impl AsRef<Path>, array: &HostArray, kind: FloatKind) -> Result<()> {
+    write_atomic(path, &npy_bytes(array, kind))
+}
+
+/// Reads network inputs: a float `.npy` of shape `[N, *input_shape]` with finite values.
+pub fn read_inputs(path: impl AsRef<Path>, input_shape: &[usize]) -> Result<HostArray> {
+    let path = path.as_ref();
+    let (array, _) = read_npy(path)?;
+    if array.shape.len() != input_shape.len() + 1 || array.shape[1..] != *input_shape {
+        return Err(array_err(
+            path,
+            format!(
+                "shape {:?} does not match [N, {}] (the spec's input_shape)",
+                array.shape,
+                input_shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    if array.shape[0] == 0 {
+        return Err(array_err(path, "holds no samples (N = 0)"));
+    }
+    array.check_finite(&path.display().to_string())?;
+    Ok(array)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_roundtrip_f32_and_f64() {
+        let a = HostArray::new(vec![2, 3], vec![1.0, -2.5, 3.25, 0.0, 1e-3, 7.0]);
+        for kind in [FloatKind::F32, FloatKind::F64] {
+            let (b, k) = parse_npy(&npy_bytes(&a, kind)).unwrap();
+            assert_eq!(k, kind);
+            assert_eq!(b.shape, a.shape);
+            for (x, y) in a.data.iter().zip(&b.data) {
+                assert!((x - y).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_and_lying_headers_are_errors() {
+        let a = HostArray::new(vec![4], vec![1.0, 2.0, 3.0, 4.0]);
+        let bytes = npy_bytes(&a, FloatKind::F64);
+        let e = parse_npy(&bytes[..bytes.len() - 3]).unwrap_err();
+        assert!(e.contains("truncated"), "{e}");
+        assert!(parse_npy(&bytes[..20]).is_err());
+        assert!(parse_npy(b"hello").is_err());
+        // Declared size of terabytes: an error before any allocation.
+        let at = bytes.windows(2).position(|w| w == b"(4").unwrap();
+        let mut lying = bytes[..at].to_vec();
+        lying.extend_from_slice(b"(4000000000000");
+        lying.extend_from_slice(&bytes[at + 2..]);
+        let e = parse_npy(&lying).unwrap_err();
+        assert!(e.contains("bytes"), "{e}");
+    }
+
+    #[test]
+    fn integer_dtype_is_refused() {
+        let mut out = Vec::new();
+        let mut w = npyz::WriteOptions::<i32>::new()
+            .default_dtype()
+            .shape(&[2])
+            .writer(&mut out)
+            .begin_nd()
+            .unwrap();
+        w.extend([1, 2]).unwrap();
+        w.finish().unwrap();
+        let e = parse_npy(&out).unwrap_err();
+        assert!(e.contains("float32"), "{e}");
+    }
+
+    #[test]
+    fn non_finite_is_reported_with_index() {
+        let a = HostArray::new(vec![3], vec![1.0, f64::NAN, 2.0]);
+        let e = a.check_finite("x").unwrap_err().to_string();
+        assert!(e.contains("index 1"), "{e}");
+    }
+}

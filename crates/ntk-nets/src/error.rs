@@ -1,0 +1,63 @@
+//! The one error type of `ntk-nets`.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while reading a spec, weights or inputs, or running a network.
+///
+/// Every variant names what is wrong: the layer index and field for a spec, the key for a
+/// weights file, the file and field for an array.
+#[derive(Debug, thiserror::Error)]
+pub enum NetsError {
+    /// The spec is not valid JSON, or not an object of the expected form.
+    #[error("spec: {0}")]
+    SpecJson(String),
+    /// A field at the top level of the spec is missing or wrong.
+    #[error("spec field `{field}`: {message}")]
+    SpecField { field: String, message: String },
+    /// A layer of the spec is wrong; `index` is its position in `layers`.
+    #[error("spec layer {index} ({kind}), field `{field}`: {message}")]
+    SpecLayer {
+        index: usize,
+        kind: String,
+        field: String,
+        message: String,
+    },
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A weights file is malformed, or does not match the network (key named).
+    #[error("weights {}: {message}", path.display())]
+    Weights { path: PathBuf, message: String },
+    /// A `.npy` array is malformed or does not fit (file and field named).
+    #[error("array {}: {message}", path.display())]
+    Array { path: PathBuf, message: String },
+    /// An input holds NaN or ±Inf.
+    #[error("{what}: non-finite value {value} at flat index {index}")]
+    NonFinite {
+        what: String,
+        index: usize,
+        value: f64,
+    },
+    /// The input batch does not have the shape the network expects.
+    #[error("input shape {got:?} does not match the network's input shape [N, {expected:?}]")]
+    InputShape { got: Vec<usize>, expected: Vec<usize> },
+    /// A backend could not be set up or is not compiled in.
+    #[error("backend: {0}")]
+    Backend(String),
+}
+
+impl NetsError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        NetsError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, NetsError>;
