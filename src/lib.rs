@@ -13,5 +13,6 @@ pub use ntk_empirical as empirical;
 pub use ntk_infinite as infinite;
 pub use ntk_nets as nets;
 
+pub mod bench;
 pub mod data;
 pub mod demo;

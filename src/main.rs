@@ -36,6 +36,30 @@ enum Command {
     Empirical(EmpiricalArgs),
     /// Runs the demo (the default when no subcommand is given).
     Demo(CommonArgs),
+    /// Times the empirical-NTK methods on the perf cases (f32, full kernel) and prints a table.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Folder holding the perf case folders (spec.json, x1.npy, x2.npy).
+    #[arg(long, default_value = "../shared/cases")]
+    cases_dir: PathBuf,
+    /// Comma-separated case names.
+    #[arg(long, default_value = "perf-mlp,perf-cnn,perf-mlp-deep")]
+    cases: String,
+    /// Comma-separated methods (jacobian, structured, ntk-vp, auto).
+    #[arg(long, default_value = "structured,auto")]
+    methods: String,
+    /// CPU backend: flex or ndarray.
+    #[arg(long, default_value = "flex")]
+    backend: String,
+    /// Timed repetitions of the fast methods (median reported).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// neural-tangents timings (perf-anchor.json from shared/oracle/perf_anchor.py) for ratios.
+    #[arg(long)]
+    anchor: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -208,12 +232,22 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
     Ok(())
 }
 
+fn bench(b: BenchArgs) -> Result<()> {
+    let cases: Vec<String> = b.cases.split(',').map(|s| s.trim().to_string()).collect();
+    let methods = b.methods.split(',').map(|m| Method::parse(m.trim())).collect::<std::result::Result<Vec<_>, _>>()?;
+    if b.repeats == 0 {
+        bail!("--repeats must be positive");
+    }
+    ntk::bench::run(&b.cases_dir, &cases, &methods, BackendKind::parse(&b.backend)?, b.repeats, b.anchor.as_deref())
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Forward(a)) => forward(a),
         Some(Command::Empirical(a)) => empirical(a),
         Some(Command::Demo(c)) => ntk::demo::run(&c.backend, &c.dtype),
+        Some(Command::Bench(b)) => bench(b),
         None => ntk::demo::run("flex", "f64"),
     };
     if let Err(e) = result {

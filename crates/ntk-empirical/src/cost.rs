@@ -133,12 +133,24 @@ pub fn structured_flops(net: &Network, n1: usize, n2: usize, kind: KernelKind) -
     flops
 }
 
+/// Batch-1 forward/backward passes through burn's autodiff reach about a quarter of the
+/// throughput of batched ones (measured with `ntk bench` on perf-cnn: the Jacobian method
+/// ran at 11.5 GFLOP/s against 38.7 for the structured one), so the Jacobian method's
+/// per-sample passes are counted four times in [`choose`].
+pub const PER_SAMPLE_PASS_PENALTY: f64 = 4.0;
+
 /// FLOPs of the Jacobian method.
 pub fn jacobian_flops(net: &Network, n1: usize, n2: usize, kind: KernelKind) -> f64 {
     let s = sizes(net);
     let k = seeds(kind, s.outputs) as f64;
     let pk = conv::seed_pairs(kind, seeds(kind, s.outputs)) as f64;
     3.0 * s.forward_flops * (n1 + n2) as f64 * k + 2.0 * (n1 * n2) as f64 * pk * s.params
+}
+
+/// The per-sample forward+backward part of [`jacobian_flops`].
+pub fn jacobian_pass_flops(net: &Network, n1: usize, n2: usize, kind: KernelKind) -> f64 {
+    let s = sizes(net);
+    3.0 * s.forward_flops * (n1 + n2) as f64 * seeds(kind, s.outputs) as f64
 }
 
 /// FLOPs of the NTK-vector-product method.
@@ -148,11 +160,12 @@ pub fn ntk_vp_flops(net: &Network, n1: usize, n2: usize, kind: KernelKind) -> f6
     3.0 * s.forward_flops * n2 as f64 * k * (n1 + n2) as f64
 }
 
-/// The method with the fewest FLOPs for an `n1 × n2` kernel.
+/// The method with the fewest FLOPs for an `n1 × n2` kernel (Jacobian passes weighted by
+/// [`PER_SAMPLE_PASS_PENALTY`]).
 pub fn choose(net: &Network, n1: usize, n2: usize, kind: KernelKind) -> Method {
     let candidates = [
         (Method::Structured, structured_flops(net, n1, n2, kind)),
-        (Method::Jacobian, jacobian_flops(net, n1, n2, kind)),
+        (Method::Jacobian, jacobian_flops(net, n1, n2, kind) + (PER_SAMPLE_PASS_PENALTY - 1.0) * jacobian_pass_flops(net, n1, n2, kind)),
         (Method::NtkVp, ntk_vp_flops(net, n1, n2, kind)),
     ];
     candidates
@@ -185,4 +198,30 @@ pub fn tile_bytes(net: &Network, t: usize, kind: KernelKind, method: Method) -> 
         }
     };
     floats * elt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ntk_nets::{BackendKind, NetworkConfig, NetworkSpec, Padding, Precision};
+
+    #[test]
+    fn auto_picks_structured_on_the_perf_shapes() {
+        let device = BackendKind::Flex.device(Precision::F32).unwrap();
+        let cnn = NetworkSpec::builder(&[3, 16, 16])
+            .conv2d(32, [3, 3], [1, 1], Padding::Same, 1.4, Some(0.1))
+            .relu()
+            .conv2d(32, [3, 3], [1, 1], Padding::Same, 1.4, Some(0.1))
+            .relu()
+            .global_avg_pool()
+            .dense(10, 1.0, Some(0.0))
+            .build()
+            .unwrap();
+        let mlp = NetworkSpec::builder(&[64]).dense(512, 1.4, Some(0.1)).relu().dense(512, 1.4, Some(0.1)).relu().dense(10, 1.0, Some(0.0)).build().unwrap();
+        for (spec, n) in [(cnn, 32), (mlp, 128)] {
+            let net = NetworkConfig::new(spec).with_precision(Precision::F32).init(&device).unwrap();
+            assert_eq!(choose(&net, n, n, KernelKind::Full), Method::Structured);
+            assert!(structured_flops(&net, n, n, KernelKind::Full) < ntk_vp_flops(&net, n, n, KernelKind::Full));
+        }
+    }
 }
