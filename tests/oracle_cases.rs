@@ -148,3 +148,22 @@ fn cli_empirical_matches_oracle() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn weights_save_and_reload_roundtrip() {
+    let tmp = std::env::temp_dir().join(format!("ntk-save-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    for case in oracle_cases() {
+        let net = load(&case, Precision::F64);
+        let path = tmp.join("w.safetensors");
+        net.save(&path, false).unwrap();
+        let device = BackendKind::Flex.device(Precision::F64).unwrap();
+        let spec = NetworkSpec::from_file(case.join("spec.json")).unwrap();
+        let again = Network::load(spec, &path, &device, Precision::F64).unwrap();
+        let x = npy(case.join("x1.npy"));
+        let (a, b) = (net.forward_host(&x).unwrap(), again.forward_host(&x).unwrap());
+        assert_eq!(a.data, b.data, "{}: reloaded network differs", case.display());
+        assert_eq!(net.params(), again.params());
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
