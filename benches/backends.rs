@@ -20,7 +20,10 @@ fn main() {
         let mut times = Vec::new();
         for backend in [BackendKind::Flex, BackendKind::Ndarray] {
             let device = backend.device(Precision::F32).unwrap().autodiff();
-            let net = NetworkConfig::new(spec.clone()).with_precision(Precision::F32).init(&device).unwrap();
+            let net = NetworkConfig::new(spec.clone())
+                .with_precision(Precision::F32)
+                .init(&device)
+                .unwrap();
             let run = || {
                 let y = net.forward(net.input(&x, &device).unwrap());
                 let grads = y.sum().backward();
@@ -41,6 +44,11 @@ fn main() {
             times.push(t0.elapsed().as_secs_f64() / reps as f64 * 1e3);
             let _ = net.num_params();
         }
-        println!("| {name} | {:.2} | {:.2} | {:.2} |", times[0], times[1], times[1] / times[0]);
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.2} |",
+            times[0],
+            times[1],
+            times[1] / times[0]
+        );
     }
 }

@@ -19,18 +19,24 @@ struct TwoLayer {
 
 impl TwoLayer {
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        x.matmul(self.w1.val().transpose()).tanh().matmul(self.w2.val().transpose())
+        x.matmul(self.w1.val().transpose())
+            .tanh()
+            .matmul(self.w2.val().transpose())
     }
 }
 
 fn values(n: usize, seed: u64) -> Vec<f64> {
     // a small deterministic sequence, enough for an example
-    (0..n).map(|i| ((i as f64 + 1.0) * 0.7548776662 + seed as f64 * 0.5698402909).fract() * 2.0 - 1.0).collect()
+    (0..n)
+        .map(|i| ((i as f64 + 1.0) * 0.7548776662 + seed as f64 * 0.5698402909).fract() * 2.0 - 1.0)
+        .collect()
 }
 
 fn main() {
     let device = BackendKind::Flex.device(Precision::F64).unwrap().autodiff();
-    let t = |v: Vec<f64>, shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(v, shape), (&device, DType::F64));
+    let t = |v: Vec<f64>, shape: [usize; 2]| {
+        Tensor::<2>::from_data(TensorData::new(v, shape), (&device, DType::F64))
+    };
     let (d, h, o, n) = (5, 16, 3, 4);
     let model = TwoLayer {
         w1: Param::from_tensor(t(values(h * d, 1), [h, d])),
@@ -39,7 +45,13 @@ fn main() {
     let x1 = t(values(n * d, 3), [n, d]);
     let x2 = t(values(n * d, 4), [n, d]);
     let forward = |m: &TwoLayer, x: Tensor<2>| m.forward(x);
-    let acc = jacobian::kernel(&model, &forward, x1.clone(), Some(x2.clone()), KernelKind::Full);
+    let acc = jacobian::kernel(
+        &model,
+        &forward,
+        x1.clone(),
+        Some(x2.clone()),
+        KernelKind::Full,
+    );
     let theta = to_host(structured::finish(acc, KernelKind::Full, o));
 
     // Closed form.
@@ -47,7 +59,14 @@ fn main() {
     let w2 = to_host(model.w2.val().inner());
     let (xa, xb) = (to_host(x1.inner()), to_host(x2.inner()));
     let hidden = |x: &[f64]| -> Vec<f64> {
-        (0..h).map(|j| (0..d).map(|i| w1.data[j * d + i] * x[i]).sum::<f64>().tanh()).collect()
+        (0..h)
+            .map(|j| {
+                (0..d)
+                    .map(|i| w1.data[j * d + i] * x[i])
+                    .sum::<f64>()
+                    .tanh()
+            })
+            .collect()
     };
     let mut max_err = 0.0f64;
     for a in 0..n {
@@ -59,15 +78,29 @@ fn main() {
             for i in 0..o {
                 for k in 0..o {
                     let mut v = if i == k { hh } else { 0.0 };
-                    v += xx * (0..h).map(|j| w2.data[i * h + j] * w2.data[k * h + j] * (1.0 - ha[j] * ha[j]) * (1.0 - hb[j] * hb[j])).sum::<f64>();
+                    v += xx
+                        * (0..h)
+                            .map(|j| {
+                                w2.data[i * h + j]
+                                    * w2.data[k * h + j]
+                                    * (1.0 - ha[j] * ha[j])
+                                    * (1.0 - hb[j] * hb[j])
+                            })
+                            .sum::<f64>();
                     let got = theta.data[((a * n + b) * o + i) * o + k];
                     max_err = max_err.max((got - v).abs());
                 }
             }
         }
     }
-    println!("Jacobian-contraction NTK of a hand-written burn module: shape {:?}", theta.shape);
+    println!(
+        "Jacobian-contraction NTK of a hand-written burn module: shape {:?}",
+        theta.shape
+    );
     println!("Theta[0, 0] = {:?}", &theta.data[..o * o]);
     println!("max |Jacobian - closed form| = {max_err:.3e}");
-    assert!(max_err < 1e-12, "the Jacobian method disagrees with the closed form");
+    assert!(
+        max_err < 1e-12,
+        "the Jacobian method disagrees with the closed form"
+    );
 }

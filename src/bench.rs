@@ -25,9 +25,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Measured f32 matmul throughput of the backend (GFLOP/s), `n×n` by `n×n`.
 pub fn matmul_gflops(backend: BackendKind, n: usize) -> Result<f64> {
     let device = backend.device(Precision::F32)?;
-    let data: Vec<f32> = (0..n * n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
-    let a = Tensor::<2>::from_data(TensorData::new(data.clone(), [n, n]), (&device, burn::tensor::DType::F32));
-    let b = Tensor::<2>::from_data(TensorData::new(data, [n, n]), (&device, burn::tensor::DType::F32));
+    let data: Vec<f32> = (0..n * n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect();
+    let a = Tensor::<2>::from_data(
+        TensorData::new(data.clone(), [n, n]),
+        (&device, burn::tensor::DType::F32),
+    );
+    let b = Tensor::<2>::from_data(
+        TensorData::new(data, [n, n]),
+        (&device, burn::tensor::DType::F32),
+    );
     let _ = a.clone().matmul(b.clone()).into_data();
     let mut times = Vec::new();
     for _ in 0..5 {
@@ -39,14 +47,28 @@ pub fn matmul_gflops(backend: BackendKind, n: usize) -> Result<f64> {
 }
 
 /// Runs the benchmark table.
-pub fn run(cases_dir: &Path, cases: &[String], methods: &[Method], backend: BackendKind, repeats: usize, anchor: Option<&Path>) -> Result<()> {
+pub fn run(
+    cases_dir: &Path,
+    cases: &[String],
+    methods: &[Method],
+    backend: BackendKind,
+    repeats: usize,
+    anchor: Option<&Path>,
+) -> Result<()> {
     let anchor: Option<serde_json::Value> = match anchor {
-        Some(p) => Some(serde_json::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)?),
+        Some(p) => Some(serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )?),
         None => None,
     };
     let peak = matmul_gflops(backend, 1024)?;
-    println!("backend {}, f32, full kernel [N, N, O, O], median of {repeats}; matmul 1024^3 peak: {peak:.1} GFLOP/s", backend.name());
-    println!("| case | method | ms | model GFLOP | GFLOP/s | % of matmul peak | NT fastest ms | NT / ours | peak RSS MiB |");
+    println!(
+        "backend {}, f32, full kernel [N, N, O, O], median of {repeats}; matmul 1024^3 peak: {peak:.1} GFLOP/s",
+        backend.name()
+    );
+    println!(
+        "| case | method | ms | model GFLOP | GFLOP/s | % of matmul peak | NT fastest ms | NT / ours | peak RSS MiB |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for name in cases {
         let dir = cases_dir.join(name);
@@ -54,11 +76,22 @@ pub fn run(cases_dir: &Path, cases: &[String], methods: &[Method], backend: Back
         let (x1, _) = read_npy(dir.join("x1.npy"))?;
         let (x2, _) = read_npy(dir.join("x2.npy"))?;
         let device = backend.device(Precision::F32)?;
-        let net = NetworkConfig::new(spec).with_precision(Precision::F32).init(&device)?;
+        let net = NetworkConfig::new(spec)
+            .with_precision(Precision::F32)
+            .init(&device)?;
         let nt_best = anchor.as_ref().and_then(|a| nt_fastest_ms(a, name));
         for &method in methods {
-            let opts = EmpiricalOptions { method, kind: KernelKind::Full, max_memory: 16 << 30, ..Default::default() };
-            let reps = if method == Method::Structured || method == Method::Auto { repeats } else { 1 };
+            let opts = EmpiricalOptions {
+                method,
+                kind: KernelKind::Full,
+                max_memory: 16 << 30,
+                ..Default::default()
+            };
+            let reps = if method == Method::Structured || method == Method::Auto {
+                repeats
+            } else {
+                1
+            };
             let mut times = Vec::new();
             let mut used = method;
             // one untimed warm-up
@@ -76,7 +109,11 @@ pub fn run(cases_dir: &Path, cases: &[String], methods: &[Method], backend: Back
                 Method::NtkVp => cost::ntk_vp_flops(&net, n1, n2, KernelKind::Full),
                 _ => cost::structured_flops(&net, n1, n2, KernelKind::Full),
             };
-            let label = if method == Method::Auto { format!("auto→{}", used.name()) } else { used.name().to_string() };
+            let label = if method == Method::Auto {
+                format!("auto→{}", used.name())
+            } else {
+                used.name().to_string()
+            };
             println!(
                 "| {name} | {label} | {:.2} | {:.2} | {:.1} | {:.0}% | {} | {} | {:.0} |",
                 t * 1e3,

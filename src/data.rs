@@ -10,10 +10,17 @@ pub fn digits() -> (HostArray, Vec<usize>) {
     const CSV: &str = include_str!("../data/digits.csv");
     let mut x = Vec::with_capacity(1797 * 64);
     let mut y = Vec::with_capacity(1797);
-    for line in CSV.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in CSV
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let v: Vec<f64> = line
             .split(',')
-            .map(|t| t.trim().parse::<f64>().expect("bundled digits.csv is well formed"))
+            .map(|t| {
+                t.trim()
+                    .parse::<f64>()
+                    .expect("bundled digits.csv is well formed")
+            })
             .collect();
         x.extend(v[..64].iter().map(|p| p / 16.0));
         y.push(v[64] as usize);

@@ -11,12 +11,16 @@ use std::time::Instant;
 /// Runs the demo on `backend` in `dtype`, printing what it computes.
 pub fn run(backend: &str, dtype: &str) -> Result<()> {
     let precision = Precision::parse(dtype).context("--dtype")?;
-    let device = BackendKind::parse(backend).context("--backend")?.device(precision)?;
+    let device = BackendKind::parse(backend)
+        .context("--backend")?
+        .device(precision)?;
     let (x, labels) = crate::data::digits();
     let (n_train, n_test) = (1000, 797);
     let train = x.rows(0, n_train);
     let test = x.rows(n_train, n_test);
-    println!("ntk demo: bundled 8x8 digits, {n_train} train / {n_test} test samples, backend {backend}, {dtype}");
+    println!(
+        "ntk demo: bundled 8x8 digits, {n_train} train / {n_test} test samples, backend {backend}, {dtype}"
+    );
 
     let spec = NetworkSpec::builder(&[64])
         .dense(512, 2f64.sqrt(), Some(0.1))
@@ -25,7 +29,10 @@ pub fn run(backend: &str, dtype: &str) -> Result<()> {
         .relu()
         .dense(10, 1.0, Some(0.0))
         .build()?;
-    let net = NetworkConfig::new(spec.clone()).with_seed(0).with_precision(precision).init(&device)?;
+    let net = NetworkConfig::new(spec.clone())
+        .with_seed(0)
+        .with_precision(precision)
+        .init(&device)?;
     println!(
         "network: MLP 64-512-512-10, relu, NTK parameterization, {} parameters, seed 0",
         spec.n_params()?
@@ -36,19 +43,36 @@ pub fn run(backend: &str, dtype: &str) -> Result<()> {
     let mut kernels = Vec::new();
     for method in [Method::Jacobian, Method::Structured, Method::NtkVp] {
         let t0 = Instant::now();
-        let opts = EmpiricalOptions { method, ..Default::default() };
+        let opts = EmpiricalOptions {
+            method,
+            ..Default::default()
+        };
         let k = empirical_kernel(&net, &few, None, &opts, &mut |_, _| {})?.kernel;
-        println!("  full NTK [4, 4, 10, 10] by {:<10} {:>8.1} ms", method.name(), t0.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "  full NTK [4, 4, 10, 10] by {:<10} {:>8.1} ms",
+            method.name(),
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         kernels.push(k);
     }
     let scale = kernels[0].data.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     for (name, k) in [("structured", &kernels[1]), ("ntk-vp", &kernels[2])] {
-        let diff = k.data.iter().zip(&kernels[0].data).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-        println!("  max |{name} - jacobian| / max |jacobian| = {:.2e}", diff / scale);
+        let diff = k
+            .data
+            .iter()
+            .zip(&kernels[0].data)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        println!(
+            "  max |{name} - jacobian| / max |jacobian| = {:.2e}",
+            diff / scale
+        );
     }
 
     // The traced NTK on the training set and between test and train.
-    let opts = EmpiricalOptions { kind: KernelKind::Trace, ..Default::default() };
+    let opts = EmpiricalOptions {
+        kind: KernelKind::Trace,
+        ..Default::default()
+    };
     let t0 = Instant::now();
     let k_train = empirical_kernel(&net, &train, None, &opts, &mut |_, _| {})?;
     let t_train = t0.elapsed().as_secs_f64();
@@ -61,26 +85,37 @@ pub fn run(backend: &str, dtype: &str) -> Result<()> {
     );
 
     // Spectrum of the training kernel.
-    let kt = Mat::<f64>::from_fn(n_train, n_train, |i, j| k_train.kernel.data[i * n_train + j]);
+    let kt = Mat::<f64>::from_fn(n_train, n_train, |i, j| {
+        k_train.kernel.data[i * n_train + j]
+    });
     let eig = kt
         .self_adjoint_eigenvalues(faer::Side::Lower)
         .map_err(|e| anyhow::anyhow!("eigendecomposition failed: {e:?}"))?;
     let (lmin, lmax) = (eig[0], eig[n_train - 1]);
     let trace: f64 = eig.iter().sum();
-    println!("  spectrum: lambda_max {lmax:.4}, lambda_min {lmin:.3e}, condition number {:.3e}, trace {trace:.2}", lmax / lmin.max(f64::MIN_POSITIVE));
+    println!(
+        "  spectrum: lambda_max {lmax:.4}, lambda_min {lmin:.3e}, condition number {:.3e}, trace {trace:.2}",
+        lmax / lmin.max(f64::MIN_POSITIVE)
+    );
 
     // NTK regression (kernel ridge regression on one-hot targets, the t = inf prediction of
     // gradient flow on the linearised network).
     let ridge = 1e-3 * trace / n_train as f64;
-    let a = Mat::<f64>::from_fn(n_train, n_train, |i, j| kt[(i, j)] + if i == j { ridge } else { 0.0 });
+    let a = Mat::<f64>::from_fn(n_train, n_train, |i, j| {
+        kt[(i, j)] + if i == j { ridge } else { 0.0 }
+    });
     let y = Mat::<f64>::from_fn(n_train, 10, |i, c| if labels[i] == c { 0.9 } else { -0.1 });
-    let llt = a.llt(faer::Side::Lower).map_err(|e| anyhow::anyhow!("Cholesky failed: {e:?}"))?;
+    let llt = a
+        .llt(faer::Side::Lower)
+        .map_err(|e| anyhow::anyhow!("Cholesky failed: {e:?}"))?;
     let alpha = llt.solve(&y);
     let mut correct = 0;
     for t in 0..n_test {
         let mut best = (f64::NEG_INFINITY, 0);
         for c in 0..10 {
-            let s: f64 = (0..n_train).map(|j| k_test.kernel.data[t * n_train + j] * alpha[(j, c)]).sum();
+            let s: f64 = (0..n_train)
+                .map(|j| k_test.kernel.data[t * n_train + j] * alpha[(j, c)])
+                .sum();
             if s > best.0 {
                 best = (s, c);
             }

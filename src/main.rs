@@ -136,9 +136,13 @@ struct EmpiricalArgs {
 
 fn parse_bytes(s: &str) -> Result<u64> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let v: f64 = num.parse().with_context(|| format!("--max-memory: {s:?} is not a size like 512MiB or 2GiB"))?;
+    let v: f64 = num
+        .parse()
+        .with_context(|| format!("--max-memory: {s:?} is not a size like 512MiB or 2GiB"))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" | "kib" => 1024.0,
@@ -172,7 +176,10 @@ fn load_network(args: &NetArgs, common: &CommonArgs) -> Result<(Network, burn::t
     let spec = NetworkSpec::from_file(&args.spec)?;
     let net = match &args.weights {
         Some(w) => Network::load(spec, w, &device, precision)?,
-        None => NetworkConfig::new(spec).with_seed(args.seed).with_precision(precision).init(&device)?,
+        None => NetworkConfig::new(spec)
+            .with_seed(args.seed)
+            .with_precision(precision)
+            .init(&device)?,
     };
     Ok((net, device))
 }
@@ -183,7 +190,9 @@ fn forward(a: ForwardArgs) -> Result<()> {
     let x = read_inputs(&a.x, net.input_shape())?;
     let f = net.forward_host(&x)?;
     if let Some((i, v)) = f.first_non_finite() {
-        bail!("the network output is non-finite ({v} at flat index {i}): it overflows on these inputs");
+        bail!(
+            "the network output is non-finite ({v} at flat index {i}): it overflows on these inputs"
+        );
     }
     write_npy(&a.out, &f, kind)?;
     eprintln!("wrote {} {:?}", a.out.display(), f.shape);
@@ -206,11 +215,16 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
     };
     let (net, _) = load_network(&a.net, &a.common)?;
     let x1 = read_inputs(&a.x1, net.input_shape())?;
-    let x2 = a.x2.as_ref().map(|p| read_inputs(p, net.input_shape())).transpose()?;
+    let x2 =
+        a.x2.as_ref()
+            .map(|p| read_inputs(p, net.input_shape()))
+            .transpose()?;
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tiles, {elapsed} elapsed, eta {eta}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} tiles, {elapsed} elapsed, eta {eta}",
+        )
+        .expect("valid template"),
     );
     bar.set_message(format!("{} kernel", options.kind.name()));
     let t0 = Instant::now();
@@ -234,11 +248,22 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
 
 fn bench(b: BenchArgs) -> Result<()> {
     let cases: Vec<String> = b.cases.split(',').map(|s| s.trim().to_string()).collect();
-    let methods = b.methods.split(',').map(|m| Method::parse(m.trim())).collect::<std::result::Result<Vec<_>, _>>()?;
+    let methods = b
+        .methods
+        .split(',')
+        .map(|m| Method::parse(m.trim()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     if b.repeats == 0 {
         bail!("--repeats must be positive");
     }
-    ntk::bench::run(&b.cases_dir, &cases, &methods, BackendKind::parse(&b.backend)?, b.repeats, b.anchor.as_deref())
+    ntk::bench::run(
+        &b.cases_dir,
+        &cases,
+        &methods,
+        BackendKind::parse(&b.backend)?,
+        b.repeats,
+        b.anchor.as_deref(),
+    )
 }
 
 fn main() {
@@ -255,4 +280,3 @@ fn main() {
         std::process::exit(1);
     }
 }
-

@@ -22,32 +22,62 @@ fn files(dir: &str) -> Vec<PathBuf> {
 fn run(spec: &Path, weights: Option<&Path>, x: &Path) -> (i32, String, Duration) {
     let out = std::env::temp_dir().join(format!("ntk-malformed-{}.npy", std::process::id()));
     let mut c = Command::new(env!("CARGO_BIN_EXE_ntk"));
-    c.arg("forward").arg("--spec").arg(spec).arg("--x").arg(x).arg("--out").arg(&out);
+    c.arg("forward")
+        .arg("--spec")
+        .arg(spec)
+        .arg("--x")
+        .arg(x)
+        .arg("--out")
+        .arg(&out);
     if let Some(w) = weights {
         c.arg("--weights").arg(w);
     }
     let t0 = Instant::now();
     let o = c.output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned(), t0.elapsed())
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+        t0.elapsed(),
+    )
 }
 
 fn assert_clean_failure(file: &Path, (code, stderr, took): (i32, String, Duration)) {
-    assert_eq!(code, 1, "{}: exit code {code}, stderr: {stderr}", file.display());
+    assert_eq!(
+        code,
+        1,
+        "{}: exit code {code}, stderr: {stderr}",
+        file.display()
+    );
     assert!(stderr.starts_with("error:"), "{}: {stderr}", file.display());
-    assert!(!stderr.contains("panicked"), "{}: panicked: {stderr}", file.display());
-    assert!(took < Duration::from_secs(20), "{}: took {took:?}", file.display());
+    assert!(
+        !stderr.contains("panicked"),
+        "{}: panicked: {stderr}",
+        file.display()
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "{}: took {took:?}",
+        file.display()
+    );
 }
 
 #[test]
 fn base_inputs_are_valid() {
     let c = corpus();
-    let (code, stderr, _) = run(&c.join("base_spec.json"), Some(&c.join("base_weights.safetensors")), &c.join("base_x.npy"));
+    let (code, stderr, _) = run(
+        &c.join("base_spec.json"),
+        Some(&c.join("base_weights.safetensors")),
+        &c.join("base_x.npy"),
+    );
     assert_eq!(code, 0, "{stderr}");
 }
 
 #[test]
 fn corpus_is_large_enough() {
-    let n: usize = ["spec", "weights", "npy"].iter().map(|d| files(d).len()).sum();
+    let n: usize = ["spec", "weights", "npy"]
+        .iter()
+        .map(|d| files(d).len())
+        .sum();
     assert!(n >= 30, "only {n} malformed files");
 }
 
@@ -65,7 +95,12 @@ fn bad_weights_fail_cleanly_and_name_the_key_or_file() {
     let c = corpus();
     for f in files("weights") {
         let r = run(&c.join("base_spec.json"), Some(&f), &c.join("base_x.npy"));
-        assert!(r.1.contains(f.file_name().unwrap().to_str().unwrap()), "{}: {}", f.display(), r.1);
+        assert!(
+            r.1.contains(f.file_name().unwrap().to_str().unwrap()),
+            "{}: {}",
+            f.display(),
+            r.1
+        );
         assert_clean_failure(&f, r);
     }
 }
@@ -93,10 +128,21 @@ fn spec_errors_name_layer_and_field() {
             assert!(stderr.contains(w), "{file}: {stderr:?} lacks {w:?}");
         }
     }
-    let (_, stderr, _) = run(&c.join("base_spec.json"), Some(&c.join("weights/missing_key.safetensors")), &c.join("base_x.npy"));
+    let (_, stderr, _) = run(
+        &c.join("base_spec.json"),
+        Some(&c.join("weights/missing_key.safetensors")),
+        &c.join("base_x.npy"),
+    );
     assert!(stderr.contains("2.bias"), "{stderr}");
-    let (_, stderr, _) = run(&c.join("base_spec.json"), Some(&c.join("weights/wrong_shape.safetensors")), &c.join("base_x.npy"));
+    let (_, stderr, _) = run(
+        &c.join("base_spec.json"),
+        Some(&c.join("weights/wrong_shape.safetensors")),
+        &c.join("base_x.npy"),
+    );
     assert!(stderr.contains("0.weight"), "{stderr}");
     let (_, stderr, _) = run(&c.join("base_spec.json"), None, &c.join("npy/nan.npy"));
-    assert!(stderr.contains("nan.npy") && stderr.contains("index 9"), "{stderr}");
+    assert!(
+        stderr.contains("nan.npy") && stderr.contains("index 9"),
+        "{stderr}"
+    );
 }

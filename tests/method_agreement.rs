@@ -3,16 +3,22 @@
 
 use faer::Mat;
 use ntk::empirical::{ConvStrategy, EmpiricalOptions, KernelKind, Method, empirical_kernel};
-use ntk::nets::{BackendKind, HostArray, LayerSpec, Network, NetworkConfig, NetworkSpec, Precision};
+use ntk::nets::{
+    BackendKind, HostArray, LayerSpec, Network, NetworkConfig, NetworkSpec, Precision,
+};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
 fn inputs(shape: &[usize], n: usize, seed: u64) -> HostArray {
     let per: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let data = (0..n * per)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         })
         .collect();
@@ -22,7 +28,13 @@ fn inputs(shape: &[usize], n: usize, seed: u64) -> HostArray {
 }
 
 fn act() -> impl Strategy<Value = &'static str> {
-    prop_oneof![Just("relu"), Just("erf"), Just("tanh"), Just("gelu"), Just("identity")]
+    prop_oneof![
+        Just("relu"),
+        Just("erf"),
+        Just("tanh"),
+        Just("gelu"),
+        Just("identity")
+    ]
 }
 
 fn bias() -> impl Strategy<Value = Value> {
@@ -75,45 +87,134 @@ fn cnn() -> impl Strategy<Value = Value> {
         })
 }
 
-fn kernel(net: &Network, x1: &HostArray, x2: Option<&HostArray>, method: Method, conv: ConvStrategy, kind: KernelKind) -> HostArray {
-    let opts = EmpiricalOptions { method, kind, conv, ..Default::default() };
-    empirical_kernel(net, x1, x2, &opts, &mut |_, _| {}).unwrap().kernel
+fn kernel(
+    net: &Network,
+    x1: &HostArray,
+    x2: Option<&HostArray>,
+    method: Method,
+    conv: ConvStrategy,
+    kind: KernelKind,
+) -> HostArray {
+    let opts = EmpiricalOptions {
+        method,
+        kind,
+        conv,
+        ..Default::default()
+    };
+    empirical_kernel(net, x1, x2, &opts, &mut |_, _| {})
+        .unwrap()
+        .kernel
 }
 
 fn rel(a: &HostArray, b: &HostArray) -> f64 {
     let scale = b.data.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
-    a.data.iter().zip(&b.data).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+    a.data
+        .iter()
+        .zip(&b.data)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        / scale
 }
 
 fn check(spec_json: Value, n1: usize, n2: usize, seed: u64) -> Result<(), TestCaseError> {
     let spec = NetworkSpec::from_value(&spec_json).unwrap();
     spec.analyse().unwrap();
-    let has_conv = spec.layers.iter().any(|l| matches!(l, LayerSpec::Conv2d(_)));
+    let has_conv = spec
+        .layers
+        .iter()
+        .any(|l| matches!(l, LayerSpec::Conv2d(_)));
     let x1 = inputs(&spec.input_shape, n1, seed);
     let x2 = inputs(&spec.input_shape, n2, seed + 1);
     for precision in [Precision::F64, Precision::F32] {
-        let tol = if precision == Precision::F64 { 1e-10 } else { 1e-4 };
+        let tol = if precision == Precision::F64 {
+            1e-10
+        } else {
+            1e-4
+        };
         let device = BackendKind::Flex.device(precision).unwrap();
-        let net = NetworkConfig::new(spec.clone()).with_seed(seed).with_precision(precision).init(&device).unwrap();
-        for kind in [KernelKind::Full, KernelKind::Trace, KernelKind::Diagonal, KernelKind::SumOfLogits] {
-            let reference = kernel(&net, &x1, Some(&x2), Method::Jacobian, ConvStrategy::Auto, kind);
+        let net = NetworkConfig::new(spec.clone())
+            .with_seed(seed)
+            .with_precision(precision)
+            .init(&device)
+            .unwrap();
+        for kind in [
+            KernelKind::Full,
+            KernelKind::Trace,
+            KernelKind::Diagonal,
+            KernelKind::SumOfLogits,
+        ] {
+            let reference = kernel(
+                &net,
+                &x1,
+                Some(&x2),
+                Method::Jacobian,
+                ConvStrategy::Auto,
+                kind,
+            );
             let mut others = vec![
-                ("structured", kernel(&net, &x1, Some(&x2), Method::Structured, ConvStrategy::Im2col, kind)),
-                ("ntk-vp", kernel(&net, &x1, Some(&x2), Method::NtkVp, ConvStrategy::Auto, kind)),
+                (
+                    "structured",
+                    kernel(
+                        &net,
+                        &x1,
+                        Some(&x2),
+                        Method::Structured,
+                        ConvStrategy::Im2col,
+                        kind,
+                    ),
+                ),
+                (
+                    "ntk-vp",
+                    kernel(
+                        &net,
+                        &x1,
+                        Some(&x2),
+                        Method::NtkVp,
+                        ConvStrategy::Auto,
+                        kind,
+                    ),
+                ),
             ];
             if has_conv {
-                others.push(("pixel-pairs", kernel(&net, &x1, Some(&x2), Method::Structured, ConvStrategy::PixelPairs, kind)));
+                others.push((
+                    "pixel-pairs",
+                    kernel(
+                        &net,
+                        &x1,
+                        Some(&x2),
+                        Method::Structured,
+                        ConvStrategy::PixelPairs,
+                        kind,
+                    ),
+                ));
             }
             for (name, k) in others {
                 let e = rel(&k, &reference);
-                prop_assert!(e < tol, "{} {:?} {}: rel err {:.3e} for {}", name, precision, kind.name(), e, spec_json);
+                prop_assert!(
+                    e < tol,
+                    "{} {:?} {}: rel err {:.3e} for {}",
+                    name,
+                    precision,
+                    kind.name(),
+                    e,
+                    spec_json
+                );
             }
         }
     }
     // Θ(x, x): symmetric and PSD (f64).
     let device = BackendKind::Flex.device(Precision::F64).unwrap();
-    let net = NetworkConfig::new(spec).with_seed(seed).init(&device).unwrap();
-    let k = kernel(&net, &x1, None, Method::Structured, ConvStrategy::Auto, KernelKind::Full);
+    let net = NetworkConfig::new(spec)
+        .with_seed(seed)
+        .init(&device)
+        .unwrap();
+    let k = kernel(
+        &net,
+        &x1,
+        None,
+        Method::Structured,
+        ConvStrategy::Auto,
+        KernelKind::Full,
+    );
     let o = net.n_outputs();
     let m = n1 * o;
     let at = |i: usize, j: usize| k.data[(((i / o) * n1 + j / o) * o + i % o) * o + j % o];
@@ -121,11 +222,18 @@ fn check(spec_json: Value, n1: usize, n2: usize, seed: u64) -> Result<(), TestCa
     let scale = k.data.iter().fold(1e-300f64, |a, v| a.max(v.abs()));
     for i in 0..m {
         for j in 0..m {
-            prop_assert!((mat[(i, j)] - mat[(j, i)]).abs() <= 1e-12 * scale, "not symmetric");
+            prop_assert!(
+                (mat[(i, j)] - mat[(j, i)]).abs() <= 1e-12 * scale,
+                "not symmetric"
+            );
         }
     }
     let eig = mat.self_adjoint_eigenvalues(faer::Side::Lower).unwrap();
-    prop_assert!(eig[0] >= -1e-10 * scale, "not PSD: min eigenvalue {}", eig[0]);
+    prop_assert!(
+        eig[0] >= -1e-10 * scale,
+        "not PSD: min eigenvalue {}",
+        eig[0]
+    );
     Ok(())
 }
 
@@ -155,9 +263,25 @@ fn tiling_and_symmetry_give_the_untiled_kernel() {
     let device = BackendKind::Flex.device(Precision::F64).unwrap();
     let net = NetworkConfig::new(spec).with_seed(3).init(&device).unwrap();
     let x = inputs(&[2, 5, 5], 7, 11);
-    for kind in [KernelKind::Full, KernelKind::Diagonal, KernelKind::Trace, KernelKind::Nngp] {
-        let whole = kernel(&net, &x, Some(&x), Method::Structured, ConvStrategy::Auto, kind);
-        let opts = EmpiricalOptions { kind, tile_rows: Some(3), ..Default::default() };
+    for kind in [
+        KernelKind::Full,
+        KernelKind::Diagonal,
+        KernelKind::Trace,
+        KernelKind::Nngp,
+    ] {
+        let whole = kernel(
+            &net,
+            &x,
+            Some(&x),
+            Method::Structured,
+            ConvStrategy::Auto,
+            kind,
+        );
+        let opts = EmpiricalOptions {
+            kind,
+            tile_rows: Some(3),
+            ..Default::default()
+        };
         let tiled = empirical_kernel(&net, &x, None, &opts, &mut |_, _| {}).unwrap();
         assert_eq!(tiled.tiles, 6, "3 row blocks, upper triangle");
         assert!(rel(&tiled.kernel, &whole) < 1e-12, "{}", kind.name());

@@ -19,7 +19,10 @@ fn load(case: &Path, precision: Precision) -> Network {
 fn forward_matches_oracle_f64() {
     for case in oracle_cases() {
         let net = load(&case, Precision::F64);
-        for (x, f) in [("x1.npy", "expected_f_x1.npy"), ("x2.npy", "expected_f_x2.npy")] {
+        for (x, f) in [
+            ("x1.npy", "expected_f_x1.npy"),
+            ("x2.npy", "expected_f_x2.npy"),
+        ] {
             let out = net.forward_host(&npy(case.join(x))).unwrap();
             let err = rel_err(&out, &npy(case.join(f)));
             assert!(err < 1e-10, "{}: {f} rel err {err:.3e}", case.display());
@@ -47,7 +50,12 @@ fn check_kernels(method: Method, conv: ConvStrategy) {
             (KernelKind::Trace, "expected_ntk_trace.npy"),
             (KernelKind::Diagonal, "expected_ntk_diag.npy"),
         ] {
-            let opts = EmpiricalOptions { method, kind, conv, ..Default::default() };
+            let opts = EmpiricalOptions {
+                method,
+                kind,
+                conv,
+                ..Default::default()
+            };
             let k = empirical_kernel(&net, &x1, Some(&x2), &opts, &mut |_, _| {}).unwrap();
             let err = rel_err(&k.kernel, &npy(case.join(file)));
             assert!(
@@ -90,8 +98,18 @@ fn ntk_vp_matches_oracle() {
 fn f32_structured_full_matches_oracle() {
     for case in oracle_cases() {
         let net = load(&case, Precision::F32);
-        let opts = EmpiricalOptions { method: Method::Structured, ..Default::default() };
-        let k = empirical_kernel(&net, &npy(case.join("x1.npy")), Some(&npy(case.join("x2.npy"))), &opts, &mut |_, _| {}).unwrap();
+        let opts = EmpiricalOptions {
+            method: Method::Structured,
+            ..Default::default()
+        };
+        let k = empirical_kernel(
+            &net,
+            &npy(case.join("x1.npy")),
+            Some(&npy(case.join("x2.npy"))),
+            &opts,
+            &mut |_, _| {},
+        )
+        .unwrap();
         let err = rel_err(&k.kernel, &npy(case.join("expected_ntk_full.npy")));
         assert!(err < 1e-5, "{}: f32 rel err {err:.3e}", case.display());
     }
@@ -115,9 +133,18 @@ fn cli_forward_matches_oracle() {
             .arg(&out)
             .output()
             .unwrap();
-        assert!(st.status.success(), "{}: {}", case.display(), String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "{}: {}",
+            case.display(),
+            String::from_utf8_lossy(&st.stderr)
+        );
         let err = rel_err(&npy(&out), &npy(case.join("expected_f_x1.npy")));
-        assert!(err < 1e-10, "{}: CLI forward rel err {err:.3e}", case.display());
+        assert!(
+            err < 1e-10,
+            "{}: CLI forward rel err {err:.3e}",
+            case.display()
+        );
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
@@ -142,9 +169,18 @@ fn cli_empirical_matches_oracle() {
             .arg(&out)
             .output()
             .unwrap();
-        assert!(st.status.success(), "{}: {}", case.display(), String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "{}: {}",
+            case.display(),
+            String::from_utf8_lossy(&st.stderr)
+        );
         let err = rel_err(&npy(&out), &npy(case.join("expected_ntk_trace.npy")));
-        assert!(err < 1e-10, "{}: CLI trace rel err {err:.3e}", case.display());
+        assert!(
+            err < 1e-10,
+            "{}: CLI trace rel err {err:.3e}",
+            case.display()
+        );
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
@@ -161,8 +197,16 @@ fn weights_save_and_reload_roundtrip() {
         let spec = NetworkSpec::from_file(case.join("spec.json")).unwrap();
         let again = Network::load(spec, &path, &device, Precision::F64).unwrap();
         let x = npy(case.join("x1.npy"));
-        let (a, b) = (net.forward_host(&x).unwrap(), again.forward_host(&x).unwrap());
-        assert_eq!(a.data, b.data, "{}: reloaded network differs", case.display());
+        let (a, b) = (
+            net.forward_host(&x).unwrap(),
+            again.forward_host(&x).unwrap(),
+        );
+        assert_eq!(
+            a.data,
+            b.data,
+            "{}: reloaded network differs",
+            case.display()
+        );
         assert_eq!(net.params(), again.params());
     }
     let _ = std::fs::remove_dir_all(&tmp);

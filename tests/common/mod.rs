@@ -24,7 +24,9 @@ pub fn oracle_cases() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(cases_dir())
         .expect("cases dir readable")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("weights.safetensors").is_file() && p.join("expected_f_x1.npy").is_file())
+        .filter(|p| {
+            p.join("weights.safetensors").is_file() && p.join("expected_f_x1.npy").is_file()
+        })
         .collect();
     v.sort();
     assert!(!v.is_empty(), "no reference cases found");
@@ -40,7 +42,11 @@ pub fn npy(path: impl AsRef<Path>) -> HostArray {
 /// max |a - b| / max |b|
 pub fn rel_err(a: &HostArray, b: &HostArray) -> f64 {
     assert_eq!(a.shape, b.shape, "shapes differ");
-    let scale = b.data.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
+    let scale = b
+        .data
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()))
+        .max(f64::MIN_POSITIVE);
     a.data
         .iter()
         .zip(&b.data)

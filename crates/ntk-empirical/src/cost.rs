@@ -48,7 +48,10 @@ impl Method {
             other => {
                 return Err(crate::error::option_err(
                     "method",
-                    format!("unknown method {other:?} (known: {})", Self::NAMES.join(", ")),
+                    format!(
+                        "unknown method {other:?} (known: {})",
+                        Self::NAMES.join(", ")
+                    ),
                 ));
             }
         })
@@ -92,7 +95,11 @@ pub fn sizes(net: &Network) -> NetworkSizes {
         let out = g.output.numel() as f64;
         s.activations += out;
         s.max_activation = s.max_activation.max(out).max(g.input.numel() as f64);
-        s.params += g.params.iter().map(|(_, sh)| sh.iter().product::<usize>() as f64).sum::<f64>();
+        s.params += g
+            .params
+            .iter()
+            .map(|(_, sh)| sh.iter().product::<usize>() as f64)
+            .sum::<f64>();
         s.forward_flops += match l {
             LayerSpec::Dense(_) | LayerSpec::Conv2d(_) => 2.0 * out * g.fan_in as f64,
             _ => out,
@@ -102,7 +109,11 @@ pub fn sizes(net: &Network) -> NetworkSizes {
 }
 
 fn seeds(kind: KernelKind, o: usize) -> usize {
-    if kind == KernelKind::SumOfLogits { 1 } else { o }
+    if kind == KernelKind::SumOfLogits {
+        1
+    } else {
+        o
+    }
 }
 
 /// FLOPs of the structured method for an `n1 × n2` tile.
@@ -119,8 +130,17 @@ pub fn structured_flops(net: &Network, n1: usize, n2: usize, kind: KernelKind) -
                 flops += 2.0 * f1 * f2 * din as f64 + 2.0 * f1 * f2 * pk * dout;
             }
             FeatureShape::Image { .. } if !g.params.is_empty() => {
-                let FeatureShape::Image { c, h, w } = g.output else { continue };
-                let c = ConvCostInputs { n1, n2, k, out_channels: c, pixels: h * w, patch: g.fan_in };
+                let FeatureShape::Image { c, h, w } = g.output else {
+                    continue;
+                };
+                let c = ConvCostInputs {
+                    n1,
+                    n2,
+                    k,
+                    out_channels: c,
+                    pixels: h * w,
+                    patch: g.fan_in,
+                };
                 let pkk = conv::seed_pairs(kind, k);
                 flops += match conv::choose(&c, kind) {
                     conv::ConvStrategy::PixelPairs => c.pixel_pair_flops(pkk),
@@ -165,7 +185,11 @@ pub fn ntk_vp_flops(net: &Network, n1: usize, n2: usize, kind: KernelKind) -> f6
 pub fn choose(net: &Network, n1: usize, n2: usize, kind: KernelKind) -> Method {
     let candidates = [
         (Method::Structured, structured_flops(net, n1, n2, kind)),
-        (Method::Jacobian, jacobian_flops(net, n1, n2, kind) + (PER_SAMPLE_PASS_PENALTY - 1.0) * jacobian_pass_flops(net, n1, n2, kind)),
+        (
+            Method::Jacobian,
+            jacobian_flops(net, n1, n2, kind)
+                + (PER_SAMPLE_PASS_PENALTY - 1.0) * jacobian_pass_flops(net, n1, n2, kind),
+        ),
         (Method::NtkVp, ntk_vp_flops(net, n1, n2, kind)),
     ];
     candidates
@@ -178,7 +202,11 @@ pub fn choose(net: &Network, n1: usize, n2: usize, kind: KernelKind) -> Method {
 /// Estimated peak working bytes of one `t × t` tile (both sides `t` rows).
 pub fn tile_bytes(net: &Network, t: usize, kind: KernelKind, method: Method) -> f64 {
     let s = sizes(net);
-    let elt = if net.precision == ntk_nets::Precision::F64 { 8.0 } else { 4.0 };
+    let elt = if net.precision == ntk_nets::Precision::F64 {
+        8.0
+    } else {
+        4.0
+    };
     let k = seeds(kind, s.outputs) as f64;
     let t = t as f64;
     let pairs = t * t * kind.per_pair(s.outputs) as f64;
@@ -189,9 +217,13 @@ pub fn tile_bytes(net: &Network, t: usize, kind: KernelKind, method: Method) -> 
             let mut conv_extra: f64 = 0.0;
             for g in &net.geometry {
                 if let (FeatureShape::Image { .. }, false) = (g.input, g.params.is_empty()) {
-                    let FeatureShape::Image { c, h, w } = g.output else { continue };
+                    let FeatureShape::Image { c, h, w } = g.output else {
+                        continue;
+                    };
                     // patches + per-sample gradients, both sides
-                    conv_extra = conv_extra.max(2.0 * t * (g.fan_in * h * w) as f64 + 2.0 * t * k * (c * g.fan_in) as f64);
+                    conv_extra = conv_extra.max(
+                        2.0 * t * (g.fan_in * h * w) as f64 + 2.0 * t * k * (c * g.fan_in) as f64,
+                    );
                 }
             }
             2.0 * t * s.activations + 6.0 * t * k * s.max_activation + conv_extra + 3.0 * pairs
@@ -217,11 +249,24 @@ mod tests {
             .dense(10, 1.0, Some(0.0))
             .build()
             .unwrap();
-        let mlp = NetworkSpec::builder(&[64]).dense(512, 1.4, Some(0.1)).relu().dense(512, 1.4, Some(0.1)).relu().dense(10, 1.0, Some(0.0)).build().unwrap();
+        let mlp = NetworkSpec::builder(&[64])
+            .dense(512, 1.4, Some(0.1))
+            .relu()
+            .dense(512, 1.4, Some(0.1))
+            .relu()
+            .dense(10, 1.0, Some(0.0))
+            .build()
+            .unwrap();
         for (spec, n) in [(cnn, 32), (mlp, 128)] {
-            let net = NetworkConfig::new(spec).with_precision(Precision::F32).init(&device).unwrap();
+            let net = NetworkConfig::new(spec)
+                .with_precision(Precision::F32)
+                .init(&device)
+                .unwrap();
             assert_eq!(choose(&net, n, n, KernelKind::Full), Method::Structured);
-            assert!(structured_flops(&net, n, n, KernelKind::Full) < ntk_vp_flops(&net, n, n, KernelKind::Full));
+            assert!(
+                structured_flops(&net, n, n, KernelKind::Full)
+                    < ntk_vp_flops(&net, n, n, KernelKind::Full)
+            );
         }
     }
 }

@@ -121,7 +121,13 @@ fn jacobian_on_network(
 }
 
 /// The largest tile (rows per side) whose working set fits `max_memory`, at most `n`.
-pub fn plan_tile_rows(net: &Network, n: usize, kind: KernelKind, method: Method, max_memory: u64) -> Result<usize> {
+pub fn plan_tile_rows(
+    net: &Network,
+    n: usize,
+    kind: KernelKind,
+    method: Method,
+    max_memory: u64,
+) -> Result<usize> {
     let fits = |t: usize| cost::tile_bytes(net, t, kind, method) <= max_memory as f64;
     if !fits(1) {
         return Err(EmpiricalError::Memory {
@@ -156,7 +162,10 @@ pub fn empirical_kernel(
     let n1 = x1.len();
     let n2 = x2.map_or(n1, |x| x.len());
     if n1 == 0 || n2 == 0 {
-        return Err(option_err("x1/x2", "needs at least one sample on each side"));
+        return Err(option_err(
+            "x1/x2",
+            "needs at least one sample on each side",
+        ));
     }
     let method = match options.method {
         Method::Auto => cost::choose(net, n1, n2, kind),

@@ -41,7 +41,12 @@ pub fn count_params<M: Module>(model: &M) -> usize {
 ///
 /// # Shapes
 /// `x: [N, ...]`, `forward(model, x): [N, O]` → `[N·K, P]`
-pub fn jacobian<M, F, const D: usize>(model: &M, forward: &F, x: Tensor<D>, sum_of_logits: bool) -> Tensor<2>
+pub fn jacobian<M, F, const D: usize>(
+    model: &M,
+    forward: &F,
+    x: Tensor<D>,
+    sum_of_logits: bool,
+) -> Tensor<2>
 where
     M: Module,
     F: Fn(&M, Tensor<D>) -> Tensor<2>,
@@ -54,10 +59,21 @@ where
         let o = probe.dims()[1];
         let k = if sum_of_logits { 1 } else { o };
         for seed in 0..k {
-            let y = if seed == 0 { probe.clone() } else { forward(model, xs.clone()) };
-            let scalar = if sum_of_logits { y.sum() } else { y.narrow(1, seed, 1).sum() };
+            let y = if seed == 0 {
+                probe.clone()
+            } else {
+                forward(model, xs.clone())
+            };
+            let scalar = if sum_of_logits {
+                y.sum()
+            } else {
+                y.narrow(1, seed, 1).sum()
+            };
             let grads = scalar.backward();
-            let mut c = GradCollector { grads: &grads, rows: Vec::new() };
+            let mut c = GradCollector {
+                grads: &grads,
+                rows: Vec::new(),
+            };
             model.visit(&mut c);
             rows.push(Tensor::cat(c.rows, 0).unsqueeze::<2>());
         }

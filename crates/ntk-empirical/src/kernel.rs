@@ -39,7 +39,10 @@ impl KernelKind {
             other => {
                 return Err(option_err(
                     "kernel",
-                    format!("unknown kernel {other:?} (known: {})", Self::NAMES.join(", ")),
+                    format!(
+                        "unknown kernel {other:?} (known: {})",
+                        Self::NAMES.join(", ")
+                    ),
                 ));
             }
         })

@@ -103,8 +103,12 @@ pub fn jvp(net: &Network, x: Features, u: &[LayerTangent]) -> Tensor<2> {
             (Layer::Stateless(s), x, _) => {
                 let d = dh.map(|d| match s.op {
                     StatelessOp::Activation(a) => match (d, x.clone()) {
-                        (Features::Flat(d), Features::Flat(z)) => Features::Flat(d * activation_derivative(a, z)),
-                        (Features::Image(d), Features::Image(z)) => Features::Image(d * activation_derivative(a, z)),
+                        (Features::Flat(d), Features::Flat(z)) => {
+                            Features::Flat(d * activation_derivative(a, z))
+                        }
+                        (Features::Image(d), Features::Image(z)) => {
+                            Features::Image(d * activation_derivative(a, z))
+                        }
                         _ => unreachable!("validated spec"),
                     },
                     _ => s.forward(d),
@@ -135,7 +139,12 @@ pub fn jvp(net: &Network, x: Features, u: &[LayerTangent]) -> Tensor<2> {
 }
 
 /// `Θ(x1, x2)·v`, `[N2, O]` → `[N1, O]`.
-pub fn ntk_vector_product(net: &Network, x1: &HostArray, x2: &HostArray, v: Tensor<2>) -> Result<Tensor<2>> {
+pub fn ntk_vector_product(
+    net: &Network,
+    x1: &HostArray,
+    x2: &HostArray,
+    v: Tensor<2>,
+) -> Result<Tensor<2>> {
     let u = vjp(net, x2, v)?;
     let device = net.device();
     Ok(jvp(net, net.input(x1, &device)?, &u))
@@ -143,7 +152,12 @@ pub fn ntk_vector_product(net: &Network, x1: &HostArray, x2: &HostArray, v: Tens
 
 /// The kernel by `N2·O` NTK-vector products (one per column; `N2` for sum-of-logits), in
 /// the accumulator layout of [`crate::structured::finish`].
-pub fn kernel(net: &Network, x1: &HostArray, x2: Option<&HostArray>, kind: KernelKind) -> Result<Accumulator> {
+pub fn kernel(
+    net: &Network,
+    x1: &HostArray,
+    x2: Option<&HostArray>,
+    kind: KernelKind,
+) -> Result<Accumulator> {
     let x2 = x2.unwrap_or(x1);
     let (n1, n2, o) = (x1.len(), x2.len(), net.n_outputs());
     let device = net.device();
@@ -173,10 +187,17 @@ pub fn kernel(net: &Network, x1: &HostArray, x2: Option<&HostArray>, kind: Kerne
         KernelKind::Diagonal | KernelKind::Trace => {
             // diag over (o, k): [N1, N2, O] via a mask of the identity.
             let eye = Tensor::<2>::from_data(
-                TensorData::new((0..o * o).map(|i| if i / o == i % o { 1.0 } else { 0.0 }).collect::<Vec<f64>>(), [o, o]),
+                TensorData::new(
+                    (0..o * o)
+                        .map(|i| if i / o == i % o { 1.0 } else { 0.0 })
+                        .collect::<Vec<f64>>(),
+                    [o, o],
+                ),
                 (&device, dtype),
             );
-            let d: Tensor<3> = (full * eye.reshape([1, o, 1, o])).sum_dim(3).reshape([n1, o, n2]);
+            let d: Tensor<3> = (full * eye.reshape([1, o, 1, o]))
+                .sum_dim(3)
+                .reshape([n1, o, n2]);
             match kind {
                 KernelKind::Diagonal => Accumulator::Diagonal(d.permute([1, 0, 2])),
                 _ => Accumulator::Pairs(d.sum_dim(1).reshape([n1, n2])),

@@ -133,7 +133,8 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<(HostArray, FloatKind), St
     let mut shape = Vec::with_capacity(header.shape().len());
     let mut count: usize = 1;
     for &d in header.shape() {
-        let d = usize::try_from(d).map_err(|_| format!("shape {:?} is too large", header.shape()))?;
+        let d =
+            usize::try_from(d).map_err(|_| format!("shape {:?} is too large", header.shape()))?;
         count = count
             .checked_mul(d)
             .ok_or_else(|| format!("shape {:?} overflows", header.shape()))?;
@@ -156,18 +157,32 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<(HostArray, FloatKind), St
             .chunks_exact(4)
             .map(|c| {
                 let b = [c[0], c[1], c[2], c[3]];
-                (if big { f32::from_be_bytes(b) } else { f32::from_le_bytes(b) }) as f64
+                (if big {
+                    f32::from_be_bytes(b)
+                } else {
+                    f32::from_le_bytes(b)
+                }) as f64
             })
             .collect(),
         FloatKind::F64 => data
             .chunks_exact(8)
             .map(|c| {
                 let b: [u8; 8] = c.try_into().expect("chunk of 8");
-                if big { f64::from_be_bytes(b) } else { f64::from_le_bytes(b) }
+                if big {
+                    f64::from_be_bytes(b)
+                } else {
+                    f64::from_le_bytes(b)
+                }
             })
             .collect(),
     };
-    Ok((HostArray { shape, data: values }, kind))
+    Ok((
+        HostArray {
+            shape,
+            data: values,
+        },
+        kind,
+    ))
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed and

@@ -1,7 +1,9 @@
 //! Building specs in Rust code instead of JSON.
 
 use crate::error::Result;
-use crate::spec::{Activation, Conv2dSpec, DenseSpec, LayerSpec, NetworkSpec, Padding, Parameterization};
+use crate::spec::{
+    Activation, Conv2dSpec, DenseSpec, LayerSpec, NetworkSpec, Padding, Parameterization,
+};
 
 /// Builds a [`NetworkSpec`] layer by layer; [`SpecBuilder::build`] validates it.
 #[derive(Debug, Clone)]
@@ -36,7 +38,11 @@ impl SpecBuilder {
     }
     /// Appends a dense layer; `b_std: None` means no bias parameter.
     pub fn dense(self, width: usize, w_std: f64, b_std: Option<f64>) -> Self {
-        self.layer(LayerSpec::Dense(DenseSpec { width, w_std, b_std }))
+        self.layer(LayerSpec::Dense(DenseSpec {
+            width,
+            w_std,
+            b_std,
+        }))
     }
     /// Appends a conv2d layer.
     pub fn conv2d(

@@ -44,7 +44,10 @@ pub enum NetsError {
     },
     /// The input batch does not have the shape the network expects.
     #[error("input shape {got:?} does not match the network's input shape [N, {expected:?}]")]
-    InputShape { got: Vec<usize>, expected: Vec<usize> },
+    InputShape {
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
     /// A backend could not be set up or is not compiled in.
     #[error("backend: {0}")]
     Backend(String),

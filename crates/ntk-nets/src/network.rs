@@ -165,20 +165,40 @@ impl Network {
         let mut layers = Vec::with_capacity(spec.layers.len());
         for (g, layer) in geometry.iter().zip(&spec.layers) {
             let i = g.index;
-            let weight_scale = |w_std: f64| if ntk { w_std / (g.fan_in as f64).sqrt() } else { 1.0 };
+            let weight_scale = |w_std: f64| {
+                if ntk {
+                    w_std / (g.fan_in as f64).sqrt()
+                } else {
+                    1.0
+                }
+            };
             let bias = |b_std: Option<f64>| {
-                b_std.map(|_| Param::from_tensor(tensor_from::<1>(&params[&format!("{i}.bias")], device, dtype)))
+                b_std.map(|_| {
+                    Param::from_tensor(tensor_from::<1>(
+                        &params[&format!("{i}.bias")],
+                        device,
+                        dtype,
+                    ))
+                })
             };
             let bias_scale = |b_std: Option<f64>| if ntk { b_std.unwrap_or(0.0) } else { 1.0 };
             layers.push(match layer {
                 LayerSpec::Dense(d) => Layer::Dense(Dense {
-                    weight: Param::from_tensor(tensor_from(&params[&format!("{i}.weight")], device, dtype)),
+                    weight: Param::from_tensor(tensor_from(
+                        &params[&format!("{i}.weight")],
+                        device,
+                        dtype,
+                    )),
                     bias: bias(d.b_std),
                     weight_scale: weight_scale(d.w_std),
                     bias_scale: bias_scale(d.b_std),
                 }),
                 LayerSpec::Conv2d(c) => Layer::Conv2d(Conv2d {
-                    weight: Param::from_tensor(tensor_from(&params[&format!("{i}.weight")], device, dtype)),
+                    weight: Param::from_tensor(tensor_from(
+                        &params[&format!("{i}.weight")],
+                        device,
+                        dtype,
+                    )),
                     bias: bias(c.b_std),
                     stride: c.stride,
                     padding: g.padding,
@@ -215,8 +235,14 @@ impl Network {
         let mut out = BTreeMap::new();
         for (i, layer) in self.layers.iter().enumerate() {
             let (w, b) = match layer {
-                Layer::Dense(d) => (to_host(d.weight.val()), d.bias.as_ref().map(|b| to_host(b.val()))),
-                Layer::Conv2d(c) => (to_host(c.weight.val()), c.bias.as_ref().map(|b| to_host(b.val()))),
+                Layer::Dense(d) => (
+                    to_host(d.weight.val()),
+                    d.bias.as_ref().map(|b| to_host(b.val())),
+                ),
+                Layer::Conv2d(c) => (
+                    to_host(c.weight.val()),
+                    c.bias.as_ref().map(|b| to_host(b.val())),
+                ),
                 Layer::Stateless(_) => continue,
             };
             out.insert(format!("{i}.weight"), w);
@@ -255,7 +281,9 @@ impl Network {
     /// Uploads a host batch `[N, *input_shape]` as network input, checking its shape and
     /// that it is finite.
     pub fn input(&self, x: &HostArray, device: &Device) -> Result<Features> {
-        if x.shape.len() != self.spec.input_shape.len() + 1 || x.shape[1..] != self.spec.input_shape[..] {
+        if x.shape.len() != self.spec.input_shape.len() + 1
+            || x.shape[1..] != self.spec.input_shape[..]
+        {
             return Err(NetsError::InputShape {
                 got: x.shape.clone(),
                 expected: self.spec.input_shape.clone(),

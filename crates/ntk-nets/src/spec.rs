@@ -101,7 +101,10 @@ pub enum LayerSpec {
     /// Mean over H and W: `[C, H, W] -> [C]`.
     GlobalAvgPool,
     /// Mean over windows, no padding: `[C, H, W] -> [C, H', W']`.
-    AvgPool2d { window: [usize; 2], stride: [usize; 2] },
+    AvgPool2d {
+        window: [usize; 2],
+        stride: [usize; 2],
+    },
 }
 
 impl LayerSpec {
@@ -304,7 +307,10 @@ fn parse_layer(index: usize, v: &Value) -> Result<LayerSpec> {
                 Some(Value::String(s)) if s.eq_ignore_ascii_case("same") => Padding::Same,
                 Some(Value::String(s)) if s.eq_ignore_ascii_case("valid") => Padding::Valid,
                 Some(other) => {
-                    return Err(f.err("padding", format!("expected \"same\" or \"valid\", got {other}")));
+                    return Err(f.err(
+                        "padding",
+                        format!("expected \"same\" or \"valid\", got {other}"),
+                    ));
                 }
             };
             LayerSpec::Conv2d(Conv2dSpec {
@@ -402,7 +408,10 @@ impl NetworkSpec {
                 .as_u64()
                 .filter(|&n| n > 0 && n as usize <= MAX_ELEMENTS)
                 .ok_or_else(|| {
-                    top_err("input_shape", format!("dimensions must be positive integers, got {d}"))
+                    top_err(
+                        "input_shape",
+                        format!("dimensions must be positive integers, got {d}"),
+                    )
                 })?;
             input_shape.push(n as usize);
         }
@@ -417,14 +426,19 @@ impl NetworkSpec {
                 ));
             }
         };
-        let layers_v = obj.get("layers").ok_or_else(|| top_err("layers", "missing"))?;
+        let layers_v = obj
+            .get("layers")
+            .ok_or_else(|| top_err("layers", "missing"))?;
         let layers_arr = layers_v
             .as_array()
             .ok_or_else(|| top_err("layers", format!("expected an array, got {layers_v}")))?;
         if layers_arr.len() > MAX_LAYERS {
             return Err(top_err(
                 "layers",
-                format!("{} layers; at most {MAX_LAYERS} are accepted", layers_arr.len()),
+                format!(
+                    "{} layers; at most {MAX_LAYERS} are accepted",
+                    layers_arr.len()
+                ),
             ));
         }
         let layers = layers_arr
@@ -521,7 +535,10 @@ impl NetworkSpec {
                         ));
                     };
                     if din.checked_mul(d.width).is_none_or(|n| n > MAX_ELEMENTS) {
-                        return Err(err("width", format!("weight [{}, {din}] is too large", d.width)));
+                        return Err(err(
+                            "width",
+                            format!("weight [{}, {din}] is too large", d.width),
+                        ));
                     }
                     fan_in = din;
                     params.push((format!("{index}.weight"), vec![d.width, din]));
@@ -538,7 +555,9 @@ impl NetworkSpec {
                         ));
                     };
                     let mut out_hw = [0usize; 2];
-                    for (axis, (size, field)) in [(h, "kernel"), (w, "kernel")].into_iter().enumerate() {
+                    for (axis, (size, field)) in
+                        [(h, "kernel"), (w, "kernel")].into_iter().enumerate()
+                    {
                         let k = c.kernel[axis];
                         let s = c.stride[axis];
                         match c.padding {
@@ -592,7 +611,10 @@ impl NetworkSpec {
                     FeatureShape::Flat(_) => {
                         return Err(err(
                             "type",
-                            format!("global_avg_pool needs a [C, H, W] input but gets {:?}", shape.dims()),
+                            format!(
+                                "global_avg_pool needs a [C, H, W] input but gets {:?}",
+                                shape.dims()
+                            ),
                         ));
                     }
                 },
@@ -600,7 +622,10 @@ impl NetworkSpec {
                     let FeatureShape::Image { c, h, w } = shape else {
                         return Err(err(
                             "type",
-                            format!("avg_pool2d needs a [C, H, W] input but gets {:?}", shape.dims()),
+                            format!(
+                                "avg_pool2d needs a [C, H, W] input but gets {:?}",
+                                shape.dims()
+                            ),
                         ));
                     };
                     if window[0] > h || window[1] > w {
@@ -688,7 +713,14 @@ mod tests {
         let g = s.analyse().unwrap();
         assert_eq!(g[0].params.len(), 1);
         assert_eq!(g[1].params.len(), 2);
-        assert_eq!(s.layers[1], LayerSpec::Dense(DenseSpec { width: 1, w_std: 1.0, b_std: Some(0.0) }));
+        assert_eq!(
+            s.layers[1],
+            LayerSpec::Dense(DenseSpec {
+                width: 1,
+                w_std: 1.0,
+                b_std: Some(0.0)
+            })
+        );
     }
 
     #[test]
@@ -703,18 +735,66 @@ mod tests {
     #[test]
     fn errors_name_layer_and_field() {
         let cases = [
-            (r#"{"input_shape":[4],"layers":[{"type":"dense","width":2},{"type":"softmax"}]}"#, "layer 1", "type"),
-            (r#"{"input_shape":[4],"layers":[{"type":"dense"}]}"#, "layer 0", "width"),
-            (r#"{"input_shape":[4],"layers":[{"type":"dense","widht":3}]}"#, "layer 0", "widht"),
-            (r#"{"input_shape":[1,4,4],"layers":[{"type":"dense","width":3}]}"#, "layer 0", "flatten"),
-            (r#"{"input_shape":[1,4,4],"layers":[{"type":"conv2d","channels":2,"kernel":[5,5],"padding":"valid"},{"type":"flatten"}]}"#, "layer 0", "kernel"),
-            (r#"{"input_shape":[4],"layers":[{"type":"conv2d","channels":2,"kernel":[1,1]}]}"#, "layer 0", "conv2d"),
-            (r#"{"input_shape":[4],"layers":[{"type":"dense","width":0}]}"#, "layer 0", "width"),
-            (r#"{"input_shape":[4],"layers":[{"type":"dense","width":2,"w_std":"big"}]}"#, "layer 0", "w_std"),
-            (r#"{"input_shape":[1,4,4],"layers":[{"type":"relu"}]}"#, "layers", "vector output"),
-            (r#"{"input_shape":[],"layers":[{"type":"relu"}]}"#, "input_shape", "[d]"),
-            (r#"{"input_shape":[4],"layers":[]}"#, "layers", "at least one"),
-            (r#"{"input_shape":[4],"parameterization":"mup","layers":[{"type":"relu"}]}"#, "parameterization", "ntk"),
+            (
+                r#"{"input_shape":[4],"layers":[{"type":"dense","width":2},{"type":"softmax"}]}"#,
+                "layer 1",
+                "type",
+            ),
+            (
+                r#"{"input_shape":[4],"layers":[{"type":"dense"}]}"#,
+                "layer 0",
+                "width",
+            ),
+            (
+                r#"{"input_shape":[4],"layers":[{"type":"dense","widht":3}]}"#,
+                "layer 0",
+                "widht",
+            ),
+            (
+                r#"{"input_shape":[1,4,4],"layers":[{"type":"dense","width":3}]}"#,
+                "layer 0",
+                "flatten",
+            ),
+            (
+                r#"{"input_shape":[1,4,4],"layers":[{"type":"conv2d","channels":2,"kernel":[5,5],"padding":"valid"},{"type":"flatten"}]}"#,
+                "layer 0",
+                "kernel",
+            ),
+            (
+                r#"{"input_shape":[4],"layers":[{"type":"conv2d","channels":2,"kernel":[1,1]}]}"#,
+                "layer 0",
+                "conv2d",
+            ),
+            (
+                r#"{"input_shape":[4],"layers":[{"type":"dense","width":0}]}"#,
+                "layer 0",
+                "width",
+            ),
+            (
+                r#"{"input_shape":[4],"layers":[{"type":"dense","width":2,"w_std":"big"}]}"#,
+                "layer 0",
+                "w_std",
+            ),
+            (
+                r#"{"input_shape":[1,4,4],"layers":[{"type":"relu"}]}"#,
+                "layers",
+                "vector output",
+            ),
+            (
+                r#"{"input_shape":[],"layers":[{"type":"relu"}]}"#,
+                "input_shape",
+                "[d]",
+            ),
+            (
+                r#"{"input_shape":[4],"layers":[]}"#,
+                "layers",
+                "at least one",
+            ),
+            (
+                r#"{"input_shape":[4],"parameterization":"mup","layers":[{"type":"relu"}]}"#,
+                "parameterization",
+                "ntk",
+            ),
         ];
         for (json, a, b) in cases {
             let msg = parse(json).unwrap_err().to_string();

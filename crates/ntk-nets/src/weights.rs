@@ -54,7 +54,13 @@ pub fn parse_safetensors(bytes: &[u8]) -> std::result::Result<BTreeMap<String, H
         if values.len() != count {
             return Err(format!("key {name:?}: data does not match shape {shape:?}"));
         }
-        out.insert(name, HostArray { shape, data: values });
+        out.insert(
+            name,
+            HostArray {
+                shape,
+                data: values,
+            },
+        );
     }
     Ok(out)
 }
@@ -133,7 +139,10 @@ pub fn write_safetensors(
         .iter()
         .map(|(k, a)| {
             let bytes: Vec<u8> = if f32_out {
-                a.data.iter().flat_map(|v| (*v as f32).to_le_bytes()).collect()
+                a.data
+                    .iter()
+                    .flat_map(|v| (*v as f32).to_le_bytes())
+                    .collect()
             } else {
                 a.data.iter().flat_map(|v| v.to_le_bytes()).collect()
             };

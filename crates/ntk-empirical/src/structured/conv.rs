@@ -55,7 +55,11 @@ impl ConvCostInputs {
     /// (K² full, K diagonal/trace).
     pub fn im2col_flops(&self, pairs_k: usize) -> f64 {
         let c = |x: usize| x as f64;
-        2.0 * c(self.n1 + self.n2) * c(self.k) * c(self.out_channels) * c(self.pixels) * c(self.patch)
+        2.0 * c(self.n1 + self.n2)
+            * c(self.k)
+            * c(self.out_channels)
+            * c(self.pixels)
+            * c(self.patch)
             + 2.0 * c(self.n1) * c(self.n2) * c(pairs_k) * c(self.out_channels) * c(self.patch)
     }
     /// FLOPs of the pixel-pair form.
@@ -81,7 +85,9 @@ pub fn seed_pairs(kind: KernelKind, k: usize) -> usize {
 /// stays under 256 MiB.
 pub fn choose(c: &ConvCostInputs, kind: KernelKind) -> ConvStrategy {
     let pk = seed_pairs(kind, c.k);
-    if c.pixel_pair_flops(pk) < c.im2col_flops(pk) && c.pixel_pair_bytes(pk) <= 256.0 * 1024.0 * 1024.0 {
+    if c.pixel_pair_flops(pk) < c.im2col_flops(pk)
+        && c.pixel_pair_bytes(pk) <= 256.0 * 1024.0 * 1024.0
+    {
         ConvStrategy::PixelPairs
     } else {
         ConvStrategy::Im2col
@@ -93,10 +99,18 @@ pub fn patches(layer: &Conv2d, x: Tensor<4>) -> Tensor<3> {
     let [_, _, kh, kw] = layer.weight.val().dims();
     let [(top, bottom), (left, right)] = layer.padding;
     if top == bottom && left == right {
-        unfold4d(x, [kh, kw], UnfoldOptions::new(layer.stride, [top, left], [1, 1]))
+        unfold4d(
+            x,
+            [kh, kw],
+            UnfoldOptions::new(layer.stride, [top, left], [1, 1]),
+        )
     } else {
         let x = x.pad([(top, bottom), (left, right)], PadMode::Constant(0.0));
-        unfold4d(x, [kh, kw], UnfoldOptions::new(layer.stride, [0, 0], [1, 1]))
+        unfold4d(
+            x,
+            [kh, kw],
+            UnfoldOptions::new(layer.stride, [0, 0], [1, 1]),
+        )
     }
 }
 
@@ -138,7 +152,10 @@ pub fn contribution(
         s => s,
     };
     let s2 = layer.weight_scale * layer.weight_scale;
-    let b2 = layer.bias.as_ref().map(|_| layer.bias_scale * layer.bias_scale);
+    let b2 = layer
+        .bias
+        .as_ref()
+        .map(|_| layer.bias_scale * layer.bias_scale);
     // [N, K·Cout, Pix]
     let g1 = g1.reshape([n1, k * cout, pix]);
     let g2 = g2.reshape([n2, k * cout, pix]);
@@ -146,8 +163,14 @@ pub fn contribution(
         ConvStrategy::PixelPairs => pixel_pairs(p1, p2, g1, g2, k, cout, kind, s2, b2),
         _ => {
             // Per-sample weight gradients (without the scale): [N, K, Cout·Ck].
-            let w1 = g1.clone().matmul(p1.swap_dims(1, 2)).reshape([n1, k, cout * ck]);
-            let w2 = g2.clone().matmul(p2.swap_dims(1, 2)).reshape([n2, k, cout * ck]);
+            let w1 = g1
+                .clone()
+                .matmul(p1.swap_dims(1, 2))
+                .reshape([n1, k, cout * ck]);
+            let w2 = g2
+                .clone()
+                .matmul(p2.swap_dims(1, 2))
+                .reshape([n2, k, cout * ck]);
             let mut acc = seed_gram(kind, w1, w2).scale(s2);
             if let Some(b2) = b2 {
                 let bias1 = g1.sum_dim(2).reshape([n1, k, cout]);
@@ -200,10 +223,11 @@ fn pixel_pairs(
         }
         _ => {
             // Per seed k: [K, N1·Pix, N2·Pix]
-            let m = h1
-                .swap_dims(0, 1)
-                .reshape([k, n1 * pix, cout])
-                .matmul(h2.swap_dims(0, 1).reshape([k, n2 * pix, cout]).swap_dims(1, 2));
+            let m = h1.swap_dims(0, 1).reshape([k, n1 * pix, cout]).matmul(
+                h2.swap_dims(0, 1)
+                    .reshape([k, n2 * pix, cout])
+                    .swap_dims(1, 2),
+            );
             let t = (m * q.unsqueeze::<3>()).reshape([k, n1, pix, n2, pix]);
             let d: Tensor<3> = t.sum_dim(4).sum_dim(2).reshape([k, n1, n2]);
             match kind {
@@ -221,10 +245,24 @@ mod tests {
     #[test]
     fn cost_model_prefers_im2col_for_large_maps_and_pixel_pairs_for_tiny_maps() {
         // perf-cnn's second conv: 16x16 map, 32 -> 32 channels, 3x3.
-        let big = ConvCostInputs { n1: 32, n2: 32, k: 10, out_channels: 32, pixels: 256, patch: 288 };
+        let big = ConvCostInputs {
+            n1: 32,
+            n2: 32,
+            k: 10,
+            out_channels: 32,
+            pixels: 256,
+            patch: 288,
+        };
         assert_eq!(choose(&big, KernelKind::Full), ConvStrategy::Im2col);
         // A 2x2 map after many channels: Pix² = 16 << Ck = 1152.
-        let tiny = ConvCostInputs { n1: 8, n2: 8, k: 2, out_channels: 16, pixels: 4, patch: 1152 };
+        let tiny = ConvCostInputs {
+            n1: 8,
+            n2: 8,
+            k: 2,
+            out_channels: 16,
+            pixels: 4,
+            patch: 1152,
+        };
         assert_eq!(choose(&tiny, KernelKind::Full), ConvStrategy::PixelPairs);
         assert!(tiny.pixel_pair_flops(4) < tiny.im2col_flops(4));
     }

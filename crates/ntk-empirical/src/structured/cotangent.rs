@@ -40,8 +40,18 @@ pub fn activation_derivative<const D: usize>(a: Activation, z: Tensor<D>) -> Ten
         Activation::Erf => z.square().neg().exp().mul_scalar(2.0 / PI.sqrt()),
         Activation::Tanh => z.tanh().square().neg().add_scalar(1.0),
         Activation::Gelu => {
-            let cdf = z.clone().div_scalar(SQRT_2).erf().add_scalar(1.0).mul_scalar(0.5);
-            let pdf = z.clone().square().mul_scalar(-0.5).exp().mul_scalar(1.0 / (2.0 * PI).sqrt());
+            let cdf = z
+                .clone()
+                .div_scalar(SQRT_2)
+                .erf()
+                .add_scalar(1.0)
+                .mul_scalar(0.5);
+            let pdf = z
+                .clone()
+                .square()
+                .mul_scalar(-0.5)
+                .exp()
+                .mul_scalar(1.0 / (2.0 * PI).sqrt());
             cdf + z * pdf
         }
         Activation::Identity => z.ones_like(),
@@ -63,7 +73,11 @@ fn times_per_sample(cot: Features, factor: Features, k: usize) -> Features {
                 (g.reshape([n, k, c, h, w]) * d.unsqueeze_dim::<5>(1)).reshape([nk, c, h, w]),
             )
         }
-        (g, d) => panic!("cotangent {:?} and factor {:?} do not match", g.dims(), d.dims()),
+        (g, d) => panic!(
+            "cotangent {:?} and factor {:?} do not match",
+            g.dims(),
+            d.dims()
+        ),
     }
 }
 
@@ -134,7 +148,15 @@ pub fn stateless_vjp(op: StatelessOp, input: &Features, g: Features, k: usize) -
             let nk = g.dims()[0];
             // The backward only reads the input's shape.
             let shape_only = Tensor::<4>::zeros([nk, c, h, w], (&g.device(), g.dtype()));
-            Features::Image(avg_pool2d_backward(shape_only, g, window, stride, [0, 0], true, false))
+            Features::Image(avg_pool2d_backward(
+                shape_only,
+                g,
+                window,
+                stride,
+                [0, 0],
+                true,
+                false,
+            ))
         }
     }
 }

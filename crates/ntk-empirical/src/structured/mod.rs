@@ -122,7 +122,11 @@ pub fn kernel(
     let mut g2 = if same {
         None
     } else {
-        Some(Features::Flat(cotangent::output_seeds(net, n2, sum_of_logits)))
+        Some(Features::Flat(cotangent::output_seeds(
+            net,
+            n2,
+            sum_of_logits,
+        )))
     };
     let mut acc: Option<Accumulator> = None;
     for i in (0..net.layers.len()).rev() {

@@ -18,7 +18,10 @@ pub enum StatelessOp {
     /// Mean over H and W: `[N, C, H, W] -> [N, C]`.
     GlobalAvgPool,
     /// Window means, no padding.
-    AvgPool2d { window: [usize; 2], stride: [usize; 2] },
+    AvgPool2d {
+        window: [usize; 2],
+        stride: [usize; 2],
+    },
 }
 
 /// A layer without parameters.
@@ -43,7 +46,9 @@ impl Stateless {
     /// Applies the layer. The caller guarantees the input kind fits (checked by the spec).
     pub fn forward(&self, x: Features) -> Features {
         match (self.op, x) {
-            (StatelessOp::Activation(a), Features::Flat(t)) => Features::Flat(apply_activation(a, t)),
+            (StatelessOp::Activation(a), Features::Flat(t)) => {
+                Features::Flat(apply_activation(a, t))
+            }
             (StatelessOp::Activation(a), Features::Image(t)) => {
                 Features::Image(apply_activation(a, t))
             }
