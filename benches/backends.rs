@@ -3,7 +3,6 @@
 //!
 //! `cargo bench --bench backends` (prints a table; ratios are from one run).
 
-use burn::module::Module;
 use ntk::nets::array::read_npy;
 use ntk::nets::{BackendKind, NetworkConfig, NetworkSpec, Precision};
 use std::path::Path;
@@ -42,7 +41,6 @@ fn main() {
                 std::hint::black_box(run());
             }
             times.push(t0.elapsed().as_secs_f64() / reps as f64 * 1e3);
-            let _ = net.num_params();
         }
         println!(
             "| {name} | {:.2} | {:.2} | {:.2} |",

@@ -184,8 +184,8 @@ pub fn empirical_kernel(
     };
     let (b1, b2) = (blocks(n1), blocks(n2));
     let mut jobs = Vec::new();
-    for (i, _) in b1.iter().enumerate() {
-        for (j, _) in b2.iter().enumerate() {
+    for i in 0..b1.len() {
+        for j in 0..b2.len() {
             if x2.is_none() && j < i {
                 continue;
             }

@@ -17,22 +17,19 @@ struct GradCollector<'a> {
     rows: Vec<Tensor<1>>,
 }
 
+/// The gradient of a tracked tensor, or zeros when the output does not depend on it
+/// (without autodiff association either way).
+pub fn grad_or_zero<const D: usize>(t: &Tensor<D>, grads: &Gradients) -> Tensor<D> {
+    t.grad(grads).unwrap_or_else(|| t.zeros_like().inner())
+}
+
 impl ModuleVisitor for GradCollector<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let value = param.val();
         let n: usize = value.dims().iter().product();
-        let g = match value.grad(self.grads) {
-            Some(g) => g.reshape([n]),
-            // A parameter the output does not depend on has a zero gradient.
-            None => value.zeros_like().inner().reshape([n]),
-        };
-        self.rows.push(g);
+        self.rows
+            .push(grad_or_zero(&value, self.grads).reshape([n]));
     }
-}
-
-/// Total number of float parameters of a module.
-pub fn count_params<M: Module>(model: &M) -> usize {
-    model.num_params()
 }
 
 /// The Jacobian `[N·K, P]` of `forward(model, x)` for seeds `K` (one-hot per output, or one
@@ -101,8 +98,8 @@ where
         Some(x2) => jacobian(model, forward, x2, sol),
         None => j1.clone(),
     };
-    let n2 = j2.dims()[0] * n1 / j1.dims()[0];
     let [r1, p] = j1.dims();
     let k = r1 / n1;
+    let n2 = j2.dims()[0] / k;
     seed_gram(kind, j1.reshape([n1, k, p]), j2.reshape([n2, k, p]))
 }

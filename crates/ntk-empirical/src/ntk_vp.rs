@@ -14,6 +14,7 @@
 //! eigen-solvers (top eigenvalues need only a few dozen products).
 
 use crate::error::Result;
+use crate::jacobian::grad_or_zero;
 use crate::kernel::KernelKind;
 use crate::structured::Accumulator;
 use crate::structured::cotangent::activation_derivative;
@@ -41,27 +42,18 @@ pub fn vjp(net: &Network, x: &HostArray, v: Tensor<2>) -> Result<Vec<LayerTangen
     let input = model.input(x, &ad)?;
     let f = model.forward(input);
     let grads = (f * v.autodiff()).sum().backward();
-    let grad_of = |t: Tensor<2>| t.grad(&grads).unwrap_or_else(|| t.zeros_like().inner());
+    let bias = |b: &Option<burn::module::Param<Tensor<1>>>| {
+        b.as_ref().map(|b| grad_or_zero(&b.val(), &grads))
+    };
     Ok(model
         .layers
         .iter()
         .map(|l| match l {
-            Layer::Dense(d) => LayerTangent::Dense(
-                grad_of(d.weight.val()),
-                d.bias.as_ref().map(|b| {
-                    let b = b.val();
-                    b.grad(&grads).unwrap_or_else(|| b.zeros_like().inner())
-                }),
-            ),
+            Layer::Dense(d) => {
+                LayerTangent::Dense(grad_or_zero(&d.weight.val(), &grads), bias(&d.bias))
+            }
             Layer::Conv2d(c) => {
-                let w = c.weight.val();
-                LayerTangent::Conv2d(
-                    w.grad(&grads).unwrap_or_else(|| w.zeros_like().inner()),
-                    c.bias.as_ref().map(|b| {
-                        let b = b.val();
-                        b.grad(&grads).unwrap_or_else(|| b.zeros_like().inner())
-                    }),
-                )
+                LayerTangent::Conv2d(grad_or_zero(&c.weight.val(), &grads), bias(&c.bias))
             }
             Layer::Stateless(_) => LayerTangent::None,
         })

@@ -183,21 +183,11 @@ pub fn kernel(
     }
     acc.unwrap_or_else(|| {
         // A network without parameters: the NTK is zero.
-        let device = net.device();
-        let z = |s: Vec<usize>| (s, &device, net.dtype());
+        let opts = (&net.device(), net.dtype());
         match kind {
-            KernelKind::Full => {
-                let (s, d, t) = z(vec![n1, k, n2, k]);
-                Accumulator::Full(Tensor::zeros(s, (d, t)))
-            }
-            KernelKind::Diagonal => {
-                let (s, d, t) = z(vec![k, n1, n2]);
-                Accumulator::Diagonal(Tensor::zeros(s, (d, t)))
-            }
-            _ => {
-                let (s, d, t) = z(vec![n1, n2]);
-                Accumulator::Pairs(Tensor::zeros(s, (d, t)))
-            }
+            KernelKind::Full => Accumulator::Full(Tensor::zeros([n1, k, n2, k], opts)),
+            KernelKind::Diagonal => Accumulator::Diagonal(Tensor::zeros([k, n1, n2], opts)),
+            _ => Accumulator::Pairs(Tensor::zeros([n1, n2], opts)),
         }
     })
 }
