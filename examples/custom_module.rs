@@ -52,7 +52,7 @@ fn main() {
         Some(x2.clone()),
         KernelKind::Full,
     );
-    let theta = to_host(structured::finish(acc, KernelKind::Full, o));
+    let theta = structured::finish(acc, KernelKind::Full, o);
 
     // Closed form.
     let w1 = to_host(model.w1.val().inner());

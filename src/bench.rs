@@ -3,7 +3,9 @@
 
 use anyhow::{Context, Result};
 use burn::tensor::{Tensor, TensorData};
-use ntk_empirical::{EmpiricalOptions, KernelKind, Method, cost, empirical_kernel};
+use ntk_empirical::structured::StructuredOptions;
+use ntk_empirical::structured::host_gram::{contraction_stats, reset_contraction_stats};
+use ntk_empirical::{EmpiricalOptions, KernelKind, Method, empirical_kernel, tile_kernel};
 use ntk_nets::array::read_npy;
 use ntk_nets::{BackendKind, NetworkConfig, NetworkSpec, Precision};
 use std::path::Path;
@@ -46,11 +48,56 @@ pub fn matmul_gflops(backend: BackendKind, n: usize) -> Result<f64> {
     Ok(2.0 * (n as f64).powi(3) / median(times) / 1e9)
 }
 
+/// One timed configuration of the empirical engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// A method through [`empirical_kernel`] with `x2` passed (equal to `x1` on the perf
+    /// cases, which the engine detects: symmetric schedule).
+    Method(Method),
+    /// Structured, `x2` treated as distinct (no symmetry): one tile via `tile_kernel`.
+    StructuredNoSymmetry,
+    /// Structured with burn tensor ops for the contraction (the GPU path) on the CPU.
+    StructuredTensorOps,
+}
+
+impl Variant {
+    /// Names accepted by [`Variant::parse`].
+    pub const NAMES: [&'static str; 6] = [
+        "jacobian",
+        "ntk-vp",
+        "structured",
+        "auto",
+        "structured-nosym",
+        "structured-tensor",
+    ];
+
+    pub fn parse(name: &str) -> Result<Variant> {
+        Ok(match name {
+            "structured-nosym" => Variant::StructuredNoSymmetry,
+            "structured-tensor" => Variant::StructuredTensorOps,
+            other => Variant::Method(Method::parse(other).map_err(|_| {
+                anyhow::anyhow!(
+                    "--methods: unknown {other:?} (known: {})",
+                    Variant::NAMES.join(", ")
+                )
+            })?),
+        })
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Variant::Method(m) => m.name(),
+            Variant::StructuredNoSymmetry => "structured, x2 as distinct",
+            Variant::StructuredTensorOps => "structured, burn tensor ops",
+        }
+    }
+}
+
 /// Runs the benchmark table.
 pub fn run(
     cases_dir: &Path,
     cases: &[String],
-    methods: &[Method],
+    variants: &[Variant],
     backend: BackendKind,
     repeats: usize,
     anchor: Option<&Path>,
@@ -67,9 +114,9 @@ pub fn run(
         backend.name()
     );
     println!(
-        "| case | method | ms | model GFLOP | GFLOP/s | % of matmul peak | NT fastest ms | NT / ours | peak RSS MiB |"
+        "| case | method | ms | NT fastest ms | NT / ours | contraction ms | contraction GFLOP | contraction GFLOP/s | % of matmul peak | peak RSS MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for name in cases {
         let dir = cases_dir.join(name);
         let spec = NetworkSpec::from_file(dir.join("spec.json"))?;
@@ -80,46 +127,64 @@ pub fn run(
             .with_precision(Precision::F32)
             .init(&device)?;
         let nt_best = anchor.as_ref().and_then(|a| nt_fastest_ms(a, name));
-        for &method in methods {
+        for &variant in variants {
+            let method = match variant {
+                Variant::Method(m) => m,
+                _ => Method::Structured,
+            };
             let opts = EmpiricalOptions {
                 method,
                 kind: KernelKind::Full,
                 max_memory: 16 << 30,
+                tensor_contraction: variant == Variant::StructuredTensorOps,
                 ..Default::default()
             };
-            let reps = if method == Method::Structured || method == Method::Auto {
-                repeats
-            } else {
-                1
+            let fast = matches!(method, Method::Structured | Method::Auto);
+            let reps = if fast { repeats } else { 1 };
+            let once = || -> Result<Method> {
+                Ok(match variant {
+                    Variant::StructuredNoSymmetry => {
+                        let so = StructuredOptions::default();
+                        tile_kernel(&net, &x1, Some(&x2), KernelKind::Full, method, so)?;
+                        Method::Structured
+                    }
+                    _ => empirical_kernel(&net, &x1, Some(&x2), &opts, &mut |_, _| {})?.method,
+                })
             };
+            let mut used = once()?; // untimed warm-up
             let mut times = Vec::new();
-            let mut used = method;
-            // one untimed warm-up
-            let _ = empirical_kernel(&net, &x1, Some(&x2), &opts, &mut |_, _| {})?;
+            let mut contraction = Vec::new();
             for _ in 0..reps {
+                reset_contraction_stats();
                 let t0 = Instant::now();
-                let k = empirical_kernel(&net, &x1, Some(&x2), &opts, &mut |_, _| {})?;
+                used = once()?;
                 times.push(t0.elapsed().as_secs_f64());
-                used = k.method;
+                contraction.push(contraction_stats());
             }
             let t = median(times);
-            let (n1, n2) = (x1.len(), x2.len());
-            let flops = match used {
-                Method::Jacobian => cost::jacobian_flops(&net, n1, n2, KernelKind::Full),
-                Method::NtkVp => cost::ntk_vp_flops(&net, n1, n2, KernelKind::Full),
-                _ => cost::structured_flops(&net, n1, n2, KernelKind::Full),
+            let (cf, cs) = {
+                let mut c = contraction;
+                c.sort_by(|a, b| a.1.total_cmp(&b.1));
+                c[c.len() / 2]
             };
-            let label = if method == Method::Auto {
+            let label = if variant == Variant::Method(Method::Auto) {
                 format!("auto→{}", used.name())
             } else {
-                used.name().to_string()
+                variant.label().to_string()
+            };
+            let (c_ms, c_gf, c_rate, c_pct) = if cf > 0.0 {
+                (
+                    format!("{:.2}", cs * 1e3),
+                    format!("{:.2}", cf / 1e9),
+                    format!("{:.1}", cf / cs / 1e9),
+                    format!("{:.0}%", 100.0 * cf / cs / 1e9 / peak),
+                )
+            } else {
+                ("-".into(), "-".into(), "-".into(), "-".into())
             };
             println!(
-                "| {name} | {label} | {:.2} | {:.2} | {:.1} | {:.0}% | {} | {} | {:.0} |",
+                "| {name} | {label} | {:.2} | {} | {} | {c_ms} | {c_gf} | {c_rate} | {c_pct} | {:.0} |",
                 t * 1e3,
-                flops / 1e9,
-                flops / t / 1e9,
-                100.0 * flops / t / 1e9 / peak,
                 nt_best.map_or("-".into(), |v| format!("{v:.2}")),
                 nt_best.map_or("-".into(), |v| format!("{:.2}x", v / (t * 1e3))),
                 peak_rss_mib().unwrap_or(f64::NAN)

@@ -13,6 +13,8 @@ pub use ntk_empirical as empirical;
 pub use ntk_infinite as infinite;
 pub use ntk_nets as nets;
 
+pub mod analysis_cmd;
 pub mod bench;
 pub mod data;
 pub mod demo;
+pub mod infinite_cmd;

@@ -34,10 +34,19 @@ enum Command {
     Forward(ForwardArgs),
     /// Empirical (finite-width) NTK or NNGP between x1 and x2.
     Empirical(EmpiricalArgs),
+    /// Exact infinite-width NTK or NNGP of one output (neural-tangents stax conventions) between x1 and x2.
+    Infinite(ntk::infinite_cmd::InfiniteArgs),
     /// Runs the demo (the default when no subcommand is given).
     Demo(CommonArgs),
+    /// Assembles the tiles of a `ntk empirical --tiles DIR` run into one .npy (streamed:
+    /// the kernel need not fit in memory).
+    Merge(MergeArgs),
     /// Times the empirical-NTK methods on the perf cases (f32, full kernel) and prints a table.
     Bench(BenchArgs),
+    /// Kernel statistics: spectrum (condition number, effective rank, max learning rate), kernel-target alignment, kernel distance and velocity.
+    Analyze(ntk::analysis_cmd::AnalyzeArgs),
+    /// Closed-form gradient-flow (MSE) predictions from train-train and test-train kernels, as neural-tangents' predict.gradient_descent_mse.
+    Predict(ntk::analysis_cmd::PredictArgs),
 }
 
 #[derive(Args)]
@@ -48,7 +57,9 @@ struct BenchArgs {
     /// Comma-separated case names.
     #[arg(long, default_value = "perf-mlp,perf-cnn,perf-mlp-deep")]
     cases: String,
-    /// Comma-separated methods (jacobian, structured, ntk-vp, auto).
+    /// Comma-separated methods: jacobian, ntk-vp, structured, auto, and the structured
+    /// variants structured-nosym (x2 treated as distinct) and structured-tensor (burn
+    /// tensor ops for the contraction, the GPU path).
     #[arg(long, default_value = "structured,auto")]
     methods: String,
     /// CPU backend: flex or ndarray.
@@ -60,6 +71,18 @@ struct BenchArgs {
     /// neural-tangents timings (perf-anchor.json from shared/oracle/perf_anchor.py) for ratios.
     #[arg(long)]
     anchor: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// The tile folder.
+    dir: PathBuf,
+    /// Output .npy.
+    #[arg(long)]
+    out: PathBuf,
+    /// dtype of the written file: f64 (default) or f32.
+    #[arg(long, default_value = "f64")]
+    out_dtype: String,
 }
 
 #[derive(Args, Clone)]
@@ -121,12 +144,23 @@ struct EmpiricalArgs {
     /// Conv contraction of the structured method: auto, im2col or pixel-pairs.
     #[arg(long, default_value = "auto")]
     conv: String,
-    /// Working-memory bound per tile, e.g. 512MiB, 2GiB (the output array is extra).
+    /// Working-memory bound of the tiles in flight, e.g. 512MiB, 2GiB (the output array
+    /// is extra; with --tiles the kernel is never held in memory).
     #[arg(long, default_value = "2GiB")]
     max_memory: String,
-    /// Output .npy.
+    /// Rows of x1 and x2 per tile (default: the largest that fits --max-memory).
     #[arg(long)]
-    out: PathBuf,
+    tile_rows: Option<usize>,
+    /// Resumable run: write each finished tile (atomically) into this folder with a
+    /// manifest; a rerun skips finished tiles; `ntk merge DIR --out K.npy` assembles.
+    #[arg(long)]
+    tiles: Option<PathBuf>,
+    /// With --tiles: compute only share i of n (0-based, e.g. 0/3), for job arrays.
+    #[arg(long)]
+    tile: Option<String>,
+    /// Output .npy (with --tiles and no --tile: the merged kernel, optional).
+    #[arg(long)]
+    out: Option<PathBuf>,
     #[command(flatten)]
     common: CommonArgs,
     /// dtype of the written file: f64 (default) or f32.
@@ -211,8 +245,23 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
             other => bail!("--conv: unknown strategy {other:?} (auto, im2col, pixel-pairs)"),
         },
         max_memory: parse_bytes(&a.max_memory)?,
-        tile_rows: None,
+        tile_rows: a.tile_rows,
+        tensor_contraction: false,
     };
+    if a.tile.is_some() && a.tiles.is_none() {
+        bail!("--tile i/n needs --tiles DIR (the folder the shares write into)");
+    }
+    if a.tiles.is_none() && a.out.is_none() {
+        bail!("--out K.npy is required (or --tiles DIR for a resumable run)");
+    }
+    let share = a
+        .tile
+        .as_deref()
+        .map(ntk::empirical::tiles::parse_share)
+        .transpose()?;
+    if share.is_some() && a.out.is_some() {
+        bail!("--out with --tile: a share does not hold the whole kernel; run `ntk merge DIR --out K.npy` after all shares");
+    }
     let (net, _) = load_network(&a.net, &a.common)?;
     let x1 = read_inputs(&a.x1, net.input_shape())?;
     let x2 =
@@ -228,15 +277,45 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
     );
     bar.set_message(format!("{} kernel", options.kind.name()));
     let t0 = Instant::now();
+    if let Some(dir) = &a.tiles {
+        let summary = ntk::empirical::tiles::run(
+            &net,
+            &x1,
+            x2.as_ref(),
+            &options,
+            dir,
+            share,
+            &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+        )?;
+        bar.finish_and_clear();
+        eprintln!(
+            "{}: {} tile(s) computed, {} already finished, {} in this share, {} in all ({:.3} s)",
+            dir.display(),
+            summary.computed,
+            summary.skipped,
+            summary.in_share,
+            summary.total,
+            t0.elapsed().as_secs_f64()
+        );
+        if let Some(out) = &a.out {
+            ntk::empirical::tiles::merge(dir, out, kind_out)?;
+            eprintln!("wrote {}", out.display());
+        }
+        return Ok(());
+    }
+    let out_path = a.out.as_ref().expect("checked above");
     let out = empirical_kernel(&net, &x1, x2.as_ref(), &options, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
-    write_npy(&a.out, &out.kernel, kind_out)?;
+    write_npy(out_path, &out.kernel, kind_out)?;
     eprintln!(
         "wrote {} {:?} ({} method, {} tile(s) of {} rows, {:.3} s)",
-        a.out.display(),
+        out_path.display(),
         out.kernel.shape,
         out.method.name(),
         out.tiles,
@@ -251,8 +330,8 @@ fn bench(b: BenchArgs) -> Result<()> {
     let methods = b
         .methods
         .split(',')
-        .map(|m| Method::parse(m.trim()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+        .map(|m| ntk::bench::Variant::parse(m.trim()))
+        .collect::<Result<Vec<_>>>()?;
     if b.repeats == 0 {
         bail!("--repeats must be positive");
     }
@@ -271,8 +350,16 @@ fn main() {
     let result = match cli.command {
         Some(Command::Forward(a)) => forward(a),
         Some(Command::Empirical(a)) => empirical(a),
+        Some(Command::Infinite(a)) => ntk::infinite_cmd::run(&a),
         Some(Command::Demo(c)) => ntk::demo::run(&c.backend, &c.dtype),
         Some(Command::Bench(b)) => bench(b),
+        Some(Command::Merge(m)) => out_kind(&m.out_dtype).and_then(|k| {
+            ntk::empirical::tiles::merge(&m.dir, &m.out, k)?;
+            eprintln!("wrote {}", m.out.display());
+            Ok(())
+        }),
+        Some(Command::Analyze(a)) => ntk::analysis_cmd::run_analyze(a),
+        Some(Command::Predict(a)) => ntk::analysis_cmd::run_predict(a),
         None => ntk::demo::run("flex", "f64"),
     };
     if let Err(e) = result {

@@ -215,6 +215,17 @@ fn check(spec_json: Value, n1: usize, n2: usize, seed: u64) -> Result<(), TestCa
         ConvStrategy::Auto,
         KernelKind::Full,
     );
+    // The symmetric schedule (upper blocks + mirror) against the Jacobian method.
+    let kj = kernel(
+        &net,
+        &x1,
+        None,
+        Method::Jacobian,
+        ConvStrategy::Auto,
+        KernelKind::Full,
+    );
+    let e = rel(&k, &kj);
+    prop_assert!(e < 1e-10, "x2 = x1: structured vs jacobian {e:.3e}");
     let o = net.n_outputs();
     let m = n1 * o;
     let at = |i: usize, j: usize| k.data[(((i / o) * n1 + j / o) * o + i % o) * o + j % o];

@@ -41,6 +41,10 @@ fn forward_matches_oracle_f32() {
 }
 
 fn check_kernels(method: Method, conv: ConvStrategy) {
+    check_kernels_with(method, conv, false)
+}
+
+fn check_kernels_with(method: Method, conv: ConvStrategy, tensor_contraction: bool) {
     for case in oracle_cases() {
         let net = load(&case, Precision::F64);
         let x1 = npy(case.join("x1.npy"));
@@ -54,6 +58,7 @@ fn check_kernels(method: Method, conv: ConvStrategy) {
                 method,
                 kind,
                 conv,
+                tensor_contraction,
                 ..Default::default()
             };
             let k = empirical_kernel(&net, &x1, Some(&x2), &opts, &mut |_, _| {}).unwrap();
@@ -72,6 +77,13 @@ fn check_kernels(method: Method, conv: ConvStrategy) {
 #[test]
 fn structured_matches_oracle() {
     check_kernels(Method::Structured, ConvStrategy::Auto);
+}
+
+/// The burn-tensor contraction (the path GPU backends take) on the CPU.
+#[test]
+fn structured_tensor_contraction_matches_oracle() {
+    check_kernels_with(Method::Structured, ConvStrategy::Im2col, true);
+    check_kernels_with(Method::Structured, ConvStrategy::PixelPairs, true);
 }
 
 #[test]

@@ -7,6 +7,7 @@ use crate::kernel::KernelKind;
 use crate::structured::{self, Accumulator, ConvStrategy, StructuredOptions};
 use crate::{jacobian, ntk_vp};
 use burn::module::Module;
+use rayon::prelude::*;
 use burn::tensor::Tensor;
 use ntk_nets::layers::Features;
 use ntk_nets::{HostArray, Network, to_host};
@@ -18,10 +19,14 @@ pub struct EmpiricalOptions {
     pub kind: KernelKind,
     /// Contraction of conv2d layers in the structured method.
     pub conv: ConvStrategy,
-    /// Bound on the working memory of one tile, in bytes (the output array is extra).
+    /// Bound on the working memory of the tiles in flight (one per rayon thread, each
+    /// planned under its share), in bytes; the output array is extra.
     pub max_memory: u64,
     /// Force a tile size (rows of x1 and of x2 per tile); otherwise from `max_memory`.
     pub tile_rows: Option<usize>,
+    /// Structured method: contract full kernels with burn tensor ops even on CPU
+    /// backends, instead of the fused host contraction (see `structured::host_gram`).
+    pub tensor_contraction: bool,
 }
 
 impl Default for EmpiricalOptions {
@@ -32,6 +37,7 @@ impl Default for EmpiricalOptions {
             conv: ConvStrategy::Auto,
             max_memory: 2 << 30,
             tile_rows: None,
+            tensor_contraction: false,
         }
     }
 }
@@ -55,21 +61,19 @@ pub fn tile_kernel(
     x2: Option<&HostArray>,
     kind: KernelKind,
     method: Method,
-    conv: ConvStrategy,
+    structured_options: StructuredOptions,
 ) -> Result<HostArray> {
     let o = net.n_outputs();
     let n1 = x1.len();
     let n2 = x2.map_or(n1, |x| x.len());
     let device = net.device();
-    let t: Tensor<4> = if kind == KernelKind::Nngp {
+    let host: HostArray = if kind == KernelKind::Nngp {
         let f1 = net.forward(net.input(x1, &device)?);
         let f2 = match x2 {
             Some(x2) => net.forward(net.input(x2, &device)?),
             None => f1.clone(),
         };
-        f1.matmul(f2.transpose())
-            .div_scalar(o as f64)
-            .unsqueeze_dims::<4>(&[2, 3])
+        to_host(f1.matmul(f2.transpose()).div_scalar(o as f64))
     } else {
         let acc = match method {
             Method::Structured | Method::Auto => structured::kernel(
@@ -77,14 +81,13 @@ pub fn tile_kernel(
                 net.input(x1, &device)?,
                 x2.map(|x| net.input(x, &device)).transpose()?,
                 kind,
-                StructuredOptions { conv },
+                structured_options,
             ),
             Method::Jacobian => jacobian_on_network(net, x1, x2, kind)?,
             Method::NtkVp => ntk_vp::kernel(net, x1, x2, kind)?,
         };
         structured::finish(acc, kind, o)
     };
-    let host = to_host(t);
     if let Some((i, v)) = host.first_non_finite() {
         return Err(EmpiricalError::NonFinite {
             place: format!(
@@ -146,19 +149,55 @@ pub fn plan_tile_rows(
     Ok(lo)
 }
 
-/// The empirical kernel of `net` between `x1` and `x2` (`None`: `x2 = x1`, and only the
-/// tiles on and above the diagonal are computed; the rest is their mirror image).
+/// How a kernel is cut into tiles: resolved method, tile size and the jobs to run.
 ///
-/// `progress(done, total)` is called after each tile.
-pub fn empirical_kernel(
+/// Tile `(i, j)` holds rows `blocks1[i]` of x1 against rows `blocks2[j]` of x2. With
+/// `symmetric` (x2 omitted, or equal to x1) only tiles with `j ≥ i` are jobs; the others
+/// are their mirror images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TilePlan {
+    pub kind: KernelKind,
+    pub method: Method,
+    pub n1: usize,
+    pub n2: usize,
+    /// Outputs O of the network.
+    pub outputs: usize,
+    pub tile_rows: usize,
+    pub symmetric: bool,
+    /// `(i, j)` of every tile to compute, row-major.
+    pub jobs: Vec<(usize, usize)>,
+    /// Tiles computed at once (one per rayon thread).
+    pub parallel_tiles: usize,
+    pub structured: StructuredOptions,
+}
+
+impl TilePlan {
+    /// `(start, len)` of block `b` of `n` rows.
+    pub fn block(&self, b: usize, n: usize) -> (usize, usize) {
+        let start = b * self.tile_rows;
+        (start, self.tile_rows.min(n - start))
+    }
+
+    /// Values per sample pair (O², O or 1).
+    pub fn per_pair(&self) -> usize {
+        self.kind.per_pair(self.outputs)
+    }
+
+    /// The shape of the whole kernel.
+    pub fn shape(&self) -> Vec<usize> {
+        self.kind.shape(self.n1, self.n2, self.outputs)
+    }
+}
+
+/// Plans a kernel: resolves `auto`, sizes the tiles under `max_memory` (shared by the
+/// tiles in flight), detects `x2 == x1` (same shape and values: treated as omitted).
+pub fn plan(
     net: &Network,
     x1: &HostArray,
     x2: Option<&HostArray>,
     options: &EmpiricalOptions,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<KernelOutput> {
+) -> Result<TilePlan> {
     let kind = options.kind;
-    let o = net.n_outputs();
     let n1 = x1.len();
     let n2 = x2.map_or(n1, |x| x.len());
     if n1 == 0 || n2 == 0 {
@@ -171,63 +210,132 @@ pub fn empirical_kernel(
         Method::Auto => cost::choose(net, n1, n2, kind),
         m => m,
     };
+    let parallel_tiles = rayon::current_num_threads().max(1);
     let tile_rows = match options.tile_rows {
         Some(0) => return Err(option_err("tile_rows", "must be positive")),
         Some(t) => t,
-        None => plan_tile_rows(net, n1.max(n2), kind, method, options.max_memory)?,
+        None => plan_tile_rows(
+            net,
+            n1.max(n2),
+            kind,
+            method,
+            options.max_memory / parallel_tiles as u64,
+        )?,
     };
-    let pp = kind.per_pair(o);
-    let blocks = |n: usize| -> Vec<(usize, usize)> {
-        (0..n.div_ceil(tile_rows))
-            .map(|b| (b * tile_rows, tile_rows.min(n - b * tile_rows)))
-            .collect()
+    let symmetric = match x2 {
+        None => true,
+        Some(x2) => x2.shape == x1.shape && x2.data == x1.data,
     };
-    let (b1, b2) = (blocks(n1), blocks(n2));
     let mut jobs = Vec::new();
-    for i in 0..b1.len() {
-        for j in 0..b2.len() {
-            if x2.is_none() && j < i {
-                continue;
+    for i in 0..n1.div_ceil(tile_rows) {
+        for j in 0..n2.div_ceil(tile_rows) {
+            if !(symmetric && j < i) {
+                jobs.push((i, j));
             }
-            jobs.push((i, j));
         }
     }
-    let mut out = vec![0.0; n1 * n2 * pp];
-    let total = jobs.len();
-    for (done, (i, j)) in jobs.into_iter().enumerate() {
-        let (s1, l1) = b1[i];
-        let (s2, l2) = b2[j];
-        let a = x1.rows(s1, l1);
-        let tile = match x2 {
-            Some(x2) => tile_kernel(net, &a, Some(&x2.rows(s2, l2)), kind, method, options.conv)?,
-            None if i == j => tile_kernel(net, &a, None, kind, method, options.conv)?,
-            None => tile_kernel(net, &a, Some(&x1.rows(s2, l2)), kind, method, options.conv)?,
-        };
-        for r in 0..l1 {
-            for c in 0..l2 {
-                let src = &tile.data[(r * l2 + c) * pp..(r * l2 + c + 1) * pp];
-                out[((s1 + r) * n2 + s2 + c) * pp..][..pp].copy_from_slice(src);
-                if x2.is_none() && i != j {
-                    // Θ(x_b, x_a)[o, o'] = Θ(x_a, x_b)[o', o]
-                    let dst = &mut out[((s2 + c) * n2 + s1 + r) * pp..][..pp];
-                    if kind == KernelKind::Full {
-                        for p in 0..o {
-                            for q in 0..o {
-                                dst[p * o + q] = src[q * o + p];
-                            }
-                        }
-                    } else {
-                        dst.copy_from_slice(src);
-                    }
-                }
+    Ok(TilePlan {
+        kind,
+        method,
+        n1,
+        n2,
+        outputs: net.n_outputs(),
+        tile_rows,
+        symmetric,
+        jobs,
+        parallel_tiles,
+        structured: StructuredOptions {
+            conv: options.conv,
+            tensor_contraction: options.tensor_contraction,
+        },
+    })
+}
+
+/// Computes tile `(i, j)` of a plan: `[l1, l2, per_pair]`.
+pub fn compute_tile(
+    net: &Network,
+    x1: &HostArray,
+    x2: Option<&HostArray>,
+    plan: &TilePlan,
+    (i, j): (usize, usize),
+) -> Result<HostArray> {
+    let (s1, l1) = plan.block(i, plan.n1);
+    let (s2, l2) = plan.block(j, plan.n2);
+    let a = x1.rows(s1, l1);
+    let other = if plan.symmetric { x1 } else { x2.unwrap_or(x1) };
+    let (kind, method, so) = (plan.kind, plan.method, plan.structured);
+    if plan.symmetric && i == j {
+        tile_kernel(net, &a, None, kind, method, so)
+    } else {
+        tile_kernel(net, &a, Some(&other.rows(s2, l2)), kind, method, so)
+    }
+}
+
+/// Writes tile `(i, j)` into the whole kernel `out` (row-major, [`TilePlan::shape`]),
+/// and its mirror image when the plan is symmetric.
+pub fn place_tile(out: &mut [f64], plan: &TilePlan, (i, j): (usize, usize), tile: &HostArray) {
+    let (s1, l1) = plan.block(i, plan.n1);
+    let (s2, l2) = plan.block(j, plan.n2);
+    let (n2, pp, o) = (plan.n2, plan.per_pair(), plan.outputs);
+    for r in 0..l1 {
+        for c in 0..l2 {
+            let src = &tile.data[(r * l2 + c) * pp..(r * l2 + c + 1) * pp];
+            out[((s1 + r) * n2 + s2 + c) * pp..][..pp].copy_from_slice(src);
+            if plan.symmetric && i != j {
+                mirror_pair(&mut out[((s2 + c) * n2 + s1 + r) * pp..][..pp], src, plan.kind, o);
             }
         }
-        progress(done + 1, total);
+    }
+}
+
+/// `Θ(x_b, x_a)` from `Θ(x_a, x_b)`: the same values, with `[o, o']` transposed for full
+/// kernels.
+pub fn mirror_pair(dst: &mut [f64], src: &[f64], kind: KernelKind, o: usize) {
+    if kind == KernelKind::Full {
+        for p in 0..o {
+            for q in 0..o {
+                dst[p * o + q] = src[q * o + p];
+            }
+        }
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// The empirical kernel of `net` between `x1` and `x2` (`None`: `x2 = x1`, and only the
+/// tiles on and above the diagonal are computed; the rest is their mirror image).
+///
+/// `progress(done, total)` is called after each tile.
+pub fn empirical_kernel(
+    net: &Network,
+    x1: &HostArray,
+    x2: Option<&HostArray>,
+    options: &EmpiricalOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<KernelOutput> {
+    let plan = plan(net, x1, x2, options)?;
+    let mut out = vec![0.0; plan.n1 * plan.n2 * plan.per_pair()];
+    let total = plan.jobs.len();
+    let compute = |&job: &(usize, usize)| compute_tile(net, x1, x2, &plan, job);
+    // Tiles run `parallel_tiles` at a time on rayon's pool (each tile's own GEMMs use the
+    // same pool); results are placed and reported in order.
+    let mut done = 0;
+    for chunk in plan.jobs.chunks(plan.parallel_tiles) {
+        let tiles: Vec<HostArray> = if chunk.len() == 1 {
+            vec![compute(&chunk[0])?]
+        } else {
+            chunk.par_iter().map(compute).collect::<Result<_>>()?
+        };
+        for (&job, tile) in chunk.iter().zip(tiles) {
+            place_tile(&mut out, &plan, job, &tile);
+            done += 1;
+            progress(done, total);
+        }
     }
     Ok(KernelOutput {
-        kernel: HostArray::new(kind.shape(n1, n2, o), out),
-        method,
-        tile_rows,
+        kernel: HostArray::new(plan.shape(), out),
+        method: plan.method,
+        tile_rows: plan.tile_rows,
         tiles: total,
     })
 }

@@ -15,6 +15,18 @@ pub enum EmpiricalError {
     /// A NaN or Inf appeared during the computation (names the place).
     #[error("non-finite values appeared in {place}")]
     NonFinite { place: String },
+    /// Reading or writing a file of a tiled run failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// A tile folder does not fit the run (manifest mismatch, missing or damaged tiles).
+    #[error("tile folder {}: {message}", dir.display())]
+    Tiles {
+        dir: std::path::PathBuf,
+        message: String,
+    },
 }
 
 /// Result alias of this crate.

@@ -21,9 +21,13 @@ pub mod jacobian;
 pub mod kernel;
 pub mod ntk_vp;
 pub mod structured;
+pub mod tiles;
 
 pub use cost::Method;
-pub use engine::{EmpiricalOptions, KernelOutput, empirical_kernel, tile_kernel};
+pub use engine::{
+    EmpiricalOptions, KernelOutput, TilePlan, compute_tile, empirical_kernel, place_tile, plan,
+    tile_kernel,
+};
 pub use error::{EmpiricalError, Result};
 pub use kernel::KernelKind;
 pub use structured::ConvStrategy;

@@ -17,7 +17,7 @@
 //! [`ConvStrategy::Auto`] picks the smaller FLOP count ([`choose`]); the pixel-pair form
 //! is only chosen when its buffer fits in 256 MiB.
 
-use super::{Accumulator, seed_gram};
+use super::{Accumulator, Coeff, KernelSum};
 use crate::kernel::KernelKind;
 use burn::tensor::Tensor;
 use burn::tensor::module::unfold4d;
@@ -114,28 +114,30 @@ pub fn patches(layer: &Conv2d, x: Tensor<4>) -> Tensor<3> {
     }
 }
 
-/// Contribution of a conv2d layer (see the module docs).
+/// Adds the contribution of a conv2d layer (see the module docs).
 ///
 /// # Shapes
-/// - `x1: [N1, in_c, H, W]`, `x2: [N2, in_c, H, W]`: the layer's inputs
-/// - `g1: [N1·K, out_c, H', W']`, `g2: [N2·K, out_c, H', W']`: cotangents of its output
+/// - `x1: [N1, in_c, H, W]`, `x2: [N2, in_c, H, W]` (`None`: `x2 = x1`): the layer's inputs
+/// - `g1: [N1·K, out_c, H', W']`, `g2: [N2·K, out_c, H', W']` (`None`: `g2 = g1`):
+///   cotangents of its output
 #[allow(clippy::too_many_arguments)]
-pub fn contribution(
+pub fn accumulate(
+    sum: &mut KernelSum,
     layer: &Conv2d,
     x1: Tensor<4>,
-    x2: Tensor<4>,
+    x2: Option<Tensor<4>>,
     g1: Tensor<4>,
-    g2: Tensor<4>,
+    g2: Option<Tensor<4>>,
     k: usize,
     kind: KernelKind,
     strategy: ConvStrategy,
-) -> Accumulator {
+) {
     let n1 = x1.dims()[0];
-    let n2 = x2.dims()[0];
+    let n2 = x2.as_ref().map_or(n1, |x| x.dims()[0]);
     let [_, cout, ho, wo] = g1.dims();
     let pix = ho * wo;
     let p1 = patches(layer, x1);
-    let p2 = patches(layer, x2);
+    let p2 = x2.map(|x| patches(layer, x));
     let ck = p1.dims()[1];
     let strategy = match strategy {
         ConvStrategy::Auto => choose(
@@ -158,26 +160,28 @@ pub fn contribution(
         .map(|_| layer.bias_scale * layer.bias_scale);
     // [N, K·Cout, Pix]
     let g1 = g1.reshape([n1, k * cout, pix]);
-    let g2 = g2.reshape([n2, k * cout, pix]);
+    let g2 = g2.map(|g| g.reshape([n2, k * cout, pix]));
     match strategy {
-        ConvStrategy::PixelPairs => pixel_pairs(p1, p2, g1, g2, k, cout, kind, s2, b2),
+        ConvStrategy::PixelPairs => {
+            let p2 = p2.unwrap_or_else(|| p1.clone());
+            let g2 = g2.unwrap_or_else(|| g1.clone());
+            sum.add_term(pixel_pairs(p1, p2, g1, g2, k, cout, kind, s2, b2));
+        }
         _ => {
             // Per-sample weight gradients (without the scale): [N, K, Cout·Ck].
-            let w1 = g1
-                .clone()
-                .matmul(p1.swap_dims(1, 2))
-                .reshape([n1, k, cout * ck]);
-            let w2 = g2
-                .clone()
-                .matmul(p2.swap_dims(1, 2))
-                .reshape([n2, k, cout * ck]);
-            let mut acc = seed_gram(kind, w1, w2).scale(s2);
+            let wgrad = |g: Tensor<3>, p: Tensor<3>, n: usize| {
+                g.matmul(p.swap_dims(1, 2)).reshape([n, k, cout * ck])
+            };
+            let w1 = wgrad(g1.clone(), p1.clone(), n1);
+            let w2 = match (&g2, p2) {
+                (Some(g2), Some(p2)) => Some(wgrad(g2.clone(), p2, n2)),
+                _ => None,
+            };
+            sum.add_gram(w1, w2, Coeff::Scalar(s2));
             if let Some(b2) = b2 {
-                let bias1 = g1.sum_dim(2).reshape([n1, k, cout]);
-                let bias2 = g2.sum_dim(2).reshape([n2, k, cout]);
-                acc = acc.add(seed_gram(kind, bias1, bias2).scale(b2));
+                let bias = |g: Tensor<3>, n: usize| g.sum_dim(2).reshape([n, k, cout]);
+                sum.add_gram(bias(g1, n1), g2.map(|g| bias(g, n2)), Coeff::Scalar(b2));
             }
-            acc
         }
     }
 }

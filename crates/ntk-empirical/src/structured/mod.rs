@@ -14,19 +14,24 @@
 pub mod conv;
 pub mod cotangent;
 pub mod dense;
+pub mod host_gram;
 
 use crate::kernel::KernelKind;
-use burn::tensor::Tensor;
+use burn::backend::DispatchDevice;
+use burn::tensor::{Device, Tensor};
 use ntk_nets::layers::Features;
-use ntk_nets::{Layer, Network};
+use ntk_nets::{HostArray, Layer, Network, to_host};
 
 pub use conv::ConvStrategy;
+pub use host_gram::{FullGram, PairCoeff};
 
 /// A kernel being summed over layers, in the layout cheapest to accumulate.
 #[derive(Debug, Clone)]
 pub enum Accumulator {
-    /// `[N1, K, N2, K]` (permuted to `[N1, N2, K, K]` at the end).
+    /// `[N1, K, N2, K]` on the device (permuted to `[N1, N2, K, K]` at the end).
     Full(Tensor<4>),
+    /// The full kernel summed on the host (CPU backends, see [`host_gram`]).
+    FullHost(FullGram),
     /// `[N1, N2]`: trace (sum over k; divided by O at the end) or sum-of-logits.
     Pairs(Tensor<2>),
     /// `[K, N1, N2]` (permuted to `[N1, N2, K]` at the end).
@@ -37,6 +42,10 @@ impl Accumulator {
     fn add(self, other: Accumulator) -> Accumulator {
         match (self, other) {
             (Accumulator::Full(a), Accumulator::Full(b)) => Accumulator::Full(a + b),
+            (Accumulator::FullHost(mut a), Accumulator::Full(b)) => {
+                a.add_tensor(b);
+                Accumulator::FullHost(a)
+            }
             (Accumulator::Pairs(a), Accumulator::Pairs(b)) => Accumulator::Pairs(a + b),
             (Accumulator::Diagonal(a), Accumulator::Diagonal(b)) => Accumulator::Diagonal(a + b),
             _ => unreachable!("accumulators of one kernel have one layout"),
@@ -46,6 +55,10 @@ impl Accumulator {
     fn scale(self, c: f64) -> Accumulator {
         match self {
             Accumulator::Full(a) => Accumulator::Full(a.mul_scalar(c)),
+            Accumulator::FullHost(mut a) => {
+                a.scale(c);
+                Accumulator::FullHost(a)
+            }
             Accumulator::Pairs(a) => Accumulator::Pairs(a.mul_scalar(c)),
             Accumulator::Diagonal(a) => Accumulator::Diagonal(a.mul_scalar(c)),
         }
@@ -58,6 +71,7 @@ impl Accumulator {
             Accumulator::Full(a) => Accumulator::Full(a * c.reshape([n1, 1, n2, 1])),
             Accumulator::Pairs(a) => Accumulator::Pairs(a * c),
             Accumulator::Diagonal(a) => Accumulator::Diagonal(a * c.unsqueeze::<3>()),
+            Accumulator::FullHost(_) => unreachable!("host sums take coefficients in add_gram"),
         }
     }
 }
@@ -85,15 +99,113 @@ pub fn seed_gram(kind: KernelKind, u1: Tensor<3>, u2: Tensor<3>) -> Accumulator 
     }
 }
 
+/// The coefficient multiplying a Gram of cotangent-derived vectors.
+#[derive(Debug, Clone)]
+pub enum Coeff {
+    /// The same number for every sample pair.
+    Scalar(f64),
+    /// `[N1, N2]`, one number per sample pair.
+    Pairs(Tensor<2>),
+}
+
+/// The running sum of layer contributions.
+#[derive(Debug)]
+pub struct KernelSum {
+    kind: KernelKind,
+    acc: Option<Accumulator>,
+}
+
+impl KernelSum {
+    /// An empty sum; full kernels on CPU backends are summed on the host ([`host_gram`])
+    /// unless `tensor_contraction` is set. `symmetric` means `x2 = x1`.
+    fn new(
+        kind: KernelKind,
+        dims: (usize, usize, usize),
+        symmetric: bool,
+        device: &Device,
+        dtype: burn::tensor::DType,
+        tensor_contraction: bool,
+    ) -> KernelSum {
+        let (n1, n2, k) = dims;
+        let acc = (kind == KernelKind::Full && !tensor_contraction && is_cpu(device))
+            .then(|| Accumulator::FullHost(FullGram::zeros(n1, n2, k, symmetric, dtype)));
+        KernelSum { kind, acc }
+    }
+
+    /// Adds `c[n1, n2] · Σ_f u1[n1, k, f] u2[n2, k', f]` (in the layout of the kind);
+    /// `u2 = None` means `u2 = u1`.
+    pub fn add_gram(&mut self, u1: Tensor<3>, u2: Option<Tensor<3>>, coeff: Coeff) {
+        if let Some(Accumulator::FullHost(g)) = &mut self.acc {
+            let coeff = match coeff {
+                Coeff::Scalar(c) => PairCoeff::Scalar(c),
+                Coeff::Pairs(c) => PairCoeff::from_tensor(c),
+            };
+            g.add_gram(u1, u2, &coeff);
+            return;
+        }
+        let u2 = u2.unwrap_or_else(|| u1.clone());
+        let term = seed_gram(self.kind, u1, u2);
+        let term = match coeff {
+            Coeff::Scalar(c) => term.scale(c),
+            Coeff::Pairs(c) => term.times_pairs(c),
+        };
+        self.add_term(term);
+    }
+
+    /// Adds the contribution of a layer whose cotangents are the output seeds `g`
+    /// (`[N·K, O]`): on the host the Gram of one-hot seeds is the identity and costs
+    /// nothing.
+    pub fn add_seed_gram(&mut self, g1: Tensor<2>, g2: Option<Tensor<2>>, k: usize, coeff: Coeff) {
+        if let Some(Accumulator::FullHost(g)) = &mut self.acc {
+            let coeff = match coeff {
+                Coeff::Scalar(c) => PairCoeff::Scalar(c),
+                Coeff::Pairs(c) => PairCoeff::from_tensor(c),
+            };
+            g.add_identity(&coeff);
+            return;
+        }
+        let split = |g: Tensor<2>| {
+            let [rows, o] = g.dims();
+            g.reshape([rows / k, k, o])
+        };
+        self.add_gram(split(g1), g2.map(split), coeff);
+    }
+
+    /// Adds a term already in accumulator layout.
+    pub fn add_term(&mut self, term: Accumulator) {
+        self.acc = Some(match self.acc.take() {
+            None => term,
+            Some(a) => a.add(term),
+        });
+    }
+
+    /// Whether full kernels are summed on the host.
+    pub fn on_host(&self) -> bool {
+        matches!(self.acc, Some(Accumulator::FullHost(_)))
+    }
+}
+
+/// Whether a device runs on the CPU (where the host contraction is the fast path).
+pub fn is_cpu(device: &Device) -> bool {
+    matches!(
+        device.as_dispatch(),
+        DispatchDevice::Flex(_) | DispatchDevice::NdArray(_)
+    )
+}
+
 /// Options of the structured method.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StructuredOptions {
     /// How conv2d weight contributions are contracted.
     pub conv: ConvStrategy,
+    /// Contract full kernels with burn tensor ops even on CPU backends (the GPU path),
+    /// instead of the fused host contraction of [`host_gram`].
+    pub tensor_contraction: bool,
 }
 
 /// The structured-derivative kernel of `net` between two input batches, in accumulator
-/// layout (see [`finish`]). `x2 = None` means `x2 = x1` (cotangents computed once).
+/// layout (see [`finish`]). `x2 = None` means `x2 = x1` (cotangents computed once, and
+/// on CPU backends only the upper half of a full kernel is contracted).
 ///
 /// `kind` must not be [`KernelKind::Nngp`].
 pub fn kernel(
@@ -117,6 +229,15 @@ pub fn kernel(
     };
     let in2_ref = in2.as_ref().unwrap_or(&in1);
     let k = if sum_of_logits { 1 } else { net.n_outputs() };
+    let device = net.device();
+    let mut sum = KernelSum::new(
+        kind,
+        (n1, n2, k),
+        same,
+        &device,
+        net.dtype(),
+        options.tensor_contraction,
+    );
 
     let mut g1 = Features::Flat(cotangent::output_seeds(net, n1, sum_of_logits));
     let mut g2 = if same {
@@ -128,37 +249,34 @@ pub fn kernel(
             sum_of_logits,
         )))
     };
-    let mut acc: Option<Accumulator> = None;
+    // Only the last layer's output cotangents are the seeds themselves.
+    let mut at_seeds = true;
     for i in (0..net.layers.len()).rev() {
         let (a1, a2) = (&in1[i], &in2_ref[i]);
-        let g2_now = g2.clone().unwrap_or_else(|| g1.clone());
-        let term = match &net.layers[i] {
-            Layer::Dense(layer) => Some(dense::contribution(
+        let x2_of = |a2: &Features| (!same).then(|| a2.clone());
+        match &net.layers[i] {
+            Layer::Dense(layer) => dense::accumulate(
+                &mut sum,
                 layer,
                 a1.clone().flat().expect("dense input"),
-                a2.clone().flat().expect("dense input"),
+                x2_of(a2).map(|a| a.flat().expect("dense input")),
                 g1.clone().flat().expect("dense cotangent"),
-                g2_now.flat().expect("dense cotangent"),
+                g2.clone().map(|g| g.flat().expect("dense cotangent")),
                 k,
-                kind,
-            )),
-            Layer::Conv2d(layer) => Some(conv::contribution(
+                at_seeds && !sum_of_logits,
+            ),
+            Layer::Conv2d(layer) => conv::accumulate(
+                &mut sum,
                 layer,
                 a1.clone().image().expect("conv input"),
-                a2.clone().image().expect("conv input"),
+                x2_of(a2).map(|a| a.image().expect("conv input")),
                 g1.clone().image().expect("conv cotangent"),
-                g2_now.image().expect("conv cotangent"),
+                g2.clone().map(|g| g.image().expect("conv cotangent")),
                 k,
                 kind,
                 options.conv,
-            )),
-            Layer::Stateless(_) => None,
-        };
-        if let Some(term) = term {
-            acc = Some(match acc {
-                None => term,
-                Some(a) => a.add(term),
-            });
+            ),
+            Layer::Stateless(_) => {}
         }
         if i == 0 {
             break;
@@ -178,31 +296,36 @@ pub fn kernel(
                 _ => unreachable!("validated spec"),
             }
         };
+        at_seeds = false;
         g1 = back(g1, a1);
         g2 = g2.map(|g| back(g, a2));
     }
-    acc.unwrap_or_else(|| {
-        // A network without parameters: the NTK is zero.
-        let opts = (&net.device(), net.dtype());
-        match kind {
-            KernelKind::Full => Accumulator::Full(Tensor::zeros([n1, k, n2, k], opts)),
-            KernelKind::Diagonal => Accumulator::Diagonal(Tensor::zeros([k, n1, n2], opts)),
-            _ => Accumulator::Pairs(Tensor::zeros([n1, n2], opts)),
+    match sum.acc {
+        Some(acc) => acc,
+        None => {
+            // A network without parameters: the NTK is zero.
+            let opts = (&device, net.dtype());
+            match kind {
+                KernelKind::Full => Accumulator::Full(Tensor::zeros([n1, k, n2, k], opts)),
+                KernelKind::Diagonal => Accumulator::Diagonal(Tensor::zeros([k, n1, n2], opts)),
+                _ => Accumulator::Pairs(Tensor::zeros([n1, n2], opts)),
+            }
         }
-    })
+    }
 }
 
-/// Turns an accumulator into the kernel in neural-tangents' layout and normalisation:
-/// full `[N1, N2, O, O]`, diagonal `[N1, N2, O]`, trace and sum-of-logits `[N1, N2]`
-/// divided by O.
-pub fn finish(acc: Accumulator, kind: KernelKind, n_outputs: usize) -> Tensor<4> {
+/// Turns an accumulator into the kernel in neural-tangents' layout and normalisation,
+/// on the host in f64: full `[N1, N2, O, O]`, diagonal `[N1, N2, O]`, trace and
+/// sum-of-logits `[N1, N2]` divided by O.
+pub fn finish(acc: Accumulator, kind: KernelKind, n_outputs: usize) -> HostArray {
     let acc = match kind {
         KernelKind::Trace | KernelKind::SumOfLogits => acc.scale(1.0 / n_outputs as f64),
         _ => acc,
     };
     match acc {
-        Accumulator::Full(a) => a.permute([0, 2, 1, 3]),
-        Accumulator::Diagonal(a) => a.permute([1, 2, 0]).unsqueeze_dim::<4>(3),
-        Accumulator::Pairs(a) => a.unsqueeze_dims::<4>(&[2, 3]),
+        Accumulator::Full(a) => to_host(a.permute([0, 2, 1, 3])),
+        Accumulator::FullHost(a) => a.into_host(),
+        Accumulator::Diagonal(a) => to_host(a.permute([1, 2, 0])),
+        Accumulator::Pairs(a) => to_host(a),
     }
 }

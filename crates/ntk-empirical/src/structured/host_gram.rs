@@ -1,0 +1,448 @@
+//! The full kernel summed on the host: the contraction phase of the structured method on
+//! CPU backends, written against the `gemm` crate (the GEMM that burn-flex itself calls)
+//! so that three things burn's tensor ops cannot express are possible:
+//!
+//! 1. **Fusion.** A layer adds `c[n1, n2] · Σ_f u1[n1, k, f] u2[n2, k', f]` to the kernel.
+//!    On tensors that is a Gram, a broadcast product and a sum, each a full pass over an
+//!    `[N1, K, N2, K]` temporary. Here the Gram of a block of rows is written to a small
+//!    scratch and added, times the coefficient, in the same pass.
+//! 2. **Symmetry.** With `x2 = x1` the kernel is symmetric:
+//!    `Θ[n1, k, n2, k'] = Θ[n2, k', n1, k]`. Rows are cut into blocks of samples and block
+//!    `[a, b)` is only contracted against samples `n2 ≥ a`, which with `B` blocks does
+//!    `(B + 1) / 2B` of the work; [`FullGram::into_host`] mirrors the rest.
+//! 3. **The output layer.** Its cotangents are the one-hot seeds, so its Gram is the
+//!    identity in `(k, k')` and is added without a GEMM ([`FullGram::add_identity`]).
+//!
+//! The values are the same sums as the tensor path (only the order of floating-point
+//! additions differs); the cross-method tests compare both against the Jacobian method.
+
+use burn::tensor::{DType, Element, Tensor};
+use ntk_nets::HostArray;
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+static CONTRACTION_FLOPS: AtomicU64 = AtomicU64::new(0);
+static CONTRACTION_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// FLOPs done and seconds spent by host Gram contractions ([`FullGram::add_gram`]: host
+/// copy, GEMMs and fused accumulation) since the last [`reset_contraction_stats`], over
+/// all threads. The benchmark divides one by the other to compare the contraction phase
+/// with the machine's measured matmul peak.
+pub fn contraction_stats() -> (f64, f64) {
+    (
+        CONTRACTION_FLOPS.load(Ordering::Relaxed) as f64,
+        CONTRACTION_NANOS.load(Ordering::Relaxed) as f64 * 1e-9,
+    )
+}
+
+/// Zeroes [`contraction_stats`].
+pub fn reset_contraction_stats() {
+    CONTRACTION_FLOPS.store(0, Ordering::Relaxed);
+    CONTRACTION_NANOS.store(0, Ordering::Relaxed);
+}
+
+/// Target rows (`samples · K`) of one GEMM block: large enough for the GEMM to run near
+/// its peak, small enough that the symmetric schedule skips most of the lower triangle.
+const BLOCK_ROWS: usize = 160;
+
+/// GEMMs with fewer multiply-adds than this run on one thread.
+const PARALLEL_MACS: usize = 1 << 21;
+
+/// A floating-point type the host path computes in.
+trait Real:
+    Element + Copy + Send + Sync + 'static + std::ops::AddAssign + std::ops::Mul<Output = Self>
+{
+    const ZERO: Self;
+    const ONE: Self;
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+}
+
+impl Real for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Real for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+/// A tensor's values on the host, converted to `T`, row-major.
+fn host_vec<T: Element, const D: usize>(t: Tensor<D>) -> Vec<T> {
+    t.into_data()
+        .convert::<T>()
+        .try_into_vec::<T>()
+        .expect("converted tensor data has the requested type")
+}
+
+/// The per-pair coefficient of a layer's contribution: `c[n1, n2]`, a row-major
+/// `[N1, N2]` host matrix, or one number for every pair.
+#[derive(Debug, Clone)]
+pub enum PairCoeff {
+    Scalar(f64),
+    Pairs(Vec<f64>),
+}
+
+impl PairCoeff {
+    /// Reads a `[N1, N2]` coefficient tensor to the host.
+    pub fn from_tensor(t: Tensor<2>) -> PairCoeff {
+        PairCoeff::Pairs(host_vec::<f64, 2>(t))
+    }
+
+    fn row<T: Real>(&self, n1: usize, n2: usize) -> Vec<T> {
+        match self {
+            PairCoeff::Scalar(c) => vec![T::from_f64(*c); n2],
+            PairCoeff::Pairs(c) => c[n1 * n2..(n1 + 1) * n2]
+                .iter()
+                .map(|&v| T::from_f64(v))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Buffer {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// A full kernel being summed over layers, on the host, in `[N1, K, N2, K]` order.
+///
+/// With `symmetric` (`x2 = x1`) only the entries whose `n2` is at or after the start of
+/// `n1`'s row block are kept; [`FullGram::into_host`] fills in the rest by symmetry.
+#[derive(Debug, Clone)]
+pub struct FullGram {
+    n1: usize,
+    n2: usize,
+    k: usize,
+    symmetric: bool,
+    data: Buffer,
+}
+
+impl FullGram {
+    /// A zero kernel computed in `dtype` (f32 stays f32; anything else is f64).
+    pub fn zeros(n1: usize, n2: usize, k: usize, symmetric: bool, dtype: DType) -> FullGram {
+        let len = n1 * k * n2 * k;
+        let data = if dtype == DType::F32 {
+            Buffer::F32(vec![0.0; len])
+        } else {
+            Buffer::F64(vec![0.0; len])
+        };
+        FullGram {
+            n1,
+            n2,
+            k,
+            symmetric,
+            data,
+        }
+    }
+
+    /// Samples per GEMM row block.
+    fn block_samples(&self) -> usize {
+        (BLOCK_ROWS / self.k).max(1)
+    }
+
+    /// `Θ[n1, k, n2, k'] += c[n1, n2] · Σ_f u1[n1, k, f] u2[n2, k', f]`.
+    ///
+    /// # Shapes
+    /// - `u1: [N1, K, F]`; `u2: [N2, K, F]`, `None` when the kernel is symmetric (`u2 = u1`)
+    pub fn add_gram(&mut self, u1: Tensor<3>, u2: Option<Tensor<3>>, coeff: &PairCoeff) {
+        let [n1, k, f] = u1.dims();
+        assert_eq!((n1, k), (self.n1, self.k), "gram rows match the kernel");
+        assert_eq!(u2.is_none(), self.symmetric, "u2 = None exactly when symmetric");
+        let bs = self.block_samples();
+        let (n2, symmetric) = (self.n2, self.symmetric);
+        let t0 = Instant::now();
+        let flops = match &mut self.data {
+            Buffer::F32(acc) => {
+                let a = host_vec::<f32, 3>(u1);
+                let b = u2.map(host_vec::<f32, 3>);
+                gram_into(acc, &a, b.as_deref(), n1, n2, k, f, bs, symmetric, coeff)
+            }
+            Buffer::F64(acc) => {
+                let a = host_vec::<f64, 3>(u1);
+                let b = u2.map(host_vec::<f64, 3>);
+                gram_into(acc, &a, b.as_deref(), n1, n2, k, f, bs, symmetric, coeff)
+            }
+        };
+        CONTRACTION_FLOPS.fetch_add(flops as u64, Ordering::Relaxed);
+        CONTRACTION_NANOS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// `Θ[n1, k, n2, k] += c[n1, n2]` for every `k`: the contribution of a layer whose
+    /// cotangents are the one-hot output seeds (Gram = identity in `(k, k')`).
+    pub fn add_identity(&mut self, coeff: &PairCoeff) {
+        let (n2, k) = (self.n2, self.k);
+        match &mut self.data {
+            Buffer::F32(acc) => identity_into(acc, n2, k, coeff),
+            Buffer::F64(acc) => identity_into(acc, n2, k, coeff),
+        }
+    }
+
+    /// Adds a kernel computed elsewhere.
+    ///
+    /// # Shapes
+    /// - `t: [N1, K, N2, K]`
+    pub fn add_tensor(&mut self, t: Tensor<4>) {
+        match &mut self.data {
+            Buffer::F32(acc) => add_values(acc, &host_vec::<f32, 4>(t)),
+            Buffer::F64(acc) => add_values(acc, &host_vec::<f64, 4>(t)),
+        }
+    }
+
+    /// Multiplies every entry by `c`.
+    pub fn scale(&mut self, c: f64) {
+        match &mut self.data {
+            Buffer::F32(acc) => acc.par_iter_mut().for_each(|v| *v = *v * c as f32),
+            Buffer::F64(acc) => acc.par_iter_mut().for_each(|v| *v *= c),
+        }
+    }
+
+    /// The kernel in neural-tangents' layout `[N1, N2, K, K]`, in f64, the lower
+    /// triangle mirrored from the upper one when symmetric.
+    pub fn into_host(self) -> HostArray {
+        let values = match &self.data {
+            Buffer::F32(acc) => self.permuted(acc),
+            Buffer::F64(acc) => self.permuted(acc),
+        };
+        HostArray::new(vec![self.n1, self.n2, self.k, self.k], values)
+    }
+
+    fn permuted<T: Real>(&self, acc: &[T]) -> Vec<f64> {
+        let (n2, k, bs) = (self.n2, self.k, self.block_samples());
+        let row = n2 * k;
+        let mut out = vec![0.0; self.n1 * n2 * k * k];
+        out.par_chunks_mut(n2 * k * k)
+            .enumerate()
+            .for_each(|(a, out_a)| {
+                let block_start = a / bs * bs;
+                for b in 0..n2 {
+                    // Entries before n1's block start were not computed: read the mirror.
+                    let mirrored = self.symmetric && b < block_start;
+                    for p in 0..k {
+                        for q in 0..k {
+                            let v = if mirrored {
+                                acc[(b * k + q) * row + a * k + p]
+                            } else {
+                                acc[(a * k + p) * row + b * k + q]
+                            };
+                            out_a[(b * k + p) * k + q] = v.to_f64();
+                        }
+                    }
+                }
+            });
+        out
+    }
+}
+
+fn add_values<T: Real>(acc: &mut [T], v: &[T]) {
+    assert_eq!(acc.len(), v.len(), "kernel sizes match");
+    acc.par_iter_mut().zip(v).for_each(|(a, &b)| *a += b);
+}
+
+fn identity_into<T: Real>(acc: &mut [T], n2: usize, k: usize, coeff: &PairCoeff) {
+    let row = n2 * k;
+    acc.par_chunks_mut(row).enumerate().for_each(|(r, acc_row)| {
+        let (a, p) = (r / k, r % k);
+        let c = coeff.row::<T>(a, n2);
+        for (b, &cb) in c.iter().enumerate() {
+            acc_row[b * k + p] += cb;
+        }
+    });
+}
+
+/// The fused, blocked, optionally symmetric Gram (see the module docs); returns the
+/// GEMM FLOPs done.
+#[allow(clippy::too_many_arguments)]
+fn gram_into<T: Real>(
+    acc: &mut [T],
+    u1: &[T],
+    u2: Option<&[T]>,
+    n1: usize,
+    n2: usize,
+    k: usize,
+    f: usize,
+    block_samples: usize,
+    symmetric: bool,
+    coeff: &PairCoeff,
+) -> f64 {
+    let u2 = u2.unwrap_or(u1);
+    let row = n2 * k;
+    let mut scratch: Vec<T> = Vec::new();
+    let mut flops = 0.0;
+    let mut start = 0;
+    while start < n1 {
+        let end = (start + block_samples).min(n1);
+        let col0 = if symmetric { start } else { 0 };
+        let (m, n) = ((end - start) * k, (n2 - col0) * k);
+        scratch.clear();
+        scratch.resize(m * n, T::ZERO);
+        flops += 2.0 * (m * n * f) as f64;
+        let parallelism = if m * n * f >= PARALLEL_MACS {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
+        // scratch[m, n] = u1[start.., :] · u2[col0.., :]ᵀ (row-major operands; the
+        // transpose is a stride swap).
+        // SAFETY: every pointer/stride pair addresses memory inside its slice:
+        // dst m×n with row stride n; lhs rows start·k.. of u1 (m×f, row stride f);
+        // rhs the f×n transpose of rows col0·k.. of u2 (column stride f, row stride 1).
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                f,
+                scratch.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                u1[start * k * f..].as_ptr(),
+                1,
+                f as isize,
+                u2[col0 * k * f..].as_ptr(),
+                f as isize,
+                1,
+                T::ZERO,
+                T::ONE,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+        acc[start * k * row..end * k * row]
+            .par_chunks_mut(row)
+            .zip(scratch.par_chunks(n))
+            .enumerate()
+            .for_each(|(r, (acc_row, g_row))| {
+                let a = start + r / k;
+                let c = coeff.row::<T>(a, n2);
+                let acc_row = &mut acc_row[col0 * k..];
+                for (j, (dst, src)) in acc_row.chunks_mut(k).zip(g_row.chunks(k)).enumerate() {
+                    let cj = c[col0 + j];
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d += cj * s;
+                    }
+                }
+            });
+        start = end;
+    }
+    flops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plain triple loop the fused path replaces.
+    fn reference(
+        u1: &[f64],
+        u2: &[f64],
+        n1: usize,
+        n2: usize,
+        k: usize,
+        f: usize,
+        c: &[f64],
+    ) -> Vec<f64> {
+        let mut out = vec![0.0; n1 * n2 * k * k];
+        for a in 0..n1 {
+            for b in 0..n2 {
+                for p in 0..k {
+                    for q in 0..k {
+                        let dot: f64 = (0..f)
+                            .map(|i| u1[(a * k + p) * f + i] * u2[(b * k + q) * f + i])
+                            .sum();
+                        out[((a * n2 + b) * k + p) * k + q] = c[a * n2 + b] * dot;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn values(len: usize, seed: u64) -> Vec<f64> {
+        // A small deterministic generator is enough for a layout test.
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+            })
+            .collect()
+    }
+
+    fn tensor3(v: &[f64], shape: [usize; 3]) -> Tensor<3> {
+        let device = burn::tensor::Device::flex();
+        Tensor::from_data(
+            burn::tensor::TensorData::new(v.to_vec(), shape),
+            (&device, DType::F64),
+        )
+    }
+
+    #[test]
+    fn fused_blocked_gram_matches_the_triple_loop_with_and_without_symmetry() {
+        // k = 7 → 22 samples per block; n = 50 → three blocks, the last one partial.
+        let (n1, n2, k, f) = (50, 31, 7, 5);
+        let u1 = values(n1 * k * f, 1);
+        let u2 = values(n2 * k * f, 2);
+        let c = values(n1 * n2, 3);
+        let mut g = FullGram::zeros(n1, n2, k, false, DType::F64);
+        g.add_gram(
+            tensor3(&u1, [n1, k, f]),
+            Some(tensor3(&u2, [n2, k, f])),
+            &PairCoeff::Pairs(c.clone()),
+        );
+        let want = reference(&u1, &u2, n1, n2, k, f, &c);
+        let got = g.into_host();
+        let err = got
+            .data
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 1e-13, "non-symmetric: max error {err}");
+
+        // Symmetric: coefficient symmetric too, as it is for x2 = x1.
+        let c0 = values(n1 * n1, 4);
+        let mut cs = vec![0.0; n1 * n1];
+        for a in 0..n1 {
+            for b in 0..n1 {
+                cs[a * n1 + b] = c0[a * n1 + b] + c0[b * n1 + a];
+            }
+        }
+        let mut g = FullGram::zeros(n1, n1, k, true, DType::F64);
+        g.add_gram(tensor3(&u1, [n1, k, f]), None, &PairCoeff::Pairs(cs.clone()));
+        g.add_identity(&PairCoeff::Scalar(0.25));
+        let mut want = reference(&u1, &u1, n1, n1, k, f, &cs);
+        for a in 0..n1 {
+            for b in 0..n1 {
+                for p in 0..k {
+                    want[((a * n1 + b) * k + p) * k + p] += 0.25;
+                }
+            }
+        }
+        let got = g.into_host();
+        let err = got
+            .data
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 1e-13, "symmetric: max error {err}");
+    }
+}

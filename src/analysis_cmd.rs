@@ -1,0 +1,483 @@
+//! The `ntk analyze` and `ntk predict` subcommands: [`ntk_analysis`] on `.npy` kernels.
+//!
+//! Kernels are `[n, n]` (trace, NNGP, sum-of-logits or single-output kernels) or full
+//! `[n, n, O, O]` kernels, which are flattened to `[n·O, n·O]` (row `i·O + o`), as
+//! neural-tangents does with `trace_axes=()`; targets and initial outputs `[n, O]` are then
+//! flattened alike. Diagonal kernels `[n, n, O]` are refused (they are not one matrix).
+
+use anyhow::{Context, Result, bail};
+use ntk_analysis::predict::{DiagReg, GradientDescentMse, TestSet};
+use ntk_analysis::{Matrix, alignment, distance, spectrum};
+use ntk_nets::array::{read_npy, write_atomic, write_npy};
+use ntk_nets::{FloatKind, HostArray};
+use std::path::{Path, PathBuf};
+
+/// Arguments of `ntk analyze`.
+#[derive(clap::Args, Debug)]
+pub struct AnalyzeArgs {
+    /// Kernel .npy: [n, n], or a full kernel [n, n, O, O] (flattened to [n·O, n·O]).
+    #[arg(long)]
+    pub kernel: PathBuf,
+    /// Targets .npy [n] or [n, c] (e.g. one-hot) for the kernel-target alignment; with a full
+    /// kernel, [n, O] is flattened to [n·O].
+    #[arg(long)]
+    pub y: Option<PathBuf>,
+    /// Further kernels (same shape): kernel distance of each to --kernel, and the kernel
+    /// velocity along the sequence --kernel, --kernel2...
+    #[arg(long, num_args = 1..)]
+    pub kernel2: Vec<PathBuf>,
+    /// Comma-separated times (or epochs) of --kernel and each --kernel2, strictly increasing,
+    /// for the velocity; default 0, 1, 2, ...
+    #[arg(long)]
+    pub times: Option<String>,
+    /// Number of leading eigenvalues printed (the JSON has all of them).
+    #[arg(long, default_value_t = 10)]
+    pub top_k: usize,
+    /// Writes every statistic to this JSON file (infinite values as null).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Arguments of `ntk predict`.
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// Train-train kernel .npy [n, n] (outputs independent, as neural-tangents'
+    /// trace_axes=(-1,)) or full [n, n, O, O] (exact linearised dynamics, trace_axes=()).
+    #[arg(long)]
+    pub k_train: PathBuf,
+    /// Test-train kernel .npy [m, n] or [m, n, O, O].
+    #[arg(long)]
+    pub k_test: PathBuf,
+    /// Train targets .npy [n] or [n, c]; [n, O] with full kernels.
+    #[arg(long)]
+    pub y: PathBuf,
+    /// Comma-separated training times (steps, continuous), "inf" for the converged solution.
+    #[arg(long, default_value = "inf")]
+    pub t: String,
+    /// Learning rate η; the flow is df/dt = −(η/N) Θ (f − y), N = number of target entries
+    /// (loss 1/(2N) Σ (f − y)², neural-tangents' convention).
+    #[arg(long, default_value_t = 1.0)]
+    pub lr: f64,
+    /// Diagonal regulariser: Θ + r I with r = diag_reg · mean(diag Θ) (or r = diag_reg with
+    /// --diag-reg-absolute).
+    #[arg(long, default_value_t = 0.0)]
+    pub diag_reg: f64,
+    /// Take --diag-reg in absolute units (neural-tangents' diag_reg_absolute_scale).
+    #[arg(long)]
+    pub diag_reg_absolute: bool,
+    /// Network outputs at t = 0 on the train set, same shape as --y (default zero).
+    #[arg(long)]
+    pub f0_train: Option<PathBuf>,
+    /// Network outputs at t = 0 on the test set, [m] / [m, c] / [m, O] (default zero).
+    #[arg(long)]
+    pub f0_test: Option<PathBuf>,
+    /// Test predictions .npy [T, m, c] ([T, m] for 1-D targets), float64.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the train predictions .npy [T, n, c] ([T, n] for 1-D targets).
+    #[arg(long)]
+    pub out_train: Option<PathBuf>,
+}
+
+/// A kernel read from disk as a row-major matrix.
+struct Kernel {
+    data: Vec<f64>,
+    rows: usize,
+    cols: usize,
+    /// `Some(O)` when read as a full kernel `[a, b, O, O]` and flattened.
+    outputs: Option<usize>,
+}
+
+fn read(path: &Path) -> Result<HostArray> {
+    Ok(read_npy(path)?.0)
+}
+
+/// Reads `[a, b]` or full `[a, b, O, O]` (flattened to `[a·O, b·O]`).
+fn read_kernel(path: &Path) -> Result<Kernel> {
+    let k = read(path)?;
+    if let Some((i, v)) = k.first_non_finite() {
+        bail!("{}: non-finite value {v} at flat index {i}", path.display());
+    }
+    match k.shape[..] {
+        [a, b] => Ok(Kernel {
+            data: k.data,
+            rows: a,
+            cols: b,
+            outputs: None,
+        }),
+        [a, b, o, o2] if o == o2 => {
+            let mut out = vec![0.0; k.data.len()];
+            for i in 0..a {
+                for j in 0..b {
+                    for p in 0..o {
+                        for q in 0..o {
+                            out[(i * o + p) * (b * o) + j * o + q] =
+                                k.data[((i * b + j) * o + p) * o + q];
+                        }
+                    }
+                }
+            }
+            Ok(Kernel {
+                data: out,
+                rows: a * o,
+                cols: b * o,
+                outputs: Some(o),
+            })
+        }
+        [_, _, _] => bail!(
+            "{}: shape {:?} looks like a diagonal kernel [n, n, O]; use --kernel trace or full",
+            path.display(),
+            k.shape
+        ),
+        _ => bail!(
+            "{}: shape {:?} is not a kernel [n, n] or a full kernel [n, n, O, O]",
+            path.display(),
+            k.shape
+        ),
+    }
+}
+
+/// Reads targets (or initial outputs) for `rows` kernel rows: `[rows]` or `[rows, c]`, or
+/// with a full kernel of `o` outputs, `[rows/o, o]` flattened to `[rows, 1]`.
+/// Returns `(values, c, shape of one time slice in the output)`.
+fn read_targets(
+    path: &Path,
+    rows: usize,
+    outputs: Option<usize>,
+) -> Result<(Vec<f64>, usize, Vec<usize>)> {
+    let y = read(path)?;
+    if let Some((i, v)) = y.first_non_finite() {
+        bail!("{}: non-finite value {v} at flat index {i}", path.display());
+    }
+    let shape = y.shape.clone();
+    match (outputs, &shape[..]) {
+        (None, [r]) if *r == rows => Ok((y.data, 1, vec![rows])),
+        (None, [r, c]) if *r == rows && *c > 0 => Ok((y.data, *c, vec![rows, *c])),
+        (Some(o), [r, c]) if *c == o && r * o == rows => Ok((y.data, 1, vec![*r, o])),
+        (Some(o), [r]) if *r == rows => Ok((y.data, 1, vec![rows / o, o])),
+        _ => bail!(
+            "{}: shape {shape:?} does not fit a kernel with {rows} rows{}",
+            path.display(),
+            match outputs {
+                Some(o) => format!(" (full kernel, O = {o}: expected [{}, {o}])", rows / o),
+                None => format!(" (expected [{rows}] or [{rows}, c])"),
+            }
+        ),
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v.is_infinite() {
+        "inf".to_string()
+    } else if v == 0.0 || (1e-3..1e6).contains(&v.abs()) {
+        format!("{v:.6}")
+    } else {
+        format!("{v:.6e}")
+    }
+}
+
+fn parse_times(s: &str, what: &str) -> Result<Vec<f64>> {
+    s.split(',')
+        .map(|t| {
+            let t = t.trim();
+            match t.to_ascii_lowercase().as_str() {
+                "inf" | "infinity" | "+inf" => Ok(f64::INFINITY),
+                _ => t
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+                    .with_context(|| {
+                        format!("{what}: {t:?} is not a time ≥ 0 (a number or \"inf\")")
+                    }),
+            }
+        })
+        .collect()
+}
+
+/// `ntk analyze`: spectrum, alignment, distances and velocity of kernels; a table on
+/// stdout and optionally a JSON file (written atomically).
+pub fn run_analyze(a: AnalyzeArgs) -> Result<()> {
+    let k = read_kernel(&a.kernel)?;
+    if k.rows != k.cols {
+        bail!(
+            "{}: a kernel on one set of points must be square, got [{}, {}]",
+            a.kernel.display(),
+            k.rows,
+            k.cols
+        );
+    }
+    let n = k.rows;
+    // Read every input before printing anything.
+    let targets =
+        a.y.as_ref()
+            .map(|p| read_targets(p, n, k.outputs))
+            .transpose()?;
+    let others = a
+        .kernel2
+        .iter()
+        .map(|p| {
+            let k2 = read_kernel(p)?;
+            if (k2.rows, k2.cols) != (n, n) {
+                bail!(
+                    "{}: [{}, {}] differs from --kernel [{n}, {n}]",
+                    p.display(),
+                    k2.rows,
+                    k2.cols
+                );
+            }
+            Ok(k2.data)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let stats =
+        spectrum::spectrum(&k.data, n).with_context(|| format!("{}", a.kernel.display()))?;
+    let align = match (&a.y, &targets) {
+        (Some(yp), Some((y, c, _))) => Some(
+            alignment::alignment(&k.data, n, y, *c)
+                .with_context(|| format!("alignment with {}", yp.display()))?,
+        ),
+        _ => None,
+    };
+    let mut distances = Vec::new();
+    let mut velocity = Vec::new();
+    let mut times = Vec::new();
+    if !others.is_empty() {
+        times = match &a.times {
+            Some(s) => parse_times(s, "--times")?,
+            None => (0..=others.len()).map(|i| i as f64).collect(),
+        };
+        if times.len() != others.len() + 1 || times.iter().any(|t| !t.is_finite()) {
+            bail!(
+                "--times: need {} finite times (--kernel and each --kernel2), got {:?}",
+                others.len() + 1,
+                times
+            );
+        }
+        for (p, k2) in a.kernel2.iter().zip(&others) {
+            distances.push(
+                distance::kernel_distance(&k.data, k2)
+                    .with_context(|| format!("distance to {}", p.display()))?,
+            );
+        }
+        let mut seq: Vec<&[f64]> = vec![&k.data];
+        seq.extend(others.iter().map(|v| v.as_slice()));
+        velocity = distance::kernel_velocity(&seq, Some(&times)).context("kernel velocity")?;
+    }
+
+    println!("kernel {}: [{n}, {n}]", a.kernel.display());
+    if let Some(o) = k.outputs {
+        println!("  (full kernel [{}, {}, {o}, {o}] flattened)", n / o, n / o);
+    }
+    let rows = [
+        ("trace", stats.trace),
+        ("lambda_max", stats.lambda_max),
+        ("lambda_min", stats.lambda_min),
+        (
+            "condition number (lambda_max/lambda_min)",
+            stats.condition_number,
+        ),
+        (
+            "effective rank, participation (sum l)^2/sum l^2",
+            stats.effective_rank_participation,
+        ),
+        (
+            "effective rank, exp(spectral entropy)",
+            stats.effective_rank_entropy,
+        ),
+        (
+            "max stable GD learning rate 2n/lambda_max",
+            stats.max_learning_rate,
+        ),
+    ];
+    for (name, v) in rows {
+        println!("  {name:<50} {}", fmt(v));
+    }
+    let top: Vec<String> = spectrum::top_k(&stats.eigenvalues, a.top_k)
+        .iter()
+        .map(|&v| format!("{v:.4e}"))
+        .collect();
+    println!("  top-{} eigenvalues: {}", top.len(), top.join(" "));
+    if let (Some(yp), Some((_, c, _)), Some(al)) = (&a.y, &targets, &align) {
+        println!("targets {}: {c} column(s)", yp.display());
+        println!("  {:<50} {}", "kernel-target alignment, raw", fmt(al.raw));
+        println!(
+            "  {:<50} {}",
+            "kernel-target alignment, centred",
+            fmt(al.centered)
+        );
+    }
+    if !distances.is_empty() {
+        println!(
+            "kernel distance 1 - <K1,K2>/(|K1| |K2|) to {}:",
+            a.kernel.display()
+        );
+        for (p, d) in a.kernel2.iter().zip(&distances) {
+            println!("  {:<50} {}", p.display().to_string(), fmt(*d));
+        }
+        println!("kernel velocity d(K_i, K_i+1)/(t_i+1 - t_i):");
+        for (i, v) in velocity.iter().enumerate() {
+            let step = format!("t {} -> {}", times[i], times[i + 1]);
+            println!("  {step:<50} {}", fmt(*v));
+        }
+    }
+
+    if let Some(out) = &a.json {
+        let doc = serde_json::json!({
+            "kernel": a.kernel,
+            "n": n,
+            "full_kernel_outputs": k.outputs,
+            "spectrum": stats,
+            "targets": a.y,
+            "alignment": align,
+            "distances": a
+                .kernel2
+                .iter()
+                .zip(&distances)
+                .map(|(p, d)| serde_json::json!({ "kernel2": p, "distance": d }))
+                .collect::<Vec<_>>(),
+            "times": times,
+            "velocity": velocity,
+            "conventions": {
+                "eigenvalues": "descending",
+                "condition_number": "lambda_max/lambda_min; null (infinite) when lambda_min <= 0",
+                "effective_rank_participation": "(sum lambda)^2 / sum lambda^2 over max(lambda, 0)",
+                "effective_rank_entropy": "exp(-sum p ln p), p = max(lambda,0)/sum max(lambda,0)",
+                "max_learning_rate": "2n/lambda_max for L = 1/(2n) sum_i |f(x_i) - y_i|^2",
+                "alignment": "raw <K,YY^T>_F/(|K|_F |YY^T|_F); centred with H = I - 11^T/n on both",
+                "distance": "1 - <K1,K2>_F/(|K1|_F |K2|_F)",
+                "velocity": "distance between successive kernels / time step"
+            }
+        });
+        let bytes = serde_json::to_vec_pretty(&doc)?;
+        write_atomic(out, &bytes)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// `ntk predict`: closed-form gradient-flow predictions (neural-tangents'
+/// `predict.gradient_descent_mse`) at the requested times, written as `.npy`.
+pub fn run_predict(a: PredictArgs) -> Result<()> {
+    let times = parse_times(&a.t, "--t")?;
+    let k = read_kernel(&a.k_train)?;
+    let ks = read_kernel(&a.k_test)?;
+    if k.rows != k.cols {
+        bail!(
+            "{}: the train-train kernel must be square, got [{}, {}]",
+            a.k_train.display(),
+            k.rows,
+            k.cols
+        );
+    }
+    if ks.cols != k.rows || ks.outputs != k.outputs {
+        bail!(
+            "{}: [{}, {}]{} does not fit the train-train kernel [{n}, {n}]{}",
+            a.k_test.display(),
+            ks.rows,
+            ks.cols,
+            ks.outputs
+                .map_or(String::new(), |o| format!(" (full, O = {o})")),
+            k.outputs
+                .map_or(String::new(), |o| format!(" (full, O = {o})")),
+            n = k.rows
+        );
+    }
+    let (n, m) = (k.rows, ks.rows);
+    let (y, c, y_shape) = read_targets(&a.y, n, k.outputs)?;
+    let f0_train = a
+        .f0_train
+        .as_ref()
+        .map(|p| {
+            let (v, c0, _) = read_targets(p, n, k.outputs)?;
+            if c0 != c {
+                bail!("{}: {c0} column(s), but --y has {c}", p.display());
+            }
+            Ok(v)
+        })
+        .transpose()?;
+    let f0_test = a
+        .f0_test
+        .as_ref()
+        .map(|p| {
+            let (v, c0, _) = read_targets(p, m, k.outputs)?;
+            if c0 != c {
+                bail!("{}: {c0} column(s), but --y has {c}", p.display());
+            }
+            Ok(v)
+        })
+        .transpose()?;
+    let reg = DiagReg {
+        value: a.diag_reg,
+        absolute: a.diag_reg_absolute,
+    };
+    let gd = GradientDescentMse::new(
+        Matrix::square("--k-train", &k.data, n)?,
+        Matrix::new("--y", &y, n, c)?,
+        a.lr,
+        reg,
+    )?;
+    let f0m = f0_train
+        .as_deref()
+        .map(|v| Matrix::new("--f0-train", v, n, c))
+        .transpose()?;
+    let test = TestSet {
+        k_test_train: Matrix::new("--k-test", &ks.data, m, n)?,
+        fx_test_0: f0_test
+            .as_deref()
+            .map(|v| Matrix::new("--f0-test", v, m, c))
+            .transpose()?,
+    };
+    let preds = gd.predict_times(&times, f0m, Some(test))?;
+
+    // One time slice has the shape of the targets, with m (or m/O) test rows.
+    let mut test_shape = y_shape.clone();
+    test_shape[0] = match k.outputs {
+        Some(o) => m / o,
+        None => m,
+    };
+    let t_len = times.len();
+    let mut shape = vec![t_len];
+    shape.extend(&test_shape);
+    let data: Vec<f64> = preds
+        .iter()
+        .flat_map(|p| p.test.clone().unwrap_or_default())
+        .collect();
+    write_npy(&a.out, &HostArray::new(shape.clone(), data), FloatKind::F64)?;
+    eprintln!(
+        "wrote {} {:?} (t = {}; lr {}, loss normalisation N = {}, lambda_max of K + diag_reg {:.4e}, max stable lr 2N/lambda_max = {:.4e})",
+        a.out.display(),
+        shape,
+        times
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        a.lr,
+        gd.normalization(),
+        gd.eigenvalues()[0],
+        spectrum::max_learning_rate(gd.eigenvalues()[0], gd.normalization())
+    );
+    if let Some(p) = &a.out_train {
+        let mut shape = vec![t_len];
+        shape.extend(&y_shape);
+        let data: Vec<f64> = preds.iter().flat_map(|p| p.train.clone()).collect();
+        write_npy(p, &HostArray::new(shape.clone(), data), FloatKind::F64)?;
+        eprintln!("wrote {} {:?}", p.display(), shape);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse() {
+        assert_eq!(
+            parse_times("0, 1.5,inf,Infinity", "--t").unwrap(),
+            vec![0.0, 1.5, f64::INFINITY, f64::INFINITY]
+        );
+        assert!(parse_times("-1", "--t").is_err());
+        assert!(parse_times("nan", "--t").is_err());
+        assert!(parse_times("1,,2", "--t").is_err());
+    }
+}
