@@ -9,6 +9,7 @@
 //! - [`infinite`] (`ntk-infinite`): infinite-width kernels;
 //! - [`data`]: the bundled datasets; [`demo`]: what `ntk` without arguments runs.
 
+pub use ntk_analysis as analysis;
 pub use ntk_empirical as empirical;
 pub use ntk_infinite as infinite;
 pub use ntk_nets as nets;

@@ -312,6 +312,12 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
+    let symmetric = x2.as_ref().is_none_or(|x2| x2.shape == x1.shape && x2.data == x1.data);
+    if net.dtype() == burn::tensor::DType::F32 && symmetric {
+        if let Some(w) = f32_condition_warning(&out.kernel, options.kind, net.n_outputs()) {
+            bar.suspend(|| eprintln!("warning: {w}"));
+        }
+    }
     write_npy(out_path, &out.kernel, kind_out)?;
     eprintln!(
         "wrote {} {:?} ({} method, {} tile(s) of {} rows, {:.3} s)",
@@ -323,6 +329,48 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Largest kernel matrix (rows) whose spectrum is checked after an f32 run.
+const F32_CHECK_MAX_ROWS: usize = 2048;
+
+/// For an f32 kernel Θ(x, x): a warning when its condition number makes the small
+/// eigen-directions meaningless. f32 entries carry a relative error of about 1e-6 (a few
+/// ulps of 6e-8 accumulated over the sums), so eigenvalues below `λmax·1e-6` are rounding
+/// noise; anything that inverts the kernel (regression, predictions) then needs f64.
+fn f32_condition_warning(k: &ntk::nets::HostArray, kind: KernelKind, o: usize) -> Option<String> {
+    let n = k.shape[0];
+    let (m, mat): (usize, Vec<f64>) = match kind {
+        KernelKind::Full => {
+            let m = n * o;
+            let mut v = vec![0.0; m * m];
+            for a in 0..n {
+                for b in 0..n {
+                    for p in 0..o {
+                        for q in 0..o {
+                            v[(a * o + p) * m + b * o + q] = k.data[((a * n + b) * o + p) * o + q];
+                        }
+                    }
+                }
+            }
+            (m, v)
+        }
+        KernelKind::Trace | KernelKind::SumOfLogits | KernelKind::Nngp => (n, k.data.clone()),
+        KernelKind::Diagonal => return None,
+    };
+    if m > F32_CHECK_MAX_ROWS || m < 2 {
+        return None;
+    }
+    let eig = ntk::analysis::spectrum::eigenvalues(&mat, m).ok()?;
+    let max = eig.iter().cloned().fold(f64::MIN, f64::max);
+    let noise = max * 1e-6;
+    let below = eig.iter().filter(|&&l| l < noise).count();
+    (max > 0.0 && below > 0).then(|| {
+        let min = eig.iter().cloned().fold(f64::MAX, f64::min);
+        format!(
+            "the f32 kernel is ill-conditioned (λmax {max:.3e}, λmin {min:.3e}): {below} of {m} eigenvalues are below λmax·1e-6, the level of f32 rounding, so they are noise; use --dtype f64 if you invert or regress with this kernel"
+        )
+    })
 }
 
 fn bench(b: BenchArgs) -> Result<()> {

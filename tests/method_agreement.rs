@@ -298,3 +298,36 @@ fn tiling_and_symmetry_give_the_untiled_kernel() {
         assert!(rel(&tiled.kernel, &whole) < 1e-12, "{}", kind.name());
     }
 }
+
+/// An overflow during the computation is reported with the layer where it appeared.
+#[test]
+fn overflow_names_the_layer_where_it_appeared() {
+    let spec = NetworkSpec::from_value(&json!({
+        "input_shape": [4], "parameterization": "ntk",
+        "layers": [{"type": "dense", "width": 8, "w_std": 1.0, "b_std": 0.0}, {"type": "relu"},
+                   {"type": "dense", "width": 2, "w_std": 1.0, "b_std": 0.0}]}))
+    .unwrap();
+    let device = BackendKind::Flex.device(Precision::F32).unwrap();
+    let net = NetworkConfig::new(spec)
+        .with_seed(3)
+        .with_precision(Precision::F32)
+        .init(&device)
+        .unwrap();
+    // Finite in f64, but 3e38 overflows f32 in the first dense layer.
+    let x = HostArray::new(vec![2, 4], vec![3e38, -3e38, 3e38, 1.0, 0.5, 0.1, 0.2, 0.3]);
+    let err = empirical_kernel(
+        &net,
+        &x,
+        None,
+        &EmpiricalOptions {
+            method: Method::Structured,
+            kind: KernelKind::Trace,
+            ..Default::default()
+        },
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("non-finite"), "{err}");
+    assert!(err.contains("layer 0 (dense)"), "{err}");
+}

@@ -89,15 +89,56 @@ pub fn tile_kernel(
         structured::finish(acc, kind, o)
     };
     if let Some((i, v)) = host.first_non_finite() {
+        // Only on failure: find where the first NaN/Inf appeared.
+        let origin = [Some(x1), x2]
+            .into_iter()
+            .flatten()
+            .find_map(|x| first_non_finite_layer(net, x).transpose())
+            .transpose()?
+            .unwrap_or_else(|| {
+                format!(
+                    "the forward pass is finite, so the derivatives or their contraction overflowed{}",
+                    if net.dtype() == burn::tensor::DType::F32 {
+                        " (f32: try --dtype f64)"
+                    } else {
+                        ""
+                    }
+                )
+            });
         return Err(EmpiricalError::NonFinite {
             place: format!(
-                "the {} kernel ({} method), flat index {i} = {v}; the network overflows on these inputs",
+                "the {} kernel ({} method), flat index {i} = {v}; {origin}",
                 kind.name(),
                 method.name()
             ),
         });
     }
     Ok(HostArray::new(vec![n1, n2, kind.per_pair(o)], host.data))
+}
+
+/// The first layer whose output has a NaN or Inf for inputs `x`, described for an error
+/// message (`None`: the forward pass is finite).
+pub fn first_non_finite_layer(net: &Network, x: &HostArray) -> Result<Option<String>> {
+    if let Some((i, v)) = x.first_non_finite() {
+        return Ok(Some(format!("the input itself has {v} at flat index {i}")));
+    }
+    let mut h = net.input(x, &net.device())?;
+    for (l, spec) in net.spec.layers.iter().enumerate() {
+        h = net.forward_layer(l, h);
+        let values = match &h {
+            Features::Flat(t) => to_host(t.clone()),
+            Features::Image(t) => to_host(t.clone()),
+        };
+        if let Some((i, v)) = values.first_non_finite() {
+            let per_sample = values.data.len() / values.shape[0].max(1);
+            return Ok(Some(format!(
+                "{v} first appears in the output of layer {l} ({}), sample {} of the batch",
+                spec.kind(),
+                i / per_sample.max(1)
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Runs the Jacobian method on a [`Network`] (a copy of it on the autodiff device).

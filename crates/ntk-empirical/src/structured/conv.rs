@@ -20,8 +20,8 @@
 use super::{Accumulator, Coeff, KernelSum};
 use crate::kernel::KernelKind;
 use burn::tensor::Tensor;
-use burn::tensor::module::unfold4d;
-use burn::tensor::ops::{PadMode, UnfoldOptions};
+use burn::tensor::Slice;
+use burn::tensor::ops::PadMode;
 use ntk_nets::layers::Conv2d;
 
 /// How conv2d weight contributions are contracted.
@@ -94,24 +94,34 @@ pub fn choose(c: &ConvCostInputs, kind: KernelKind) -> ConvStrategy {
     }
 }
 
-/// im2col patches of a conv layer's input: `[N, in_c·kh·kw, H'·W']`.
+/// im2col patches of a conv layer's input: `[N, in_c·kh·kw, H'·W']`, row `c·kh·kw + i·kw + j`
+/// holding `x[c, p_h·s_h + i, p_w·s_w + j]` of the zero-padded input (burn's `unfold4d`
+/// order). Built from `kh·kw` strided slices of the padded input — a copy, where
+/// `unfold4d` runs a convolution with a one-hot kernel (`2·N·Ck²·P` FLOPs).
 pub fn patches(layer: &Conv2d, x: Tensor<4>) -> Tensor<3> {
     let [_, _, kh, kw] = layer.weight.val().dims();
     let [(top, bottom), (left, right)] = layer.padding;
-    if top == bottom && left == right {
-        unfold4d(
-            x,
-            [kh, kw],
-            UnfoldOptions::new(layer.stride, [top, left], [1, 1]),
-        )
+    let [sh, sw] = layer.stride;
+    let x = if top + bottom + left + right > 0 {
+        x.pad([(top, bottom), (left, right)], PadMode::Constant(0.0))
     } else {
-        let x = x.pad([(top, bottom), (left, right)], PadMode::Constant(0.0));
-        unfold4d(
-            x,
-            [kh, kw],
-            UnfoldOptions::new(layer.stride, [0, 0], [1, 1]),
-        )
+        x
+    };
+    let [n, c, hp, wp] = x.dims();
+    let (ho, wo) = ((hp - kh) / sh + 1, (wp - kw) / sw + 1);
+    let mut offsets = Vec::with_capacity(kh * kw);
+    for i in 0..kh {
+        for j in 0..kw {
+            offsets.push(x.clone().slice([
+                Slice::from(0..n),
+                Slice::from(0..c),
+                Slice::from_range_stepped(i..i + (ho - 1) * sh + 1, sh as isize),
+                Slice::from_range_stepped(j..j + (wo - 1) * sw + 1, sw as isize),
+            ]));
+        }
     }
+    // [N, C, kh·kw, H', W'] → [N, C·kh·kw, H'·W']
+    Tensor::stack::<5>(offsets, 2).reshape([n, c * kh * kw, ho * wo])
 }
 
 /// Adds the contribution of a conv2d layer (see the module docs).
@@ -184,6 +194,91 @@ pub fn accumulate(
             }
         }
     }
+}
+
+/// Adds the contribution of a conv2d layer followed (up to elementwise activations) by
+/// global average pooling and the dense readout — the last conv of a typical conv net —
+/// without forming per-seed weight gradients.
+///
+/// There the cotangent of output seed `k` is `g[n, k, c, p] = v[k, c] · u[n, c, p]`:
+/// `v = s_out·W_out` (`[K, C]`: the readout's rows, or their sum for sum-of-logits) and
+/// `u` the cotangent of an all-ones seed at the readout's input, carried back through the
+/// pooling (a `1/P` broadcast over pixels) and the activations' derivatives. So the
+/// per-sample weight gradient factorises, `g Pᵀ = v[k, c] · M[n, c, :]` with
+/// `M[n, c, j] = Σ_p u[n, c, p] patch[n, j, p]`, and
+///
+/// `Θ_l[n1, k, n2, k'] = Σ_c v[k, c] v[k', c] · R[c, n1, n2]`,
+/// `R[c] = s² M1[:, c, :] M2[:, c, :]ᵀ + b_s² (Σ_p u1[:, c, p]) (Σ_p u2[:, c, p])ᵀ`.
+///
+/// FLOPs `2(N1+N2)·C·P·Ck + 2·C·N1·N2·Ck + 2·N1·N2·C·K²` against the im2col form's
+/// `2(N1+N2)K·C·P·Ck + 2·N1K·N2K·C·Ck`: K times fewer for the gradients and about `K²`
+/// fewer for the contraction (the "constant along pixels" structure of the pooling's
+/// Jacobian, Novak et al. 2022 §4).
+///
+/// # Shapes
+/// - `x1: [N1, in_c, H, W]`, `x2` (`None`: `x2 = x1`): the layer's inputs
+/// - `u1: [N1, C, H', W']`, `u2` (`None`: `u2 = u1`): all-ones-seed cotangents of its output
+/// - `v: [K, C]`
+#[allow(clippy::too_many_arguments)]
+pub fn accumulate_pooled_readout(
+    sum: &mut KernelSum,
+    layer: &Conv2d,
+    x1: Tensor<4>,
+    x2: Option<Tensor<4>>,
+    u1: Tensor<4>,
+    u2: Option<Tensor<4>>,
+    v: Tensor<2>,
+    kind: KernelKind,
+) {
+    let [n1, c, ho, wo] = u1.dims();
+    let n2 = x2.as_ref().map_or(n1, |x| x.dims()[0]);
+    let pix = ho * wo;
+    let [k, _] = v.dims();
+    let s2 = layer.weight_scale * layer.weight_scale;
+    // M[n, c, j] and D[n, c] = Σ_p u[n, c, p]
+    let factors = |x: Tensor<4>, u: Tensor<4>, n: usize| {
+        let p = patches(layer, x); // [N, Ck, P]
+        let u = u.reshape([n, c, pix]);
+        let d = u.clone().sum_dim(2).reshape([n, c]);
+        (u.matmul(p.swap_dims(1, 2)), d) // [N, C, Ck]
+    };
+    let (m1, d1) = factors(x1, u1, n1);
+    let (m2, d2) = match (x2, u2) {
+        (Some(x2), Some(u2)) => factors(x2, u2, n2),
+        _ => (m1.clone(), d1.clone()),
+    };
+    // R[c, n1, n2]
+    let mut r = m1
+        .swap_dims(0, 1)
+        .matmul(m2.swap_dims(0, 1).swap_dims(1, 2))
+        .mul_scalar(s2);
+    if layer.bias.is_some() {
+        let b2 = layer.bias_scale * layer.bias_scale;
+        let outer = d1
+            .transpose()
+            .reshape([c, n1, 1])
+            .matmul(d2.transpose().reshape([c, 1, n2]));
+        r = r + outer.mul_scalar(b2);
+    }
+    let r = r.reshape([c, n1 * n2]);
+    let term = match kind {
+        KernelKind::Full => {
+            // A[(k, k'), c] = v[k, c] v[k', c]
+            let a = v.clone().reshape([k, 1, c]) * v.reshape([1, k, c]);
+            let t = a.reshape([k * k, c]).matmul(r); // [(k, k'), (n1, n2)]
+            Accumulator::Full(t.reshape([k, k, n1, n2]).permute([2, 0, 3, 1]))
+        }
+        KernelKind::Diagonal => {
+            Accumulator::Diagonal(v.square().matmul(r).reshape([k, n1, n2]))
+        }
+        _ => Accumulator::Pairs(
+            v.square()
+                .sum_dim(0)
+                .matmul(r)
+                .reshape([n1, n2]),
+        ),
+    };
+    sum.add_term(term);
 }
 
 /// The pixel-pair contraction.

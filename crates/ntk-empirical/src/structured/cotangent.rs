@@ -7,8 +7,8 @@
 //! values of the forward pass (`N` rows) are broadcast over the `K` seeds. The independent
 //! check of these rules is the Jacobian-contraction method, which uses burn's autodiff.
 
-use burn::tensor::module::{avg_pool2d_backward, conv_transpose2d};
-use burn::tensor::ops::ConvTransposeOptions;
+use burn::tensor::module::{avg_pool2d_backward, conv_transpose2d, conv2d};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, PadMode};
 use burn::tensor::{Tensor, TensorData};
 use ntk_nets::layers::{Conv2d, Dense, Features, StatelessOp};
 use ntk_nets::{Activation, Network};
@@ -96,6 +96,29 @@ pub fn conv_input_vjp(layer: &Conv2d, g: Tensor<4>, h: usize, w: usize) -> Tenso
     let [_, _, ho, wo] = g.dims();
     let [(top, bottom), (left, right)] = layer.padding;
     let [sh, sw] = layer.stride;
+    if [sh, sw] == [1, 1] && top < kh && bottom < kh && left < kw && right < kw {
+        // Stride 1: the VJP is a correlation of the cotangent, zero-padded by
+        // (k − 1 − pad) on each side, with the kernel flipped in space and transposed in
+        // channels — burn's forward conv2d, faster here than its conv_transpose2d.
+        let wt = layer.weight.val().flip([2, 3]).swap_dims(0, 1);
+        let pads = [(kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)];
+        let gx = if pads[0].0 == pads[0].1 && pads[1].0 == pads[1].1 {
+            conv2d(
+                g,
+                wt,
+                None,
+                ConvOptions::new([1, 1], [pads[0].0, pads[1].0], [1, 1], 1),
+            )
+        } else {
+            conv2d(
+                g.pad(pads, PadMode::Constant(0.0)),
+                wt,
+                None,
+                ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+            )
+        };
+        return gx.mul_scalar(layer.weight_scale);
+    }
     let hp = h + top + bottom;
     let wp = w + left + right;
     let pad_out = [hp - ((ho - 1) * sh + kh), wp - ((wo - 1) * sw + kw)];
@@ -134,10 +157,11 @@ pub fn stateless_vjp(op: StatelessOp, input: &Features, g: Features, k: usize) -
             };
             let g = g.flat().expect("pool cotangent is flat");
             let nk = g.dims()[0];
+            // Divide before broadcasting: the expand stays a view.
             Features::Image(
-                g.reshape([nk, c, 1, 1])
-                    .expand([nk, c, h, w])
-                    .div_scalar((h * w) as f64),
+                g.div_scalar((h * w) as f64)
+                    .reshape([nk, c, 1, 1])
+                    .expand([nk, c, h, w]),
             )
         }
         StatelessOp::AvgPool2d { window, stride } => {

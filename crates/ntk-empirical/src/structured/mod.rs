@@ -251,6 +251,15 @@ pub fn kernel(
     };
     // Only the last layer's output cotangents are the seeds themselves.
     let mut at_seeds = true;
+    let profile = std::env::var_os("NTK_PROFILE").is_some();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |what: String| {
+        if profile {
+            eprintln!("[profile] {what}: {:.2} ms", clock.elapsed().as_secs_f64() * 1e3);
+            clock = std::time::Instant::now();
+        }
+    };
+    lap("forward".into());
     for i in (0..net.layers.len()).rev() {
         let (a1, a2) = (&in1[i], &in2_ref[i]);
         let x2_of = |a2: &Features| (!same).then(|| a2.clone());
@@ -265,6 +274,35 @@ pub fn kernel(
                 k,
                 at_seeds && !sum_of_logits,
             ),
+            Layer::Conv2d(layer) if pooled_readout_after(net, i) => {
+                // All-ones seed at the readout's input, carried back to this layer's output.
+                let v = readout_seeds(net, sum_of_logits);
+                let c = v.dims()[1];
+                let ones =
+                    |n: usize| Features::Flat(Tensor::ones([n, c], (&device, net.dtype())));
+                let carry = |ins: &[Features], n: usize| {
+                    let mut u = ones(n);
+                    for l in (i + 1..net.layers.len() - 1).rev() {
+                        let Layer::Stateless(st) = &net.layers[l] else {
+                            unreachable!("checked by pooled_readout_after")
+                        };
+                        u = cotangent::stateless_vjp(st.op, &ins[l], u, 1);
+                    }
+                    u.image().expect("conv output cotangent")
+                };
+                let u1 = carry(&in1, n1);
+                let u2 = (!same).then(|| carry(in2_ref, n2));
+                conv::accumulate_pooled_readout(
+                    &mut sum,
+                    layer,
+                    a1.clone().image().expect("conv input"),
+                    x2_of(a2).map(|a| a.image().expect("conv input")),
+                    u1,
+                    u2,
+                    v,
+                    kind,
+                );
+            }
             Layer::Conv2d(layer) => conv::accumulate(
                 &mut sum,
                 layer,
@@ -278,6 +316,7 @@ pub fn kernel(
             ),
             Layer::Stateless(_) => {}
         }
+        lap(format!("layer {i} contribution"));
         if i == 0 {
             break;
         }
@@ -299,6 +338,7 @@ pub fn kernel(
         at_seeds = false;
         g1 = back(g1, a1);
         g2 = g2.map(|g| back(g, a2));
+        lap(format!("layer {i} vjp"));
     }
     match sum.acc {
         Some(acc) => acc,
@@ -312,6 +352,40 @@ pub fn kernel(
             }
         }
     }
+}
+
+/// Whether conv layer `i` is followed only by activations, one global average pooling
+/// (and flattens/activations after it) and then the final dense readout: the pattern of
+/// [`conv::accumulate_pooled_readout`].
+pub fn pooled_readout_after(net: &Network, i: usize) -> bool {
+    use ntk_nets::layers::StatelessOp;
+    let last = net.layers.len() - 1;
+    if i >= last || !matches!(net.layers[last], Layer::Dense(_)) {
+        return false;
+    }
+    let mut pooled = false;
+    for l in &net.layers[i + 1..last] {
+        match l {
+            Layer::Stateless(s) => match s.op {
+                StatelessOp::Activation(_) => {}
+                StatelessOp::GlobalAvgPool if !pooled => pooled = true,
+                StatelessOp::Flatten if pooled => {}
+                _ => return false,
+            },
+            _ => return false,
+        }
+    }
+    pooled
+}
+
+/// The readout's seed vectors at its input, `s_out·W_out` (`[O, C]`), or their sum over
+/// outputs (`[1, C]`) for sum-of-logits.
+fn readout_seeds(net: &Network, sum_of_logits: bool) -> Tensor<2> {
+    let Layer::Dense(d) = &net.layers[net.layers.len() - 1] else {
+        unreachable!("checked by pooled_readout_after")
+    };
+    let v = d.weight.val().mul_scalar(d.weight_scale);
+    if sum_of_logits { v.sum_dim(0) } else { v }
 }
 
 /// Turns an accumulator into the kernel in neural-tangents' layout and normalisation,
