@@ -11,6 +11,9 @@ use ntk::nets::{BackendKind, FloatKind, Network, NetworkConfig, NetworkSpec, Pre
 use std::path::PathBuf;
 use std::time::Instant;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "ntk",

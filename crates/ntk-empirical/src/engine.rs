@@ -86,7 +86,12 @@ pub fn tile_kernel(
             Method::Jacobian => jacobian_on_network(net, x1, x2, kind)?,
             Method::NtkVp => ntk_vp::kernel(net, x1, x2, kind)?,
         };
-        structured::finish(acc, kind, o)
+        let t0 = std::time::Instant::now();
+        let host = structured::finish(acc, kind, o);
+        if crate::profiling() {
+            eprintln!("[profile] finish: {:.2} ms", t0.elapsed().as_secs_f64() * 1e3);
+        }
+        host
     };
     if let Some((i, v)) = host.first_non_finite() {
         // Only on failure: find where the first NaN/Inf appeared.
@@ -355,8 +360,19 @@ pub fn empirical_kernel(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<KernelOutput> {
     let plan = plan(net, x1, x2, options)?;
-    let mut out = vec![0.0; plan.n1 * plan.n2 * plan.per_pair()];
     let total = plan.jobs.len();
+    if total == 1 {
+        // One tile covering both sides is already the kernel, in its final layout.
+        let tile = compute_tile(net, x1, x2, &plan, plan.jobs[0])?;
+        progress(1, 1);
+        return Ok(KernelOutput {
+            kernel: HostArray::new(plan.shape(), tile.data),
+            method: plan.method,
+            tile_rows: plan.tile_rows,
+            tiles: 1,
+        });
+    }
+    let mut out = vec![0.0; plan.n1 * plan.n2 * plan.per_pair()];
     let compute = |&job: &(usize, usize)| compute_tile(net, x1, x2, &plan, job);
     // Tiles run `parallel_tiles` at a time on rayon's pool (each tile's own GEMMs use the
     // same pool); results are placed and reported in order.

@@ -31,3 +31,10 @@ pub use engine::{
 pub use error::{EmpiricalError, Result};
 pub use kernel::KernelKind;
 pub use structured::ConvStrategy;
+
+/// Whether `NTK_PROFILE` is set: the structured method then prints the time of each phase
+/// (forward, each layer's contribution and VJP, each GEMM block) to stderr.
+pub fn profiling() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("NTK_PROFILE").is_some())
+}

@@ -36,6 +36,47 @@ pub fn contraction_stats() -> (f64, f64) {
     )
 }
 
+/// Measured f32 throughput (GFLOP/s) of the `gemm` crate on this machine: the median of
+/// five `n×n` by `n×n` products on host buffers, all threads. The ceiling the host
+/// contraction can reach.
+pub fn host_gemm_gflops(n: usize) -> f64 {
+    let a: Vec<f32> = (0..n * n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+    let mut c = vec![0.0f32; n * n];
+    let mut times: Vec<f64> = (0..6)
+        .map(|_| {
+            let t0 = Instant::now();
+            // SAFETY: three n×n row-major buffers of n·n elements.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    n,
+                    n,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    n as isize,
+                    a.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                );
+            }
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.remove(0); // warm-up
+    times.sort_by(|x, y| x.total_cmp(y));
+    2.0 * (n as f64).powi(3) / times[times.len() / 2] / 1e9
+}
+
 /// Zeroes [`contraction_stats`].
 pub fn reset_contraction_stats() {
     CONTRACTION_FLOPS.store(0, Ordering::Relaxed);
@@ -44,7 +85,7 @@ pub fn reset_contraction_stats() {
 
 /// Target rows (`samples · K`) of one GEMM block: large enough for the GEMM to run near
 /// its peak, small enough that the symmetric schedule skips most of the lower triangle.
-const BLOCK_ROWS: usize = 160;
+const BLOCK_ROWS: usize = 320;
 
 /// GEMMs with fewer multiply-adds than this run on one thread.
 const PARALLEL_MACS: usize = 1 << 21;
@@ -297,6 +338,7 @@ fn gram_into<T: Real>(
         } else {
             gemm::Parallelism::None
         };
+        let tg = Instant::now();
         // scratch[m, n] = u1[start.., :] · u2[col0.., :]ᵀ (row-major operands; the
         // transpose is a stride swap).
         // SAFETY: every pointer/stride pair addresses memory inside its slice:
@@ -325,6 +367,8 @@ fn gram_into<T: Real>(
                 parallelism,
             );
         }
+        let tg = tg.elapsed().as_secs_f64();
+        let ta = Instant::now();
         acc[start * k * row..end * k * row]
             .par_chunks_mut(row)
             .zip(scratch.par_chunks(n))
@@ -340,6 +384,13 @@ fn gram_into<T: Real>(
                     }
                 }
             });
+        if crate::profiling() {
+            eprintln!(
+                "[profile]   block {start}..{end}: gemm {m}x{n}x{f} {:.2} ms, fused add {:.2} ms",
+                tg * 1e3,
+                ta.elapsed().as_secs_f64() * 1e3
+            );
+        }
         start = end;
     }
     flops

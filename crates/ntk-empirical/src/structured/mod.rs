@@ -216,6 +216,7 @@ pub fn kernel(
     options: StructuredOptions,
 ) -> Accumulator {
     assert!(kind != KernelKind::Nngp, "the NNGP is not an NTK");
+    let t_start = std::time::Instant::now();
     let sum_of_logits = kind == KernelKind::SumOfLogits;
     let same = x2.is_none();
     let n1 = x1.dims()[0];
@@ -251,7 +252,7 @@ pub fn kernel(
     };
     // Only the last layer's output cotangents are the seeds themselves.
     let mut at_seeds = true;
-    let profile = std::env::var_os("NTK_PROFILE").is_some();
+    let profile = crate::profiling();
     let mut clock = std::time::Instant::now();
     let mut lap = |what: String| {
         if profile {
@@ -259,7 +260,12 @@ pub fn kernel(
             clock = std::time::Instant::now();
         }
     };
-    lap("forward".into());
+    if profile {
+        eprintln!(
+            "[profile] forward + seeds + setup: {:.2} ms",
+            t_start.elapsed().as_secs_f64() * 1e3
+        );
+    }
     for i in (0..net.layers.len()).rev() {
         let (a1, a2) = (&in1[i], &in2_ref[i]);
         let x2_of = |a2: &Features| (!same).then(|| a2.clone());
