@@ -16,8 +16,25 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args, Debug)]
 pub struct AnalyzeArgs {
     /// Kernel .npy: [n, n], or a full kernel [n, n, O, O] (flattened to [n·O, n·O]).
-    #[arg(long)]
-    pub kernel: PathBuf,
+    #[arg(long, required_unless_present = "checkpoints")]
+    pub kernel: Option<PathBuf>,
+    /// Instead of --kernel: a `ntk train --out` folder; the trace NTK on --x at every
+    /// checkpoint, its spectrum, kernel distance from init and velocity (with --spec, --x;
+    /// --json and --plot P.png for the results).
+    #[arg(long, conflicts_with = "kernel")]
+    pub checkpoints: Option<PathBuf>,
+    /// With --checkpoints: the network spec of the checkpoints.
+    #[arg(long, requires = "checkpoints")]
+    pub spec: Option<PathBuf>,
+    /// With --checkpoints: inputs .npy of the kernel [n, *input_shape].
+    #[arg(long, requires = "checkpoints")]
+    pub x: Option<PathBuf>,
+    /// With --checkpoints: PNG plot of the spectrum and of the kernel distance over training.
+    #[arg(long, requires = "checkpoints")]
+    pub plot: Option<PathBuf>,
+    /// With --checkpoints: precision of the kernels (f32 or f64).
+    #[arg(long, default_value = "f64")]
+    pub dtype: String,
     /// Targets .npy [n] or [n, c] (e.g. one-hot) for the kernel-target alignment; with a full
     /// kernel, [n, O] is flattened to [n·O].
     #[arg(long)]
@@ -197,11 +214,22 @@ fn parse_times(s: &str, what: &str) -> Result<Vec<f64>> {
 /// `ntk analyze`: spectrum, alignment, distances and velocity of kernels; a table on
 /// stdout and optionally a JSON file (written atomically).
 pub fn run_analyze(a: AnalyzeArgs) -> Result<()> {
-    let k = read_kernel(&a.kernel)?;
+    if let Some(dir) = &a.checkpoints {
+        return crate::train_cmd::run_analyze_checkpoints(
+            dir,
+            a.spec.as_deref(),
+            a.x.as_deref(),
+            a.json.as_deref(),
+            a.plot.as_deref(),
+            &a.dtype,
+        );
+    }
+    let kernel_path = a.kernel.clone().context("--kernel K.npy is required")?;
+    let k = read_kernel(&kernel_path)?;
     if k.rows != k.cols {
         bail!(
             "{}: a kernel on one set of points must be square, got [{}, {}]",
-            a.kernel.display(),
+            kernel_path.display(),
             k.rows,
             k.cols
         );
@@ -229,7 +257,7 @@ pub fn run_analyze(a: AnalyzeArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let stats =
-        spectrum::spectrum(&k.data, n).with_context(|| format!("{}", a.kernel.display()))?;
+        spectrum::spectrum(&k.data, n).with_context(|| format!("{}", kernel_path.display()))?;
     let align = match (&a.y, &targets) {
         (Some(yp), Some((y, c, _))) => Some(
             alignment::alignment(&k.data, n, y, *c)
@@ -263,7 +291,7 @@ pub fn run_analyze(a: AnalyzeArgs) -> Result<()> {
         velocity = distance::kernel_velocity(&seq, Some(&times)).context("kernel velocity")?;
     }
 
-    println!("kernel {}: [{n}, {n}]", a.kernel.display());
+    println!("kernel {}: [{n}, {n}]", kernel_path.display());
     if let Some(o) = k.outputs {
         println!("  (full kernel [{}, {}, {o}, {o}] flattened)", n / o, n / o);
     }
@@ -308,7 +336,7 @@ pub fn run_analyze(a: AnalyzeArgs) -> Result<()> {
     if !distances.is_empty() {
         println!(
             "kernel distance 1 - <K1,K2>/(|K1| |K2|) to {}:",
-            a.kernel.display()
+            kernel_path.display()
         );
         for (p, d) in a.kernel2.iter().zip(&distances) {
             println!("  {:<50} {}", p.display().to_string(), fmt(*d));
@@ -322,7 +350,7 @@ pub fn run_analyze(a: AnalyzeArgs) -> Result<()> {
 
     if let Some(out) = &a.json {
         let doc = serde_json::json!({
-            "kernel": a.kernel,
+            "kernel": kernel_path,
             "n": n,
             "full_kernel_outputs": k.outputs,
             "spectrum": stats,

@@ -19,3 +19,7 @@ pub mod bench;
 pub mod data;
 pub mod demo;
 pub mod infinite_cmd;
+pub mod plot;
+pub mod score;
+pub mod train;
+pub mod train_cmd;

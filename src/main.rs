@@ -50,6 +50,10 @@ enum Command {
     Analyze(ntk::analysis_cmd::AnalyzeArgs),
     /// Closed-form gradient-flow (MSE) predictions from train-train and test-train kernels, as neural-tangents' predict.gradient_descent_mse.
     Predict(ntk::analysis_cmd::PredictArgs),
+    /// Trains a network (SGD or Adam, MSE or cross-entropy) and writes safetensors checkpoints and metrics.jsonl.
+    Train(ntk::train_cmd::TrainArgs),
+    /// Training-free architecture scores from the NTK at initialisation (TE-NAS condition number, NASI trace norm, label alignment, pNTK spectrum), written as CSV.
+    Score(ntk::train_cmd::ScoreArgs),
 }
 
 #[derive(Args)]
@@ -263,7 +267,9 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         .map(ntk::empirical::tiles::parse_share)
         .transpose()?;
     if share.is_some() && a.out.is_some() {
-        bail!("--out with --tile: a share does not hold the whole kernel; run `ntk merge DIR --out K.npy` after all shares");
+        bail!(
+            "--out with --tile: a share does not hold the whole kernel; run `ntk merge DIR --out K.npy` after all shares"
+        );
     }
     let (net, _) = load_network(&a.net, &a.common)?;
     let x1 = read_inputs(&a.x1, net.input_shape())?;
@@ -315,7 +321,9 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
-    let symmetric = x2.as_ref().is_none_or(|x2| x2.shape == x1.shape && x2.data == x1.data);
+    let symmetric = x2
+        .as_ref()
+        .is_none_or(|x2| x2.shape == x1.shape && x2.data == x1.data);
     if net.dtype() == burn::tensor::DType::F32 && symmetric {
         if let Some(w) = f32_condition_warning(&out.kernel, options.kind, net.n_outputs()) {
             bar.suspend(|| eprintln!("warning: {w}"));
@@ -411,6 +419,8 @@ fn main() {
         }),
         Some(Command::Analyze(a)) => ntk::analysis_cmd::run_analyze(a),
         Some(Command::Predict(a)) => ntk::analysis_cmd::run_predict(a),
+        Some(Command::Train(a)) => ntk::train_cmd::run_train(a),
+        Some(Command::Score(a)) => ntk::train_cmd::run_score(a),
         None => ntk::demo::run("flex", "f64"),
     };
     if let Err(e) = result {

@@ -27,7 +27,9 @@ fn setup(name: &str, n: usize) -> PathBuf {
     let mut s = 0x9e3779b97f4a7c15u64;
     let x: Vec<f64> = (0..n * 16)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         })
         .collect();
@@ -72,7 +74,11 @@ const KERNEL: [&str; 10] = [
 ];
 
 fn with(extra: &[&'static str]) -> Vec<&'static str> {
-    KERNEL.iter().copied().chain(extra.iter().copied()).collect()
+    KERNEL
+        .iter()
+        .copied()
+        .chain(extra.iter().copied())
+        .collect()
 }
 
 fn tiles_on_disk(t: &Path) -> usize {
@@ -122,12 +128,19 @@ fn killed_and_resumed_run_is_bit_identical_and_recomputes_nothing() {
     run_ok(&dir, &with(&["--tiles", "T", "--out", "resumed.npy"]));
     let direct = std::fs::read(dir.join("direct.npy")).unwrap();
     let resumed = std::fs::read(dir.join("resumed.npy")).unwrap();
-    assert!(direct == resumed, "resumed kernel differs from the direct run");
+    assert!(
+        direct == resumed,
+        "resumed kernel differs from the direct run"
+    );
     // No tile computed twice: every line of the log names a distinct tile.
     let log = std::fs::read_to_string(dir.join("T/computed.log")).unwrap();
     let lines: Vec<&str> = log.lines().collect();
     let distinct: HashSet<&str> = lines.iter().copied().collect();
-    assert_eq!(lines.len(), distinct.len(), "a finished tile was recomputed");
+    assert_eq!(
+        lines.len(),
+        distinct.len(),
+        "a finished tile was recomputed"
+    );
     // A kill between a tile's rename and its log line loses the line, never the tile.
     assert!(lines.len() <= total && lines.len() + 6 >= total);
     assert_eq!(tiles_on_disk(&dir.join("T")), total);

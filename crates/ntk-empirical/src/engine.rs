@@ -7,10 +7,10 @@ use crate::kernel::KernelKind;
 use crate::structured::{self, Accumulator, ConvStrategy, StructuredOptions};
 use crate::{jacobian, ntk_vp};
 use burn::module::Module;
-use rayon::prelude::*;
 use burn::tensor::Tensor;
 use ntk_nets::layers::Features;
 use ntk_nets::{HostArray, Network, to_host};
+use rayon::prelude::*;
 
 /// Options of [`empirical_kernel`].
 #[derive(Debug, Clone)]
@@ -89,7 +89,10 @@ pub fn tile_kernel(
         let t0 = std::time::Instant::now();
         let host = structured::finish(acc, kind, o);
         if crate::profiling() {
-            eprintln!("[profile] finish: {:.2} ms", t0.elapsed().as_secs_f64() * 1e3);
+            eprintln!(
+                "[profile] finish: {:.2} ms",
+                t0.elapsed().as_secs_f64() * 1e3
+            );
         }
         host
     };
@@ -328,7 +331,12 @@ pub fn place_tile(out: &mut [f64], plan: &TilePlan, (i, j): (usize, usize), tile
             let src = &tile.data[(r * l2 + c) * pp..(r * l2 + c + 1) * pp];
             out[((s1 + r) * n2 + s2 + c) * pp..][..pp].copy_from_slice(src);
             if plan.symmetric && i != j {
-                mirror_pair(&mut out[((s2 + c) * n2 + s1 + r) * pp..][..pp], src, plan.kind, o);
+                mirror_pair(
+                    &mut out[((s2 + c) * n2 + s1 + r) * pp..][..pp],
+                    src,
+                    plan.kind,
+                    o,
+                );
             }
         }
     }

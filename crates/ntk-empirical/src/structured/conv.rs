@@ -19,8 +19,8 @@
 
 use super::{Accumulator, Coeff, KernelSum};
 use crate::kernel::KernelKind;
-use burn::tensor::Tensor;
 use burn::tensor::Slice;
+use burn::tensor::Tensor;
 use burn::tensor::ops::PadMode;
 use ntk_nets::layers::Conv2d;
 
@@ -242,7 +242,17 @@ pub fn accumulate_pooled_readout(
         let d = u.clone().sum_dim(2).reshape([n, c]);
         (u.matmul(p.swap_dims(1, 2)), d) // [N, C, Ck]
     };
+    let clock = std::time::Instant::now();
+    let lap = |what: &str| {
+        if crate::profiling() {
+            eprintln!(
+                "[profile]   pooled readout {what}: {:.2} ms",
+                clock.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    };
     let (m1, d1) = factors(x1, u1, n1);
+    lap("M1");
     let (m2, d2) = match (x2, u2) {
         (Some(x2), Some(u2)) => factors(x2, u2, n2),
         _ => (m1.clone(), d1.clone()),
@@ -261,6 +271,7 @@ pub fn accumulate_pooled_readout(
         r = r + outer.mul_scalar(b2);
     }
     let r = r.reshape([c, n1 * n2]);
+    lap("R");
     let term = match kind {
         KernelKind::Full => {
             // A[(k, k'), c] = v[k, c] v[k', c]
@@ -268,17 +279,12 @@ pub fn accumulate_pooled_readout(
             let t = a.reshape([k * k, c]).matmul(r); // [(k, k'), (n1, n2)]
             Accumulator::Full(t.reshape([k, k, n1, n2]).permute([2, 0, 3, 1]))
         }
-        KernelKind::Diagonal => {
-            Accumulator::Diagonal(v.square().matmul(r).reshape([k, n1, n2]))
-        }
-        _ => Accumulator::Pairs(
-            v.square()
-                .sum_dim(0)
-                .matmul(r)
-                .reshape([n1, n2]),
-        ),
+        KernelKind::Diagonal => Accumulator::Diagonal(v.square().matmul(r).reshape([k, n1, n2])),
+        _ => Accumulator::Pairs(v.square().sum_dim(0).matmul(r).reshape([n1, n2])),
     };
+    lap("term");
     sum.add_term(term);
+    lap("added");
 }
 
 /// The pixel-pair contraction.

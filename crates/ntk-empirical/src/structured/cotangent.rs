@@ -101,7 +101,10 @@ pub fn conv_input_vjp(layer: &Conv2d, g: Tensor<4>, h: usize, w: usize) -> Tenso
         // (k − 1 − pad) on each side, with the kernel flipped in space and transposed in
         // channels — burn's forward conv2d, faster here than its conv_transpose2d.
         let wt = layer.weight.val().flip([2, 3]).swap_dims(0, 1);
-        let pads = [(kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)];
+        let pads = [
+            (kh - 1 - top, kh - 1 - bottom),
+            (kw - 1 - left, kw - 1 - right),
+        ];
         let gx = if pads[0].0 == pads[0].1 && pads[1].0 == pads[1].1 {
             conv2d(
                 g,

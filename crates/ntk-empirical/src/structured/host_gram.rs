@@ -40,35 +40,14 @@ pub fn contraction_stats() -> (f64, f64) {
 /// five `n×n` by `n×n` products on host buffers, all threads. The ceiling the host
 /// contraction can reach.
 pub fn host_gemm_gflops(n: usize) -> f64 {
-    let a: Vec<f32> = (0..n * n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+    let a: Vec<f32> = (0..n * n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect();
     let mut c = vec![0.0f32; n * n];
     let mut times: Vec<f64> = (0..6)
         .map(|_| {
             let t0 = Instant::now();
-            // SAFETY: three n×n row-major buffers of n·n elements.
-            unsafe {
-                gemm::gemm(
-                    n,
-                    n,
-                    n,
-                    c.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.as_ptr(),
-                    1,
-                    n as isize,
-                    a.as_ptr(),
-                    1,
-                    n as isize,
-                    0.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(0),
-                );
-            }
+            rows_times_rows_t(&mut c, &a, &a, n, n, n);
             t0.elapsed().as_secs_f64()
         })
         .collect();
@@ -204,7 +183,11 @@ impl FullGram {
     pub fn add_gram(&mut self, u1: Tensor<3>, u2: Option<Tensor<3>>, coeff: &PairCoeff) {
         let [n1, k, f] = u1.dims();
         assert_eq!((n1, k), (self.n1, self.k), "gram rows match the kernel");
-        assert_eq!(u2.is_none(), self.symmetric, "u2 = None exactly when symmetric");
+        assert_eq!(
+            u2.is_none(),
+            self.symmetric,
+            "u2 = None exactly when symmetric"
+        );
         let bs = self.block_samples();
         let (n2, symmetric) = (self.n2, self.symmetric);
         let t0 = Instant::now();
@@ -297,13 +280,54 @@ fn add_values<T: Real>(acc: &mut [T], v: &[T]) {
 
 fn identity_into<T: Real>(acc: &mut [T], n2: usize, k: usize, coeff: &PairCoeff) {
     let row = n2 * k;
-    acc.par_chunks_mut(row).enumerate().for_each(|(r, acc_row)| {
-        let (a, p) = (r / k, r % k);
-        let c = coeff.row::<T>(a, n2);
-        for (b, &cb) in c.iter().enumerate() {
-            acc_row[b * k + p] += cb;
-        }
-    });
+    acc.par_chunks_mut(row)
+        .enumerate()
+        .for_each(|(r, acc_row)| {
+            let (a, p) = (r / k, r % k);
+            let c = coeff.row::<T>(a, n2);
+            for (b, &cb) in c.iter().enumerate() {
+                acc_row[b * k + p] += cb;
+            }
+        });
+}
+
+/// `dst[m, n] = a[m, f] · b[n, f]ᵀ`, all row-major (the transpose is a stride swap), by the
+/// `gemm` crate; multi-threaded above [`PARALLEL_MACS`] multiply-adds.
+fn rows_times_rows_t<T: Real>(dst: &mut [T], a: &[T], b: &[T], m: usize, n: usize, f: usize) {
+    assert!(
+        dst.len() >= m * n && a.len() >= m * f && b.len() >= n * f,
+        "operand sizes"
+    );
+    let parallelism = if m * n * f >= PARALLEL_MACS {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assert above: dst is m×n with row stride n, a is m×f with row stride f,
+    // and b read as its f×n transpose (column stride f, row stride 1) stays inside b.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            f,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            f as isize,
+            b.as_ptr(),
+            f as isize,
+            1,
+            T::ZERO,
+            T::ONE,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }
 
 /// The fused, blocked, optionally symmetric Gram (see the module docs); returns the
@@ -333,40 +357,15 @@ fn gram_into<T: Real>(
         scratch.clear();
         scratch.resize(m * n, T::ZERO);
         flops += 2.0 * (m * n * f) as f64;
-        let parallelism = if m * n * f >= PARALLEL_MACS {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        };
         let tg = Instant::now();
-        // scratch[m, n] = u1[start.., :] · u2[col0.., :]ᵀ (row-major operands; the
-        // transpose is a stride swap).
-        // SAFETY: every pointer/stride pair addresses memory inside its slice:
-        // dst m×n with row stride n; lhs rows start·k.. of u1 (m×f, row stride f);
-        // rhs the f×n transpose of rows col0·k.. of u2 (column stride f, row stride 1).
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                f,
-                scratch.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                u1[start * k * f..].as_ptr(),
-                1,
-                f as isize,
-                u2[col0 * k * f..].as_ptr(),
-                f as isize,
-                1,
-                T::ZERO,
-                T::ONE,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
+        rows_times_rows_t(
+            &mut scratch,
+            &u1[start * k * f..end * k * f],
+            &u2[col0 * k * f..],
+            m,
+            n,
+            f,
+        );
         let tg = tg.elapsed().as_secs_f64();
         let ta = Instant::now();
         acc[start * k * row..end * k * row]
@@ -428,10 +427,14 @@ mod tests {
 
     fn values(len: usize, seed: u64) -> Vec<f64> {
         // A small deterministic generator is enough for a layout test.
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..len)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5
             })
             .collect()
@@ -477,7 +480,11 @@ mod tests {
             }
         }
         let mut g = FullGram::zeros(n1, n1, k, true, DType::F64);
-        g.add_gram(tensor3(&u1, [n1, k, f]), None, &PairCoeff::Pairs(cs.clone()));
+        g.add_gram(
+            tensor3(&u1, [n1, k, f]),
+            None,
+            &PairCoeff::Pairs(cs.clone()),
+        );
         g.add_identity(&PairCoeff::Scalar(0.25));
         let mut want = reference(&u1, &u1, n1, n1, k, f, &cs);
         for a in 0..n1 {

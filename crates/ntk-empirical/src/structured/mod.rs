@@ -256,7 +256,10 @@ pub fn kernel(
     let mut clock = std::time::Instant::now();
     let mut lap = |what: String| {
         if profile {
-            eprintln!("[profile] {what}: {:.2} ms", clock.elapsed().as_secs_f64() * 1e3);
+            eprintln!(
+                "[profile] {what}: {:.2} ms",
+                clock.elapsed().as_secs_f64() * 1e3
+            );
             clock = std::time::Instant::now();
         }
     };
@@ -284,8 +287,7 @@ pub fn kernel(
                 // All-ones seed at the readout's input, carried back to this layer's output.
                 let v = readout_seeds(net, sum_of_logits);
                 let c = v.dims()[1];
-                let ones =
-                    |n: usize| Features::Flat(Tensor::ones([n, c], (&device, net.dtype())));
+                let ones = |n: usize| Features::Flat(Tensor::ones([n, c], (&device, net.dtype())));
                 let carry = |ins: &[Features], n: usize| {
                     let mut u = ones(n);
                     for l in (i + 1..net.layers.len() - 1).rev() {

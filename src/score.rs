@@ -1,0 +1,367 @@
+//! Training-free architecture scores from the NTK at initialisation, for architecture search:
+//!
+//! - `te_nas_condition`: condition number `λmax/λmin` of the sum-of-logits NTK (TE-NAS,
+//!   Chen et al. 2021; lower is better);
+//! - `ntk_trace_norm`: trace norm of the NTK per sample, `(1/n) Σ_i Σ_o ‖∂f_o(x_i)/∂θ‖²`
+//!   (NASI, Shu et al. 2022, uses the trace norm of the NTK);
+//! - `label_alignment`: centred kernel-target alignment of the trace NTK with the labels
+//!   (one-hot for class ids; Cortes et al. 2012), when labels are given;
+//! - `pntk_lambda_max`, `pntk_lambda_min`, `pntk_effective_rank` (participation ratio
+//!   `(Σλ)²/Σλ²`): eigen statistics of the pNTK (the sum-of-logits kernel).
+//!
+//! Each statistic is the mean over several initialisation seeds. Candidates are scored in
+//! parallel (rayon); a candidate that fails (bad JSON, a bad layer, a non-finite kernel, a
+//! panic) gets a row with the message in the `error` column and the others go on.
+
+use crate::train::{Targets, reshape_inputs};
+use anyhow::{Context, Result, bail};
+use ntk_analysis::{alignment, spectrum};
+use ntk_empirical::{EmpiricalOptions, KernelKind, empirical_kernel};
+use ntk_nets::array::write_atomic;
+use ntk_nets::{HostArray, NetworkConfig, NetworkSpec, Precision};
+use rayon::prelude::*;
+use std::path::Path;
+use std::time::Instant;
+
+/// A candidate architecture: a name and its spec, or why it could not be read.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub name: String,
+    pub spec: std::result::Result<NetworkSpec, String>,
+}
+
+/// Reads candidates from a folder of `*.json` specs (sorted by file name) or a JSONL file
+/// (one spec per line, or `{"name": ..., "spec": {...}}`). A spec that does not parse is
+/// kept as a candidate with its error.
+pub fn load_candidates(path: &Path) -> Result<Vec<Candidate>> {
+    let mut out = Vec::new();
+    if path.is_dir() {
+        let mut files: Vec<_> = std::fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        for f in files {
+            let name = f
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let spec = NetworkSpec::from_file(&f).map_err(|e| e.to_string());
+            out.push(Candidate { name, spec });
+        }
+        if out.is_empty() {
+            bail!("{}: no *.json specs in this folder", path.display());
+        }
+        return Ok(out);
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    for (ln, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let default_name = format!("line-{}", ln + 1);
+        let parsed: std::result::Result<(String, NetworkSpec), String> =
+            match serde_json::from_str::<serde_json::Value>(line) {
+                Err(e) => Err(format!("{}:{}: invalid JSON: {e}", path.display(), ln + 1)),
+                Ok(v) => {
+                    let (name, spec_value) = match (v.get("spec"), v.get("name")) {
+                        (Some(s), n) => (
+                            n.and_then(|n| n.as_str())
+                                .map(str::to_string)
+                                .unwrap_or(default_name.clone()),
+                            s.clone(),
+                        ),
+                        (None, _) => (default_name.clone(), v),
+                    };
+                    NetworkSpec::from_value(&spec_value)
+                        .map(|s| (name, s))
+                        .map_err(|e| format!("{}:{}: {e}", path.display(), ln + 1))
+                }
+            };
+        out.push(match parsed {
+            Ok((name, spec)) => Candidate {
+                name,
+                spec: Ok(spec),
+            },
+            Err(e) => Candidate {
+                name: default_name,
+                spec: Err(e),
+            },
+        });
+    }
+    if out.is_empty() {
+        bail!("{}: no candidate specs", path.display());
+    }
+    Ok(out)
+}
+
+/// Options of [`score_all`].
+#[derive(Debug, Clone)]
+pub struct ScoreOptions {
+    /// Initialisation seeds `0..seeds`.
+    pub seeds: u64,
+    pub precision: Precision,
+    pub device: burn::tensor::Device,
+}
+
+/// The scores of one candidate (means over seeds), or its error.
+#[derive(Debug, Clone, Default)]
+pub struct ScoreRow {
+    pub name: String,
+    pub n_params: Option<usize>,
+    pub seeds: u64,
+    pub te_nas_condition: f64,
+    pub ntk_trace_norm: f64,
+    pub label_alignment: Option<f64>,
+    pub pntk_lambda_max: f64,
+    pub pntk_lambda_min: f64,
+    pub pntk_effective_rank: f64,
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+/// Column names of the scores CSV.
+pub const CSV_HEADER: &str = "name,n_params,seeds,te_nas_condition,ntk_trace_norm,label_alignment,pntk_lambda_max,pntk_lambda_min,pntk_effective_rank,seconds,error";
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"").replace(['\n', '\r'], " "))
+    } else {
+        s.to_string()
+    }
+}
+
+impl ScoreRow {
+    /// The row as CSV (fields of a failed candidate are empty but for its name and error).
+    pub fn csv_line(&self) -> String {
+        let num = |v: f64| {
+            if self.error.is_some() {
+                String::new()
+            } else {
+                format!("{v:e}")
+            }
+        };
+        [
+            csv_field(&self.name),
+            self.n_params.map(|p| p.to_string()).unwrap_or_default(),
+            self.seeds.to_string(),
+            num(self.te_nas_condition),
+            num(self.ntk_trace_norm),
+            self.label_alignment
+                .filter(|_| self.error.is_none())
+                .map(|a| format!("{a:e}"))
+                .unwrap_or_default(),
+            num(self.pntk_lambda_max),
+            num(self.pntk_lambda_min),
+            num(self.pntk_effective_rank),
+            format!("{:.3}", self.seconds),
+            csv_field(self.error.as_deref().unwrap_or("")),
+        ]
+        .join(",")
+    }
+}
+
+/// The whole CSV text.
+pub fn csv_text(rows: &[ScoreRow]) -> String {
+    let mut s = String::from(CSV_HEADER);
+    s.push('\n');
+    for r in rows {
+        s.push_str(&r.csv_line());
+        s.push('\n');
+    }
+    s
+}
+
+/// Writes the scores CSV atomically.
+pub fn write_csv(path: &Path, rows: &[ScoreRow]) -> Result<()> {
+    write_atomic(path, csv_text(rows).as_bytes())?;
+    Ok(())
+}
+
+/// Scores one spec on inputs `x` (reshaped to the spec's input shape when the sizes agree)
+/// with optional labels `y`.
+pub fn score_spec(
+    name: &str,
+    spec: &NetworkSpec,
+    x: &HostArray,
+    y: Option<&Targets>,
+    options: &ScoreOptions,
+) -> Result<ScoreRow> {
+    if options.seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
+    let t0 = Instant::now();
+    let n_params = spec.n_params()?;
+    let x = reshape_inputs(x, &spec.input_shape)?;
+    let n = x.len();
+    if n < 2 {
+        bail!("need at least 2 input samples, got {n}");
+    }
+    let mut sums = [0.0f64; 6];
+    for seed in 0..options.seeds {
+        let net = NetworkConfig::new(spec.clone())
+            .with_seed(seed)
+            .with_precision(options.precision)
+            .init(&options.device)?;
+        let o = net.n_outputs();
+        let kernel = |kind| -> Result<Vec<f64>> {
+            let opts = EmpiricalOptions {
+                kind,
+                ..Default::default()
+            };
+            Ok(empirical_kernel(&net, &x, None, &opts, &mut |_, _| {})
+                .with_context(|| format!("seed {seed}: {} kernel", kind.name()))?
+                .kernel
+                .data)
+        };
+        let sol = kernel(KernelKind::SumOfLogits)?;
+        let s =
+            spectrum::spectrum(&sol, n).with_context(|| format!("seed {seed}: pNTK spectrum"))?;
+        let tr = kernel(KernelKind::Trace)?;
+        let trace = spectrum::trace(&tr, n)?;
+        sums[0] += s.condition_number;
+        sums[1] += trace * o as f64 / n as f64;
+        sums[2] += s.lambda_max;
+        sums[3] += s.lambda_min;
+        sums[4] += s.effective_rank_participation;
+        if let Some(y) = y {
+            let c = match y {
+                Targets::Classes { n_classes, .. } => *n_classes,
+                Targets::Values(v) => v.shape[1],
+            };
+            let ym = y.matrix(c)?;
+            sums[5] += alignment::centered_kernel_target_alignment(&tr, n, &ym, c)
+                .with_context(|| format!("seed {seed}: label alignment"))?;
+        }
+    }
+    let k = options.seeds as f64;
+    let row = ScoreRow {
+        name: name.to_string(),
+        n_params: Some(n_params),
+        seeds: options.seeds,
+        te_nas_condition: sums[0] / k,
+        ntk_trace_norm: sums[1] / k,
+        label_alignment: y.map(|_| sums[5] / k),
+        pntk_lambda_max: sums[2] / k,
+        pntk_lambda_min: sums[3] / k,
+        pntk_effective_rank: sums[4] / k,
+        seconds: t0.elapsed().as_secs_f64(),
+        error: None,
+    };
+    for (what, v) in [
+        ("ntk_trace_norm", row.ntk_trace_norm),
+        ("pntk_lambda_max", row.pntk_lambda_max),
+        ("pntk_effective_rank", row.pntk_effective_rank),
+    ] {
+        if !v.is_finite() {
+            bail!("{what} is {v}: the kernel overflowed");
+        }
+    }
+    Ok(row)
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Scores every candidate in parallel; `done(name)` is called as each one finishes. Rows come
+/// back in the order of `candidates`; failures are rows with `error` set.
+pub fn score_all(
+    candidates: &[Candidate],
+    x: &HostArray,
+    y: Option<&Targets>,
+    options: &ScoreOptions,
+    done: &(dyn Fn(&str) + Sync),
+) -> Vec<ScoreRow> {
+    candidates
+        .par_iter()
+        .map(|c| {
+            let t0 = Instant::now();
+            let result = match &c.spec {
+                Err(e) => Err(e.clone()),
+                Ok(spec) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    score_spec(&c.name, spec, x, y, options)
+                }))
+                .map_err(|p| format!("panic: {}", panic_message(p)))
+                .and_then(|r| r.map_err(|e| format!("{e:#}"))),
+            };
+            done(&c.name);
+            result.unwrap_or_else(|e| ScoreRow {
+                name: c.name.clone(),
+                n_params: c.spec.as_ref().ok().and_then(|s| s.n_params().ok()),
+                seeds: options.seeds,
+                seconds: t0.elapsed().as_secs_f64(),
+                error: Some(e),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// Ranks (1-based) with ties given the mean of their ranks.
+pub fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        let mean = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            r[k] = mean;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Pearson correlation; NaN when either side is constant or shorter than 2.
+pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    if n < 2 {
+        return f64::NAN;
+    }
+    let ma = a[..n].iter().sum::<f64>() / n as f64;
+    let mb = b[..n].iter().sum::<f64>() / n as f64;
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for i in 0..n {
+        let (da, db) = (a[i] - ma, b[i] - mb);
+        sab += da * db;
+        saa += da * da;
+        sbb += db * db;
+    }
+    sab / (saa * sbb).sqrt()
+}
+
+/// Spearman's rank correlation ρ (Pearson correlation of the ranks; ties get mean ranks).
+pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    pearson(&ranks(a), &ranks(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_average_ties() {
+        assert_eq!(ranks(&[3.0, 1.0, 3.0, 2.0]), vec![3.5, 1.0, 3.5, 2.0]);
+    }
+
+    #[test]
+    fn csv_quotes_errors() {
+        let r = ScoreRow {
+            name: "a,b".into(),
+            error: Some("bad \"x\", y".into()),
+            ..Default::default()
+        };
+        assert_eq!(r.csv_line(), "\"a,b\",,0,,,,,,,0.000,\"bad \"\"x\"\", y\"");
+    }
+}

@@ -1,0 +1,488 @@
+//! The `ntk train` and `ntk score` subcommands, and `ntk analyze --checkpoints`: the NTK
+//! along a training run.
+
+use crate::plot::{Panel, Series, write_png};
+use crate::score::{ScoreOptions, load_candidates, score_all, write_csv};
+use crate::train::{
+    Dataset, EpochMetrics, Loss, OptimizerKind, Split, Targets, TrainOptions, builtin, from_csv,
+    from_npy, list_checkpoints, reshape_inputs, train,
+};
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use ntk_analysis::{distance, spectrum};
+use ntk_empirical::{EmpiricalOptions, KernelKind, empirical_kernel};
+use ntk_nets::array::{read_inputs, write_atomic};
+use ntk_nets::{BackendKind, HostArray, Network, NetworkConfig, NetworkSpec, Precision};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Arguments of `ntk train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Network spec (JSON).
+    #[arg(long)]
+    pub spec: PathBuf,
+    /// Initial weights (PyTorch-layout safetensors); without it the network is random from --seed.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Seed of the random initialisation (ignored with --weights) and of the batch shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Bundled dataset (digits: 1437 train / 360 test, 10 classes; diabetes: regression, 354
+    /// train / 88 test) or a CSV file (label in the last column). Or use --x/--y.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Inputs .npy [N, ...] (with --y).
+    #[arg(long)]
+    pub x: Option<PathBuf>,
+    /// Labels .npy [N] (class ids) or targets [N] / [N, c] (with --x).
+    #[arg(long)]
+    pub y: Option<PathBuf>,
+    /// Test inputs .npy (with --y-test), or a test CSV with --data FILE.csv.
+    #[arg(long)]
+    pub x_test: Option<PathBuf>,
+    /// Test labels .npy.
+    #[arg(long)]
+    pub y_test: Option<PathBuf>,
+    /// mse (1/(2·B·O) Σ (f − y)², class labels one-hot) or xent (softmax cross-entropy).
+    #[arg(long, default_value = "mse")]
+    pub loss: String,
+    /// sgd or adam (burn's optimizers).
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: String,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// Epochs.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Mini-batch size (default: full batch).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Write a checkpoint every K epochs (epoch 0 and the last always).
+    #[arg(long, default_value_t = 1)]
+    pub checkpoint_every: usize,
+    /// Output folder: epoch-{e}.safetensors and metrics.jsonl.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Compute backend: flex or ndarray.
+    #[arg(long, default_value = "flex")]
+    pub backend: String,
+    /// Float precision: f32 or f64.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+/// Arguments of `ntk score`.
+#[derive(clap::Args, Debug)]
+pub struct ScoreArgs {
+    /// A folder of *.json specs, or a JSONL file (one spec, or {"name", "spec"}, per line).
+    #[arg(long)]
+    pub specs: PathBuf,
+    /// Inputs .npy [N, ...] (reshaped to each spec's input_shape when the sizes agree).
+    #[arg(long, conflicts_with = "data")]
+    pub x: Option<PathBuf>,
+    /// Labels .npy [N] (class ids) or targets [N, c], for the label alignment.
+    #[arg(long)]
+    pub y: Option<PathBuf>,
+    /// Or: the first --n training samples of a bundled dataset (digits, diabetes), with labels.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Samples taken from --data.
+    #[arg(long, default_value_t = 128)]
+    pub n: usize,
+    /// Initialisation seeds 0..S (statistics are means over them).
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Output CSV.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Compute backend: flex or ndarray.
+    #[arg(long, default_value = "flex")]
+    pub backend: String,
+    /// Float precision: f32 or f64.
+    #[arg(long, default_value = "f64")]
+    pub dtype: String,
+}
+
+fn load_split(a: &TrainArgs, classes: bool) -> Result<Split> {
+    match (&a.data, &a.x, &a.y) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            bail!("--data and --x/--y are alternatives: give one")
+        }
+        (Some(d), None, None) => {
+            if d.ends_with(".csv") || Path::new(d).is_file() {
+                let train = from_csv(Path::new(d), classes)?;
+                let test = a
+                    .x_test
+                    .as_ref()
+                    .map(|p| from_csv(p, classes))
+                    .transpose()?;
+                Ok(Split { train, test })
+            } else {
+                builtin(d)
+            }
+        }
+        (None, Some(x), Some(y)) => {
+            let train = from_npy(x, y, classes)?;
+            let test = match (&a.x_test, &a.y_test) {
+                (Some(xt), Some(yt)) => Some(from_npy(xt, yt, classes)?),
+                (None, None) => None,
+                _ => bail!("--x-test and --y-test go together"),
+            };
+            Ok(Split { train, test })
+        }
+        (None, Some(_), None) | (None, None, Some(_)) => bail!("--x and --y go together"),
+        (None, None, None) => {
+            bail!("no data: give --data digits|diabetes|FILE.csv or --x X.npy --y Y.npy")
+        }
+    }
+}
+
+fn device(backend: &str, dtype: &str) -> Result<(burn::tensor::Device, Precision)> {
+    let precision = Precision::parse(dtype).context("--dtype")?;
+    let backend = BackendKind::parse(backend).context("--backend")?;
+    Ok((backend.device(precision)?, precision))
+}
+
+fn fmt_metrics(m: &EpochMetrics) -> String {
+    let mut s = format!("loss {:.4}", m.train_loss);
+    if let Some(a) = m.train_accuracy {
+        s += &format!(" acc {:.1}%", 100.0 * a);
+    }
+    if let Some(l) = m.test_loss {
+        s += &format!(" | test loss {l:.4}");
+    }
+    if let Some(a) = m.test_accuracy {
+        s += &format!(" acc {:.1}%", 100.0 * a);
+    }
+    s
+}
+
+/// `ntk train`.
+pub fn run_train(a: TrainArgs) -> Result<()> {
+    let loss = Loss::parse(&a.loss)?;
+    let optimizer = OptimizerKind::parse(&a.optimizer)?;
+    let (dev, precision) = device(&a.backend, &a.dtype)?;
+    let spec = NetworkSpec::from_file(&a.spec)?;
+    let net = match &a.weights {
+        Some(w) => Network::load(spec.clone(), w, &dev, precision)?,
+        None => NetworkConfig::new(spec.clone())
+            .with_seed(a.seed)
+            .with_precision(precision)
+            .init(&dev)?,
+    };
+    // Class ids for cross-entropy, and for MSE on a network with several outputs.
+    let classes = loss == Loss::Xent || net.n_outputs() > 1;
+    let mut split = load_split(&a, classes)?;
+    // Let flat data feed an image network (e.g. digits [N, 64] into [1, 8, 8]).
+    split.train = split
+        .train
+        .reshaped(&spec.input_shape)
+        .context("train data")?;
+    if let Some(t) = split.test.take() {
+        split.test = Some(t.reshaped(&spec.input_shape).context("test data")?);
+    }
+    let options = TrainOptions {
+        loss,
+        optimizer,
+        lr: a.lr,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        checkpoint_every: a.checkpoint_every,
+        shuffle_seed: a.seed,
+        out_dir: Some(a.out.clone()),
+    };
+    eprintln!(
+        "training {} parameters on {} samples{} ({} loss, {} lr {}, batch {}, {} epochs, {})",
+        spec.n_params()?,
+        split.train.x.len(),
+        split
+            .test
+            .as_ref()
+            .map(|t| format!(" (test {})", t.x.len()))
+            .unwrap_or_default(),
+        loss.name(),
+        optimizer.name(),
+        a.lr,
+        a.batch_size.map(|b| b.to_string()).unwrap_or("full".into()),
+        a.epochs,
+        precision.name()
+    );
+    let bar = ProgressBar::new(a.epochs as u64);
+    bar.set_style(
+        ProgressStyle::with_template("epoch {pos}/{len} [{bar:30}] {elapsed} eta {eta} {msg}")
+            .expect("valid template"),
+    );
+    let t0 = Instant::now();
+    let (_, log) = train(&net, &split, &options, &mut |e, _, m| {
+        bar.set_position(e as u64);
+        bar.set_message(fmt_metrics(m));
+    })?;
+    bar.finish_and_clear();
+    let (first, last) = (&log[0], log.last().expect("epoch 0 at least"));
+    eprintln!("epoch 0: {}", fmt_metrics(first));
+    eprintln!("epoch {}: {}", last.epoch, fmt_metrics(last));
+    eprintln!(
+        "wrote {} checkpoint(s) and metrics.jsonl into {} ({:.2} s)",
+        log.iter().filter(|m| m.checkpoint.is_some()).count(),
+        a.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `ntk score`.
+pub fn run_score(a: ScoreArgs) -> Result<()> {
+    let (dev, precision) = device(&a.backend, &a.dtype)?;
+    let candidates = load_candidates(&a.specs)?;
+    let (x, y): (HostArray, Option<Targets>) = match (&a.x, &a.data) {
+        (Some(xp), None) => {
+            let (x, _) = ntk_nets::array::read_npy(xp)?;
+            if x.shape.len() < 2 {
+                bail!(
+                    "{}: inputs must be [N, ...], got {:?}",
+                    xp.display(),
+                    x.shape
+                );
+            }
+            if let Some((i, v)) = x.first_non_finite() {
+                bail!("{}: non-finite input {v} at flat index {i}", xp.display());
+            }
+            let y = match &a.y {
+                Some(yp) => Some(from_npy(xp, yp, is_integer_npy(yp)?)?.y),
+                None => None,
+            };
+            (x, y)
+        }
+        (None, Some(d)) => {
+            let s = builtin(d)?;
+            let n = a.n.min(s.train.x.len());
+            let idx: Vec<usize> = (0..n).collect();
+            let d: Dataset = s.train.select(&idx);
+            (d.x, Some(d.y))
+        }
+        _ => bail!("give --x X.npy [--y Y.npy] or --data digits|diabetes"),
+    };
+    let options = ScoreOptions {
+        seeds: a.seeds,
+        precision,
+        device: dev,
+    };
+    let bar = ProgressBar::new(candidates.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("scoring [{bar:30}] {pos}/{len} {elapsed} eta {eta} {msg}")
+            .expect("valid template"),
+    );
+    let t0 = Instant::now();
+    let rows = score_all(&candidates, &x, y.as_ref(), &options, &|name| {
+        bar.inc(1);
+        bar.set_message(name.to_string());
+    });
+    bar.finish_and_clear();
+    write_csv(&a.out, &rows)?;
+    let failed = rows.iter().filter(|r| r.error.is_some()).count();
+    for r in rows.iter().filter(|r| r.error.is_some()) {
+        eprintln!("{}: error: {}", r.name, r.error.as_deref().unwrap_or(""));
+    }
+    eprintln!(
+        "wrote {} ({} candidates, {} failed, {} seed(s), {} samples, {:.2} s)",
+        a.out.display(),
+        rows.len(),
+        failed,
+        a.seeds,
+        x.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Whether an `.npy` of labels holds only integer values (then they are class ids).
+fn is_integer_npy(p: &Path) -> Result<bool> {
+    let y = crate::train::read_labels(p)?;
+    Ok(y.shape.len() == 1 && y.data.iter().all(|v| v.fract() == 0.0 && *v >= 0.0))
+}
+
+/// The NTK at one checkpoint.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckpointStats {
+    pub epoch: usize,
+    pub file: String,
+    /// `1 − cos(K_epoch, K_0)`.
+    pub distance_from_init: f64,
+    pub trace: f64,
+    pub lambda_max: f64,
+    pub lambda_min: f64,
+    pub condition_number: Option<f64>,
+    pub effective_rank: f64,
+    /// All eigenvalues, descending.
+    pub eigenvalues: Vec<f64>,
+}
+
+/// `ntk analyze --checkpoints` output.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckpointReport {
+    pub n: usize,
+    pub kernel: &'static str,
+    pub checkpoints: Vec<CheckpointStats>,
+    /// `d(K_i, K_{i+1}) / (epoch_{i+1} − epoch_i)`, one per successive pair.
+    pub velocity: Vec<f64>,
+}
+
+/// The trace NTK on `x` at every checkpoint of `dir`, its distance from the first
+/// checkpoint and the velocity between successive ones. `progress(done, total)`.
+pub fn analyze_checkpoints(
+    dir: &Path,
+    spec: &NetworkSpec,
+    x: &HostArray,
+    device: &burn::tensor::Device,
+    precision: Precision,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<CheckpointReport> {
+    let list = list_checkpoints(dir)?;
+    let n = x.len();
+    let mut kernels = Vec::with_capacity(list.len());
+    for (i, (_, path)) in list.iter().enumerate() {
+        let net = Network::load(spec.clone(), path, device, precision)?;
+        let opts = EmpiricalOptions {
+            kind: KernelKind::Trace,
+            ..Default::default()
+        };
+        let k = empirical_kernel(&net, x, None, &opts, &mut |_, _| {})
+            .with_context(|| format!("{}", path.display()))?;
+        kernels.push(k.kernel.data);
+        progress(i + 1, list.len());
+    }
+    let mut checkpoints = Vec::with_capacity(list.len());
+    for ((epoch, path), k) in list.iter().zip(&kernels) {
+        let s = spectrum::spectrum(k, n).with_context(|| format!("{}", path.display()))?;
+        checkpoints.push(CheckpointStats {
+            epoch: *epoch,
+            file: path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            distance_from_init: distance::kernel_distance(&kernels[0], k)?,
+            trace: s.trace,
+            lambda_max: s.lambda_max,
+            lambda_min: s.lambda_min,
+            condition_number: s.condition_number.is_finite().then_some(s.condition_number),
+            effective_rank: s.effective_rank_participation,
+            eigenvalues: s.eigenvalues,
+        });
+    }
+    let velocity = if kernels.len() >= 2 {
+        let refs: Vec<&[f64]> = kernels.iter().map(|k| k.as_slice()).collect();
+        let times: Vec<f64> = list.iter().map(|(e, _)| *e as f64).collect();
+        distance::kernel_velocity(&refs, Some(&times))?
+    } else {
+        Vec::new()
+    };
+    Ok(CheckpointReport {
+        n,
+        kernel: "trace",
+        checkpoints,
+        velocity,
+    })
+}
+
+/// The two panels of a checkpoint report: the spectrum (log10 λ_i against i, first, middle
+/// and last checkpoints) and the kernel distance from init against the epoch.
+pub fn checkpoint_panels(r: &CheckpointReport) -> Vec<Panel> {
+    let mut picks: Vec<usize> = vec![0, r.checkpoints.len() / 2, r.checkpoints.len() - 1];
+    picks.dedup();
+    let spectrum = Panel {
+        title: format!("trace-NTK spectrum (n = {})", r.n),
+        x_label: "eigenvalue index i".into(),
+        y_label: "log10 λ_i".into(),
+        series: picks
+            .iter()
+            .map(|&i| {
+                let c = &r.checkpoints[i];
+                Series {
+                    label: format!("epoch {}", c.epoch),
+                    points: c
+                        .eigenvalues
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, l)| **l > 0.0)
+                        .map(|(j, l)| (j as f64, l.log10()))
+                        .collect(),
+                }
+            })
+            .collect(),
+    };
+    let dist = Panel {
+        title: "kernel distance from init".into(),
+        x_label: "epoch".into(),
+        y_label: "1 − cos(K_t, K_0)".into(),
+        series: vec![Series {
+            label: "distance".into(),
+            points: r
+                .checkpoints
+                .iter()
+                .map(|c| (c.epoch as f64, c.distance_from_init))
+                .collect(),
+        }],
+    };
+    vec![spectrum, dist]
+}
+
+/// `ntk analyze --checkpoints DIR --spec S --x X.npy [--json J] [--plot P.png]`.
+pub fn run_analyze_checkpoints(
+    dir: &Path,
+    spec: Option<&Path>,
+    x: Option<&Path>,
+    json: Option<&Path>,
+    plot: Option<&Path>,
+    dtype: &str,
+) -> Result<()> {
+    let spec = spec.context("--checkpoints needs --spec S.json")?;
+    let x = x.context("--checkpoints needs --x X.npy (the inputs of the kernel)")?;
+    let (dev, precision) = device("flex", dtype)?;
+    let spec = NetworkSpec::from_file(spec)?;
+    let xa = match read_inputs(x, &spec.input_shape) {
+        Ok(a) => a,
+        Err(e) => {
+            let (raw, _) = ntk_nets::array::read_npy(x)?;
+            if raw.shape.len() < 2 {
+                return Err(e.into());
+            }
+            reshape_inputs(&raw, &spec.input_shape).with_context(|| format!("{}", x.display()))?
+        }
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("checkpoints [{bar:30}] {pos}/{len} {elapsed}")
+            .expect("valid template"),
+    );
+    let r = analyze_checkpoints(dir, &spec, &xa, &dev, precision, &mut |d, t| {
+        bar.set_length(t as u64);
+        bar.set_position(d as u64);
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "{:>6} {:>12} {:>12} {:>12} {:>10} {:>10}",
+        "epoch", "dist_init", "trace", "lambda_max", "eff_rank", "velocity"
+    );
+    for (i, c) in r.checkpoints.iter().enumerate() {
+        let v = if i == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.3e}", r.velocity[i - 1])
+        };
+        println!(
+            "{:>6} {:>12.4e} {:>12.4e} {:>12.4e} {:>10.2} {:>10}",
+            c.epoch, c.distance_from_init, c.trace, c.lambda_max, c.effective_rank, v
+        );
+    }
+    if let Some(j) = json {
+        write_atomic(j, serde_json::to_string_pretty(&r)?.as_bytes())?;
+        eprintln!("wrote {}", j.display());
+    }
+    if let Some(p) = plot {
+        write_png(p, &checkpoint_panels(&r), (640, 480))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
