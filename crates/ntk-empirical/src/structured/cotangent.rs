@@ -66,6 +66,9 @@ fn times_per_sample(cot: Features, factor: Features, k: usize) -> Features {
             let n = nk / k;
             Features::Flat((g.reshape([n, k, f]) * d.unsqueeze_dim::<3>(1)).reshape([nk, f]))
         }
+        (Features::Image(g), Features::Image(d)) if super::is_cpu(&g.device()) => {
+            Features::Image(super::host_vjp::times_per_sample(g, d, k))
+        }
         (Features::Image(g), Features::Image(d)) => {
             let [nk, c, h, w] = g.dims();
             let n = nk / k;
@@ -93,6 +96,9 @@ pub fn dense_input_vjp(layer: &Dense, g: Tensor<2>) -> Tensor<2> {
 /// `g: [N·K, out_c, H', W']` → `[N·K, in_c, h, w]`
 pub fn conv_input_vjp(layer: &Conv2d, g: Tensor<4>, h: usize, w: usize) -> Tensor<4> {
     let [_, _, kh, kw] = layer.weight.val().dims();
+    if super::is_cpu(&g.device()) && super::host_vjp::supports(layer, [kh, kw]) {
+        return super::host_vjp::conv_input_vjp(layer, g, h, w);
+    }
     let [_, _, ho, wo] = g.dims();
     let [(top, bottom), (left, right)] = layer.padding;
     let [sh, sw] = layer.stride;
@@ -160,6 +166,9 @@ pub fn stateless_vjp(op: StatelessOp, input: &Features, g: Features, k: usize) -
             };
             let g = g.flat().expect("pool cotangent is flat");
             let nk = g.dims()[0];
+            if super::is_cpu(&g.device()) {
+                return Features::Image(super::host_vjp::spread_over_pixels(g, h, w));
+            }
             // Divide before broadcasting: the expand stays a view.
             Features::Image(
                 g.div_scalar((h * w) as f64)

@@ -47,7 +47,7 @@ pub fn host_gemm_gflops(n: usize) -> f64 {
     let mut times: Vec<f64> = (0..6)
         .map(|_| {
             let t0 = Instant::now();
-            rows_times_rows_t(&mut c, &a, &a, n, n, n);
+            rows_times_rows_t(&mut c, &a, &a, (n, n, n), true);
             t0.elapsed().as_secs_f64()
         })
         .collect();
@@ -62,9 +62,11 @@ pub fn reset_contraction_stats() {
     CONTRACTION_NANOS.store(0, Ordering::Relaxed);
 }
 
-/// Target rows (`samples · K`) of one GEMM block: large enough for the GEMM to run near
-/// its peak, small enough that the symmetric schedule skips most of the lower triangle.
-const BLOCK_ROWS: usize = 320;
+/// Rows (`samples · K`) of one GEMM block: a quarter of all rows, within these bounds —
+/// at least 4 blocks to share among the threads and to skip most of the lower triangle
+/// in the symmetric schedule, at most 320 rows (measured on the perf cases: 4 blocks of
+/// 320 rows beat 8 of 160 for 1280 rows, 4 of 160 beat 2 of 320 for 640 rows).
+const BLOCK_ROWS: (usize, usize) = (160, 320);
 
 /// GEMMs with fewer multiply-adds than this run on one thread.
 const PARALLEL_MACS: usize = 1 << 21;
@@ -123,6 +125,13 @@ impl PairCoeff {
         PairCoeff::Pairs(host_vec::<f64, 2>(t))
     }
 
+    fn at(&self, a: usize, b: usize, n2: usize) -> f64 {
+        match self {
+            PairCoeff::Scalar(c) => *c,
+            PairCoeff::Pairs(c) => c[a * n2 + b],
+        }
+    }
+
     fn row<T: Real>(&self, n1: usize, n2: usize) -> Vec<T> {
         match self {
             PairCoeff::Scalar(c) => vec![T::from_f64(*c); n2],
@@ -173,7 +182,8 @@ impl FullGram {
 
     /// Samples per GEMM row block.
     fn block_samples(&self) -> usize {
-        (BLOCK_ROWS / self.k).max(1)
+        let rows = (self.n1 * self.k / 4).clamp(BLOCK_ROWS.0, BLOCK_ROWS.1);
+        (rows / self.k).max(1)
     }
 
     /// `Θ[n1, k, n2, k'] += c[n1, n2] · Σ_f u1[n1, k, f] u2[n2, k', f]`.
@@ -201,6 +211,51 @@ impl FullGram {
                 let a = host_vec::<f64, 3>(u1);
                 let b = u2.map(host_vec::<f64, 3>);
                 gram_into(acc, &a, b.as_deref(), n1, n2, k, f, bs, symmetric, coeff)
+            }
+        };
+        CONTRACTION_FLOPS.fetch_add(flops as u64, Ordering::Relaxed);
+        CONTRACTION_NANOS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// `Θ[n1, k, n2, k'] += c[n1, n2] · Σ_f d1[n1, f] d2[n2, f] v[k, f] v[k', f]`: the
+    /// Gram of cotangents that factor as `g[n, k, f] = d[n, f] v[k, f]` (a layer followed
+    /// only by elementwise activations and the dense readout: `v` the readout's scaled
+    /// weight rows, `d` the product of the activations' derivatives). As one GEMM of the
+    /// pair products `d1[n1] ⊙ d2[n2]` against the `K(K+1)/2` products `v[k] ⊙ v[k']`
+    /// (`k ≤ k'`; the term is symmetric in `k, k'`), it costs `(K+1)/(2K)` of
+    /// [`FullGram::add_gram`]'s GEMM.
+    ///
+    /// # Shapes
+    /// - `d1: [N1, F]`; `d2: [N2, F]`, `None` when the kernel is symmetric; `v: [K, F]`
+    pub fn add_factored_gram(
+        &mut self,
+        d1: Tensor<2>,
+        d2: Option<Tensor<2>>,
+        v: Tensor<2>,
+        coeff: &PairCoeff,
+    ) {
+        let [n1, f] = d1.dims();
+        assert_eq!(n1, self.n1, "rows match the kernel");
+        assert_eq!(v.dims(), [self.k, f], "one v row per output");
+        assert_eq!(
+            d2.is_none(),
+            self.symmetric,
+            "d2 = None exactly when symmetric"
+        );
+        let bs = self.block_samples();
+        let dims = (n1, self.n2, self.k, f);
+        let symmetric = self.symmetric;
+        let t0 = Instant::now();
+        let flops = match &mut self.data {
+            Buffer::F32(acc) => {
+                let (a, v) = (host_vec::<f32, 2>(d1), host_vec::<f32, 2>(v));
+                let b = d2.map(host_vec::<f32, 2>);
+                factored_into(acc, &a, b.as_deref(), &v, dims, bs, symmetric, coeff)
+            }
+            Buffer::F64(acc) => {
+                let (a, v) = (host_vec::<f64, 2>(d1), host_vec::<f64, 2>(v));
+                let b = d2.map(host_vec::<f64, 2>);
+                factored_into(acc, &a, b.as_deref(), &v, dims, bs, symmetric, coeff)
             }
         };
         CONTRACTION_FLOPS.fetch_add(flops as u64, Ordering::Relaxed);
@@ -292,13 +347,19 @@ fn identity_into<T: Real>(acc: &mut [T], n2: usize, k: usize, coeff: &PairCoeff)
 }
 
 /// `dst[m, n] = a[m, f] · b[n, f]ᵀ`, all row-major (the transpose is a stride swap), by the
-/// `gemm` crate; multi-threaded above [`PARALLEL_MACS`] multiply-adds.
-fn rows_times_rows_t<T: Real>(dst: &mut [T], a: &[T], b: &[T], m: usize, n: usize, f: usize) {
+/// `gemm` crate, on this thread only or (`parallel`) on all of rayon's threads.
+fn rows_times_rows_t<T: Real>(
+    dst: &mut [T],
+    a: &[T],
+    b: &[T],
+    (m, n, f): (usize, usize, usize),
+    parallel: bool,
+) {
     assert!(
         dst.len() >= m * n && a.len() >= m * f && b.len() >= n * f,
         "operand sizes"
     );
-    let parallelism = if m * n * f >= PARALLEL_MACS {
+    let parallelism = if parallel {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
@@ -330,8 +391,52 @@ fn rows_times_rows_t<T: Real>(dst: &mut [T], a: &[T], b: &[T], m: usize, n: usiz
     }
 }
 
+/// Runs `work(start, end, col0, rows)` for every row block `[start, end)` of
+/// `block_samples` samples of the `[N1·K, N2·K]` accumulator, in parallel; `rows` is the
+/// block's part of `acc` and `col0` the first sample column it must fill (its own start
+/// when `symmetric`, else 0). Returns the sum of what `work` returns (FLOPs).
+///
+/// With `symmetric` the blocks shrink along the diagonal; they are handed out largest and
+/// smallest alternately to balance the threads. `work` learns from `single` whether it
+/// is the only block (then its GEMM should use all threads itself).
+fn for_each_block<T: Real>(
+    acc: &mut [T],
+    (n1, row, k): (usize, usize, usize),
+    block_samples: usize,
+    symmetric: bool,
+    work: impl Fn(usize, usize, usize, &mut [T], bool) -> f64 + Sync,
+) -> f64 {
+    let mut slots: Vec<Option<(usize, &mut [T])>> = acc
+        .chunks_mut(block_samples * k * row)
+        .enumerate()
+        .map(|(b, chunk)| Some((b * block_samples, chunk)))
+        .collect();
+    let single = slots.len() == 1;
+    // Largest, smallest, second largest, ...
+    let mut ordered = Vec::with_capacity(slots.len());
+    let (mut lo, mut hi) = (0, slots.len());
+    while lo < hi {
+        ordered.push(slots[lo].take().expect("each block once"));
+        lo += 1;
+        if lo < hi {
+            hi -= 1;
+            ordered.push(slots[hi].take().expect("each block once"));
+        }
+    }
+    ordered
+        .into_par_iter()
+        .with_max_len(1)
+        .map(|(start, rows)| {
+            let end = (start + block_samples).min(n1);
+            let col0 = if symmetric { start } else { 0 };
+            work(start, end, col0, rows, single)
+        })
+        .sum()
+}
+
 /// The fused, blocked, optionally symmetric Gram (see the module docs); returns the
-/// GEMM FLOPs done.
+/// GEMM FLOPs done. One single-threaded GEMM per row block into its own scratch (they run
+/// closer to the peak than one multi-threaded GEMM at a time), then the fused add.
 #[allow(clippy::too_many_arguments)]
 fn gram_into<T: Real>(
     acc: &mut [T],
@@ -347,32 +452,28 @@ fn gram_into<T: Real>(
 ) -> f64 {
     let u2 = u2.unwrap_or(u1);
     let row = n2 * k;
-    let mut scratch: Vec<T> = Vec::new();
-    let mut flops = 0.0;
-    let mut start = 0;
-    while start < n1 {
-        let end = (start + block_samples).min(n1);
-        let col0 = if symmetric { start } else { 0 };
-        let (m, n) = ((end - start) * k, (n2 - col0) * k);
-        scratch.clear();
-        scratch.resize(m * n, T::ZERO);
-        flops += 2.0 * (m * n * f) as f64;
-        let tg = Instant::now();
-        rows_times_rows_t(
-            &mut scratch,
-            &u1[start * k * f..end * k * f],
-            &u2[col0 * k * f..],
-            m,
-            n,
-            f,
-        );
-        let tg = tg.elapsed().as_secs_f64();
-        let ta = Instant::now();
-        acc[start * k * row..end * k * row]
-            .par_chunks_mut(row)
-            .zip(scratch.par_chunks(n))
-            .enumerate()
-            .for_each(|(r, (acc_row, g_row))| {
+    let profile = crate::profiling();
+    for_each_block(
+        acc,
+        (n1, row, k),
+        block_samples,
+        symmetric,
+        |start, end, col0, acc_block, single| {
+            let (m, n) = ((end - start) * k, (n2 - col0) * k);
+            let mut scratch = vec![T::ZERO; m * n];
+            let tg = Instant::now();
+            rows_times_rows_t(
+                &mut scratch,
+                &u1[start * k * f..end * k * f],
+                &u2[col0 * k * f..],
+                (m, n, f),
+                single && m * n * f >= PARALLEL_MACS,
+            );
+            let tg = tg.elapsed().as_secs_f64();
+            let ta = Instant::now();
+            for (r, (acc_row, g_row)) in
+                acc_block.chunks_mut(row).zip(scratch.chunks(n)).enumerate()
+            {
                 let a = start + r / k;
                 let c = coeff.row::<T>(a, n2);
                 let acc_row = &mut acc_row[col0 * k..];
@@ -382,17 +483,98 @@ fn gram_into<T: Real>(
                         *d += cj * s;
                     }
                 }
-            });
-        if crate::profiling() {
-            eprintln!(
-                "[profile]   block {start}..{end}: gemm {m}x{n}x{f} {:.2} ms, fused add {:.2} ms",
-                tg * 1e3,
-                ta.elapsed().as_secs_f64() * 1e3
-            );
+            }
+            if profile {
+                eprintln!(
+                    "[profile]   block {start}..{end}: gemm {m}x{n}x{f} {:.2} ms, fused add {:.2} ms",
+                    tg * 1e3,
+                    ta.elapsed().as_secs_f64() * 1e3
+                );
+            }
+            2.0 * (m * n * f) as f64
+        },
+    )
+}
+
+/// Sample pairs per GEMM of [`factored_into`] (their products `d1 ⊙ d2` are the GEMM's
+/// left operand, kept in cache).
+const FACTORED_PAIRS: usize = 1024;
+
+/// The factored Gram (see [`FullGram::add_factored_gram`]); returns the FLOPs done.
+#[allow(clippy::too_many_arguments)]
+fn factored_into<T: Real>(
+    acc: &mut [T],
+    d1: &[T],
+    d2: Option<&[T]>,
+    v: &[T],
+    (n1, n2, k, f): (usize, usize, usize, usize),
+    block_samples: usize,
+    symmetric: bool,
+    coeff: &PairCoeff,
+) -> f64 {
+    let d2 = d2.unwrap_or(d1);
+    let row = n2 * k;
+    // vv[(p, q) for p ≤ q][f] = v[p, f] v[q, f].
+    let pq: Vec<(usize, usize)> = (0..k).flat_map(|p| (p..k).map(move |q| (p, q))).collect();
+    let mut vv = vec![T::ZERO; pq.len() * f];
+    for (row_vv, &(p, q)) in vv.chunks_mut(f).zip(&pq) {
+        for ((o, &a), &b) in row_vv
+            .iter_mut()
+            .zip(&v[p * f..(p + 1) * f])
+            .zip(&v[q * f..])
+        {
+            *o = a * b;
         }
-        start = end;
     }
-    flops
+    let kk = pq.len();
+    for_each_block(
+        acc,
+        (n1, row, k),
+        block_samples,
+        symmetric,
+        |start, end, col0, acc_block, single| {
+            let cols = n2 - col0;
+            let pairs = (end - start) * cols;
+            let mut flops = 0.0;
+            let mut prod = Vec::new();
+            let mut g = Vec::new();
+            let mut first = 0;
+            while first < pairs {
+                let count = FACTORED_PAIRS.min(pairs - first);
+                // prod[(a, b)][f] = d1[a, f] d2[b, f] for the pairs first..first + count.
+                prod.clear();
+                for pair in first..first + count {
+                    let (a, b) = (start + pair / cols, col0 + pair % cols);
+                    let (da, db) = (&d1[a * f..(a + 1) * f], &d2[b * f..(b + 1) * f]);
+                    prod.extend(da.iter().zip(db).map(|(&x, &y)| x * y));
+                }
+                g.clear();
+                g.resize(count * kk, T::ZERO);
+                rows_times_rows_t(
+                    &mut g,
+                    &prod,
+                    &vv,
+                    (count, kk, f),
+                    single && count * kk * f >= PARALLEL_MACS,
+                );
+                flops += 2.0 * (count * kk * f) as f64 + (count * f) as f64;
+                for (pair, gp) in (first..first + count).zip(g.chunks(kk)) {
+                    let (a, b) = (start + pair / cols, col0 + pair % cols);
+                    let c = T::from_f64(coeff.at(a, b, n2));
+                    let base = (a - start) * k * row + b * k;
+                    for (&(p, q), &val) in pq.iter().zip(gp) {
+                        let val = c * val;
+                        acc_block[base + p * row + q] += val;
+                        if p != q {
+                            acc_block[base + q * row + p] += val;
+                        }
+                    }
+                }
+                first += count;
+            }
+            flops
+        },
+    )
 }
 
 #[cfg(test)]
@@ -502,5 +684,54 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
         assert!(err < 1e-13, "symmetric: max error {err}");
+    }
+
+    #[test]
+    fn factored_gram_equals_the_gram_of_the_factored_cotangents() {
+        let (n1, n2, k, f) = (50, 31, 7, 5);
+        let (d1, d2, v) = (values(n1 * f, 5), values(n2 * f, 6), values(k * f, 7));
+        let expand = |d: &[f64], n: usize| -> Vec<f64> {
+            (0..n * k * f)
+                .map(|i| {
+                    let (s, rest) = (i / (k * f), i % (k * f));
+                    d[s * f + rest % f] * v[(rest / f) * f + rest % f]
+                })
+                .collect()
+        };
+        let max_err = |a: &[f64], b: &[f64]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max)
+        };
+        let tensor2 = |v: &[f64], shape: [usize; 2]| {
+            Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(v.to_vec(), shape),
+                (&burn::tensor::Device::flex(), DType::F64),
+            )
+        };
+        let c = values(n1 * n2, 8);
+        let mut g = FullGram::zeros(n1, n2, k, false, DType::F64);
+        g.add_factored_gram(
+            tensor2(&d1, [n1, f]),
+            Some(tensor2(&d2, [n2, f])),
+            tensor2(&v, [k, f]),
+            &PairCoeff::Pairs(c.clone()),
+        );
+        let want = reference(&expand(&d1, n1), &expand(&d2, n2), n1, n2, k, f, &c);
+        let err = max_err(&g.into_host().data, &want);
+        assert!(err < 1e-13, "non-symmetric: {err}");
+
+        let mut g = FullGram::zeros(n1, n1, k, true, DType::F64);
+        g.add_factored_gram(
+            tensor2(&d1, [n1, f]),
+            None,
+            tensor2(&v, [k, f]),
+            &PairCoeff::Scalar(1.5),
+        );
+        let u = expand(&d1, n1);
+        let want = reference(&u, &u, n1, n1, k, f, &vec![1.5; n1 * n1]);
+        let err = max_err(&g.into_host().data, &want);
+        assert!(err < 1e-13, "symmetric: {err}");
     }
 }

@@ -15,6 +15,7 @@ pub mod conv;
 pub mod cotangent;
 pub mod dense;
 pub mod host_gram;
+pub mod host_vjp;
 
 use crate::kernel::KernelKind;
 use burn::backend::DispatchDevice;
@@ -152,6 +153,21 @@ impl KernelSum {
         self.add_term(term);
     }
 
+    /// Adds `c[n1, n2] · Σ_f d1[n1, f] d2[n2, f] v[k, f] v[k', f]` to a full kernel summed
+    /// on the host (see [`FullGram::add_factored_gram`]); only valid when [`Self::on_host`].
+    pub fn add_factored_gram(
+        &mut self,
+        d1: Tensor<2>,
+        d2: Option<Tensor<2>>,
+        v: Tensor<2>,
+        coeff: Tensor<2>,
+    ) {
+        let Some(Accumulator::FullHost(g)) = &mut self.acc else {
+            unreachable!("factored Grams are only used on the host path")
+        };
+        g.add_factored_gram(d1, d2, v, &PairCoeff::from_tensor(coeff));
+    }
+
     /// Adds the contribution of a layer whose cotangents are the output seeds `g`
     /// (`[N·K, O]`): on the host the Gram of one-hot seeds is the identity and costs
     /// nothing.
@@ -273,6 +289,36 @@ pub fn kernel(
         let (a1, a2) = (&in1[i], &in2_ref[i]);
         let x2_of = |a2: &Features| (!same).then(|| a2.clone());
         match &net.layers[i] {
+            Layer::Dense(layer) if sum.on_host() && !at_seeds && factored_readout_after(net, i) => {
+                // g[n, k, :] = d[n, :] ⊙ v[k, :]: the activations' derivatives carried back
+                // from an all-ones seed, times the readout's scaled weight rows.
+                let Layer::Dense(readout) = &net.layers[net.layers.len() - 1] else {
+                    unreachable!("checked by factored_readout_after")
+                };
+                let v = readout.weight.val().mul_scalar(readout.weight_scale);
+                let f = v.dims()[1];
+                let carry = |ins: &[Features], n: usize| {
+                    let mut u = Features::Flat(Tensor::ones([n, f], (&device, net.dtype())));
+                    for l in (i + 1..net.layers.len() - 1).rev() {
+                        let Layer::Stateless(st) = &net.layers[l] else {
+                            unreachable!("checked by factored_readout_after")
+                        };
+                        u = cotangent::stateless_vjp(st.op, &ins[l], u, 1);
+                    }
+                    u.flat().expect("dense output cotangent")
+                };
+                let d1 = carry(&in1, n1);
+                let d2 = (!same).then(|| carry(in2_ref, n2));
+                dense::accumulate_factored(
+                    &mut sum,
+                    layer,
+                    a1.clone().flat().expect("dense input"),
+                    x2_of(a2).map(|a| a.flat().expect("dense input")),
+                    d1,
+                    d2,
+                    v,
+                );
+            }
             Layer::Dense(layer) => dense::accumulate(
                 &mut sum,
                 layer,
@@ -384,6 +430,20 @@ pub fn pooled_readout_after(net: &Network, i: usize) -> bool {
         }
     }
     pooled
+}
+
+/// Whether dense layer `i` is followed only by elementwise activations and then the final
+/// dense readout, so that its cotangents factor as `d[n, :] ⊙ v[k, :]` (see
+/// [`host_gram::FullGram::add_factored_gram`]).
+pub fn factored_readout_after(net: &Network, i: usize) -> bool {
+    use ntk_nets::layers::StatelessOp;
+    let last = net.layers.len() - 1;
+    i < last
+        && matches!(net.layers[i], Layer::Dense(_))
+        && matches!(net.layers[last], Layer::Dense(_))
+        && net.layers[i + 1..last]
+            .iter()
+            .all(|l| matches!(l, Layer::Stateless(s) if matches!(s.op, StatelessOp::Activation(_))))
 }
 
 /// The readout's seed vectors at its input, `s_out·W_out` (`[O, C]`), or their sum over

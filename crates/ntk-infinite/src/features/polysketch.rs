@@ -1,0 +1,258 @@
+//! PolySketch: sketches of the tensor powers `u^{⊗j}`, `j = 2..=degree`, of one vector,
+//! so that `S_j(u)·S_j(v) ≈ (u·v)^j` (Ahle et al. 2020, "Oblivious sketching of
+//! high-degree polynomial kernels"; Zandieh et al. 2021, arXiv 2104.00415, Algorithm 1).
+//!
+//! A complete binary tree with `p` leaves (`p` the next power of two `≥ degree`): each
+//! leaf an independent [`Srht`] of the input, each internal node an independent
+//! [`TensorSrht`] of its two children. The sketch of `u^{⊗j}` feeds `u` to the first `j`
+//! leaves and the fixed unit vector `e₁` to the others (`(e₁·e₁)^{p−j} = 1`), so every
+//! degree has depth `log₂ p` instead of `j` (lower variance than chaining `j − 1`
+//! products). Each node is unbiased given its children and independent of them, so
+//! `E[S_j(u)·S_j(v)] = (u·v)^j`.
+//!
+//! Sharing: a node whose leaves all hold `e₁` is the same for every input (computed once);
+//! a node whose leaves all hold `u` is the same for every degree (computed once per
+//! input); only the one node per level that straddles the boundary `j` is computed per
+//! degree, so all degrees cost about `p + degree · log₂ p` TensorSRHTs per input.
+
+use super::hadamard::{Srht, TensorSrht};
+use rand::Rng;
+use std::borrow::Cow;
+
+/// A PolySketch of inputs of dimension `input` up to `degree`.
+#[derive(Debug, Clone)]
+pub struct PolySketch {
+    input: usize,
+    degree: usize,
+    leaves: Vec<Srht>,
+    /// `nodes[l][n]`: the TensorSRHT at level `l + 1`, node `n` (children `2n`, `2n + 1`
+    /// of level `l`).
+    nodes: Vec<Vec<TensorSrht>>,
+    /// `e_values[l][n]`: the value of node `n` of level `l` when all its leaves hold `e₁`.
+    e_values: Vec<Vec<Vec<f64>>>,
+}
+
+/// Scratch buffers of [`PolySketch::powers`] (reused across rows).
+#[derive(Debug, Default)]
+pub struct Scratch {
+    a: Vec<f64>,
+    b: Vec<f64>,
+}
+
+impl PolySketch {
+    /// Draws a PolySketch of `input`-dimensional vectors, degrees up to `degree` (≥ 2),
+    /// every node sketching to `dim` dimensions.
+    pub fn new(input: usize, degree: usize, dim: usize, rng: &mut impl Rng) -> Self {
+        let degree = degree.max(2);
+        let p = degree.next_power_of_two();
+        let leaves: Vec<Srht> = (0..p).map(|_| Srht::new(input, dim, rng)).collect();
+        let mut nodes = Vec::new();
+        let mut width = leaves[0].output_dim();
+        let mut count = p;
+        while count > 1 {
+            count /= 2;
+            let level: Vec<TensorSrht> = (0..count)
+                .map(|_| TensorSrht::new(width, width, dim, rng))
+                .collect();
+            width = level[0].output_dim();
+            nodes.push(level);
+        }
+        let mut sketch = PolySketch {
+            input,
+            degree,
+            leaves,
+            nodes,
+            e_values: Vec::new(),
+        };
+        let mut e1 = vec![0.0; input];
+        if let Some(first) = e1.first_mut() {
+            *first = 1.0;
+        }
+        let mut scratch = Scratch::default();
+        let mut level: Vec<Vec<f64>> = sketch
+            .leaves
+            .iter()
+            .map(|s| {
+                let mut out = vec![0.0; s.output_dim()];
+                s.apply(&e1, &mut scratch.a, &mut out);
+                out
+            })
+            .collect();
+        let mut e_values = vec![level.clone()];
+        for tensors in &sketch.nodes {
+            level = tensors
+                .iter()
+                .enumerate()
+                .map(|(n, t)| {
+                    let mut out = vec![0.0; t.output_dim()];
+                    t.apply(
+                        &level[2 * n],
+                        &level[2 * n + 1],
+                        &mut scratch.a,
+                        &mut scratch.b,
+                        &mut out,
+                    );
+                    out
+                })
+                .collect();
+            e_values.push(level.clone());
+        }
+        sketch.e_values = e_values;
+        sketch
+    }
+
+    /// Dimension of each `S_j`.
+    pub fn output_dim(&self) -> usize {
+        self.e_values.last().expect("at least the leaves")[0].len()
+    }
+
+    /// Highest degree sketched.
+    pub fn degree(&self) -> usize {
+        self.degree
+    }
+
+    /// `S_j(u)` for `j = 2..=degree` (`result[j − 2]`).
+    ///
+    /// # Shapes
+    /// `u`: `[input]`; each result `[output_dim]`.
+    pub fn powers(&self, u: &[f64], scratch: &mut Scratch) -> Vec<Vec<f64>> {
+        debug_assert_eq!(u.len(), self.input);
+        let levels = self.nodes.len();
+        // all_u[l][n]: node n of level l with only u leaves, for the nodes some degree
+        // ≤ `degree` needs whole (their span ends at or before `degree`).
+        let mut all_u: Vec<Vec<Option<Vec<f64>>>> = Vec::with_capacity(levels + 1);
+        all_u.push(
+            self.leaves
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    (i < self.degree).then(|| {
+                        let mut out = vec![0.0; s.output_dim()];
+                        s.apply(u, &mut scratch.a, &mut out);
+                        out
+                    })
+                })
+                .collect(),
+        );
+        for (l, tensors) in self.nodes.iter().enumerate() {
+            let span = 1usize << (l + 1);
+            let row: Vec<Option<Vec<f64>>> = tensors
+                .iter()
+                .enumerate()
+                .map(|(n, t)| {
+                    if (n + 1) * span > self.degree {
+                        return None;
+                    }
+                    let (left, right) = (&all_u[l][2 * n], &all_u[l][2 * n + 1]);
+                    let (Some(left), Some(right)) = (left, right) else {
+                        return None;
+                    };
+                    let mut out = vec![0.0; t.output_dim()];
+                    t.apply(left, right, &mut scratch.a, &mut scratch.b, &mut out);
+                    Some(out)
+                })
+                .collect();
+            all_u.push(row);
+        }
+        (2..=self.degree)
+            .map(|j| self.node(levels, 0, j, &all_u, scratch).into_owned())
+            .collect()
+    }
+
+    /// Node `n` of level `level` for the degree `j` (leaves `< j` hold `u`).
+    fn node<'a>(
+        &'a self,
+        level: usize,
+        n: usize,
+        j: usize,
+        all_u: &'a [Vec<Option<Vec<f64>>>],
+        scratch: &mut Scratch,
+    ) -> Cow<'a, [f64]> {
+        let span = 1usize << level;
+        let start = n * span;
+        let count = j.saturating_sub(start).min(span);
+        if count == 0 {
+            return Cow::Borrowed(&self.e_values[level][n]);
+        }
+        if count == span
+            && let Some(v) = &all_u[level][n]
+        {
+            return Cow::Borrowed(v);
+        }
+        // Mixed (or a whole-u node not precomputed): from the children.
+        let left = self.node(level - 1, 2 * n, j, all_u, scratch);
+        let right = self.node(level - 1, 2 * n + 1, j, all_u, scratch);
+        let t = &self.nodes[level - 1][n];
+        let mut out = vec![0.0; t.output_dim()];
+        let (mut a, mut b) = (std::mem::take(&mut scratch.a), std::mem::take(&mut scratch.b));
+        t.apply(&left, &right, &mut a, &mut b, &mut out);
+        scratch.a = a;
+        scratch.b = b;
+        Cow::Owned(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn dot(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    fn unit(n: usize, phase: f64) -> Vec<f64> {
+        let v: Vec<f64> = (0..n).map(|i| ((i as f64 + phase) * 0.917).sin()).collect();
+        let norm = dot(&v, &v).sqrt();
+        v.into_iter().map(|x| x / norm).collect()
+    }
+
+    #[test]
+    fn powers_are_unbiased_for_every_degree() {
+        let (u, v) = (unit(6, 0.0), unit(6, 0.8));
+        let rho = dot(&u, &v);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let trials = 4000;
+        let degree = 5;
+        let mut sums = vec![0.0; degree - 1];
+        let mut squares = vec![0.0; degree - 1];
+        let mut scratch = Scratch::default();
+        for _ in 0..trials {
+            let p = PolySketch::new(6, degree, 16, &mut rng);
+            let (su, sv) = (p.powers(&u, &mut scratch), p.powers(&v, &mut scratch));
+            for j in 0..degree - 1 {
+                let e = dot(&su[j], &sv[j]);
+                sums[j] += e;
+                squares[j] += e * e;
+            }
+        }
+        for j in 0..degree - 1 {
+            let mean = sums[j] / trials as f64;
+            let se = ((squares[j] / trials as f64 - mean * mean) / trials as f64).sqrt();
+            let want = rho.powi(j as i32 + 2);
+            assert!(
+                (mean - want).abs() < 4.0 * se + 1e-12,
+                "degree {}: {mean} vs {want} ± {se}",
+                j + 2
+            );
+        }
+    }
+
+    #[test]
+    fn large_sketches_are_accurate_and_deterministic() {
+        let (u, v) = (unit(40, 0.0), unit(40, 0.3));
+        let rho = dot(&u, &v);
+        let mut scratch = Scratch::default();
+        let p = PolySketch::new(40, 6, 4096, &mut ChaCha8Rng::seed_from_u64(2));
+        let (su, sv) = (p.powers(&u, &mut scratch), p.powers(&v, &mut scratch));
+        for (j, (a, b)) in su.iter().zip(&sv).enumerate() {
+            let want = rho.powi(j as i32 + 2);
+            assert!((dot(a, b) - want).abs() < 0.1, "degree {}", j + 2);
+            // |S_j(u)|² ≈ 1 for a unit u.
+            assert!((dot(a, a) - 1.0).abs() < 0.15, "degree {}: {}", j + 2, dot(a, a));
+        }
+        let again = PolySketch::new(40, 6, 4096, &mut ChaCha8Rng::seed_from_u64(2));
+        assert_eq!(again.powers(&u, &mut scratch), su);
+    }
+}
