@@ -96,8 +96,14 @@ mod tests {
     fn exact_forms_agree_with_the_relu_kernel_rule() {
         for rho in [-1.0, -0.6, -0.1, 0.0, 0.3, 0.77, 1.0] {
             let (nngp, derivative) = ActivationKernel::Relu.entry(rho, 1.0, 1.0);
-            assert!((nngp - 0.5 * ArcCosine::Order1.exact(rho)).abs() < 1e-14, "{rho}");
-            assert!((derivative - 0.5 * ArcCosine::Order0.exact(rho)).abs() < 1e-14, "{rho}");
+            assert!(
+                (nngp - 0.5 * ArcCosine::Order1.exact(rho)).abs() < 1e-14,
+                "{rho}"
+            );
+            assert!(
+                (derivative - 0.5 * ArcCosine::Order0.exact(rho)).abs() < 1e-14,
+                "{rho}"
+            );
         }
     }
 

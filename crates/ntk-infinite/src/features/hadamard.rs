@@ -256,7 +256,11 @@ mod tests {
             // Sylvester: H[i, j] = (−1)^{popcount(i & j)}.
             let want: f64 = (0..n)
                 .map(|j| {
-                    let s = if (i & j).count_ones() % 2 == 0 { 1.0 } else { -1.0 };
+                    let s = if (i & j).count_ones() % 2 == 0 {
+                        1.0
+                    } else {
+                        -1.0
+                    };
                     s * x[j]
                 })
                 .sum();
@@ -300,7 +304,10 @@ mod tests {
             dot(&sx, &sy)
         });
         let want = dot(&x, &y);
-        assert!((mean - want).abs() < 4.0 * se, "SRHT {mean} vs {want} ± {se}");
+        assert!(
+            (mean - want).abs() < 4.0 * se,
+            "SRHT {mean} vs {want} ± {se}"
+        );
 
         let (a, b) = (vector(7, 0.2), vector(5, 0.9));
         let (a2, b2) = (vector(7, 3.1), vector(5, 4.4));
@@ -314,7 +321,10 @@ mod tests {
             t.apply(&a2, &b2, &mut wa, &mut wb, &mut z2);
             dot(&z, &z2)
         });
-        assert!((mean - want).abs() < 4.0 * se, "TensorSRHT {mean} vs {want} ± {se}");
+        assert!(
+            (mean - want).abs() < 4.0 * se,
+            "TensorSRHT {mean} vs {want} ± {se}"
+        );
     }
 
     #[test]

@@ -184,7 +184,10 @@ impl PolySketch {
         let right = self.node(level - 1, 2 * n + 1, j, all_u, scratch);
         let t = &self.nodes[level - 1][n];
         let mut out = vec![0.0; t.output_dim()];
-        let (mut a, mut b) = (std::mem::take(&mut scratch.a), std::mem::take(&mut scratch.b));
+        let (mut a, mut b) = (
+            std::mem::take(&mut scratch.a),
+            std::mem::take(&mut scratch.b),
+        );
         t.apply(&left, &right, &mut a, &mut b, &mut out);
         scratch.a = a;
         scratch.b = b;
@@ -241,18 +244,27 @@ mod tests {
 
     #[test]
     fn large_sketches_are_accurate_and_deterministic() {
-        let (u, v) = (unit(40, 0.0), unit(40, 0.3));
+        let (u, v) = (unit(40, 0.0), unit(40, 2.3));
         let rho = dot(&u, &v);
         let mut scratch = Scratch::default();
-        let p = PolySketch::new(40, 6, 4096, &mut ChaCha8Rng::seed_from_u64(2));
-        let (su, sv) = (p.powers(&u, &mut scratch), p.powers(&v, &mut scratch));
-        for (j, (a, b)) in su.iter().zip(&sv).enumerate() {
-            let want = rho.powi(j as i32 + 2);
-            assert!((dot(a, b) - want).abs() < 0.1, "degree {}", j + 2);
-            // |S_j(u)|² ≈ 1 for a unit u.
-            assert!((dot(a, a) - 1.0).abs() < 0.15, "degree {}: {}", j + 2, dot(a, a));
+        // Each sampled TensorSRHT stage adds a relative variance of about 8/m (fourth
+        // moments of the rotated coordinates); degree 6 goes through 3 of them at m = 4096,
+        // a standard deviation of about 0.08. RMS over 8 seeds and all degrees:
+        let (mut squares, mut count) = (0.0, 0);
+        for seed in 0..8 {
+            let p = PolySketch::new(40, 6, 4096, &mut ChaCha8Rng::seed_from_u64(seed));
+            let (su, sv) = (p.powers(&u, &mut scratch), p.powers(&v, &mut scratch));
+            for (j, (a, b)) in su.iter().zip(&sv).enumerate() {
+                squares += (dot(a, b) - rho.powi(j as i32 + 2)).powi(2);
+                squares += (dot(a, a) - 1.0).powi(2);
+                count += 2;
+            }
+            if seed == 0 {
+                let again = PolySketch::new(40, 6, 4096, &mut ChaCha8Rng::seed_from_u64(0));
+                assert_eq!(again.powers(&u, &mut scratch), su);
+            }
         }
-        let again = PolySketch::new(40, 6, 4096, &mut ChaCha8Rng::seed_from_u64(2));
-        assert_eq!(again.powers(&u, &mut scratch), su);
+        let rms = (squares / count as f64).sqrt();
+        assert!(rms < 0.1, "RMS error {rms}");
     }
 }
