@@ -34,7 +34,7 @@ pub struct InfiniteArgs {
 }
 
 /// Parses a size like `512MiB`, `2GiB`, `1000000`.
-fn parse_bytes(s: &str) -> Result<u64> {
+pub fn parse_bytes(s: &str) -> Result<u64> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

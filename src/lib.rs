@@ -16,8 +16,10 @@ pub use ntk_nets as nets;
 
 pub mod analysis_cmd;
 pub mod bench;
+pub mod compare_cmd;
 pub mod data;
 pub mod demo;
+pub mod features_cmd;
 pub mod infinite_cmd;
 pub mod plot;
 pub mod score;

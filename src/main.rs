@@ -39,6 +39,12 @@ enum Command {
     Empirical(EmpiricalArgs),
     /// Exact infinite-width NTK or NNGP of one output (neural-tangents stax conventions) between x1 and x2.
     Infinite(ntk::infinite_cmd::InfiniteArgs),
+    /// Sketched features of the infinite-width NTK/NNGP (NTKRF, NTKSketch, CNTKSketch): [N, m] with <phi(x), phi(y)> ~ the kernel; streamed in batches.
+    Features(ntk::features_cmd::FeaturesArgs),
+    /// Finite vs infinite width: empirical NTKs of random networks of growing width (and sketched features of growing dimension) against the exact NTK; JSON report and PNG plot.
+    Compare(ntk::compare_cmd::CompareArgs),
+    /// Ridge regression on sketched NTK features vs exact kernel ridge regression with the infinite-width NTK, on a bundled dataset.
+    Regress(ntk::features_cmd::RegressArgs),
     /// Runs the demo (the default when no subcommand is given).
     Demo(CommonArgs),
     /// Assembles the tiles of a `ntk empirical --tiles DIR` run into one .npy (streamed:
@@ -410,6 +416,9 @@ fn main() {
         Some(Command::Forward(a)) => forward(a),
         Some(Command::Empirical(a)) => empirical(a),
         Some(Command::Infinite(a)) => ntk::infinite_cmd::run(&a),
+        Some(Command::Features(a)) => ntk::features_cmd::run_features(&a),
+        Some(Command::Compare(a)) => ntk::compare_cmd::run(&a),
+        Some(Command::Regress(a)) => ntk::features_cmd::run_regress(&a),
         Some(Command::Demo(c)) => ntk::demo::run(&c.backend, &c.dtype),
         Some(Command::Bench(b)) => bench(b),
         Some(Command::Merge(m)) => out_kind(&m.out_dtype).and_then(|k| {

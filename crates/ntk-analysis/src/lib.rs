@@ -12,7 +12,9 @@
 //! - [`predict`]: closed-form gradient-flow predictions and GP inference, with the
 //!   conventions of neural-tangents' `predict.gradient_descent_mse` and
 //!   `predict.gp_inference` (loss normalised by `n·c`, `diag_reg` relative to the mean
-//!   diagonal unless absolute).
+//!   diagonal unless absolute);
+//! - [`ridge`]: linear ridge regression on explicit features (the primal form of kernel
+//!   ridge regression, for sketched NTK features).
 //!
 //! Bad user data — wrong shapes, NaN/Inf, an asymmetric kernel, a singular system — is an
 //! [`AnalysisError`], never a panic.
@@ -39,6 +41,7 @@ pub mod distance;
 pub mod error;
 pub mod matrix;
 pub mod predict;
+pub mod ridge;
 pub mod spectrum;
 
 pub use error::{AnalysisError, Result};

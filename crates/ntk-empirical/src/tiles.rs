@@ -18,7 +18,7 @@
 
 use crate::engine::{EmpiricalOptions, TilePlan, compute_tile, mirror_pair, plan};
 use crate::error::{EmpiricalError, Result};
-use ntk_nets::array::{FloatKind, read_npy, write_npy};
+use ntk_nets::array::{FloatKind, npy_header, read_npy, write_npy};
 use ntk_nets::{HostArray, Network};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -299,30 +299,6 @@ pub fn run(
         computed: todo.len(),
         total: plan.jobs.len(),
     })
-}
-
-/// The header of a version-1 `.npy` file for a C-order array of `shape` (`descr` `<f4`
-/// or `<f8`), padded with spaces so that the data starts at a multiple of 64 bytes.
-fn npy_header(shape: &[usize], kind: FloatKind) -> Vec<u8> {
-    let descr = match kind {
-        FloatKind::F32 => "<f4",
-        FloatKind::F64 => "<f8",
-    };
-    // "(a, b, )": the tuple style npyz writes, so merged files equal in-memory ones byte
-    // for byte.
-    let shape_text: String = std::iter::once("(".to_string())
-        .chain(shape.iter().map(|d| format!("{d}, ")))
-        .chain(std::iter::once(")".to_string()))
-        .collect();
-    let mut dict =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
-    let unpadded = 6 + 2 + 2 + dict.len() + 1;
-    dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
-    dict.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-    out.extend_from_slice(dict.as_bytes());
-    out
 }
 
 /// Assembles the tiles of `dir` into one `.npy` at `out` (written under a temporary name

@@ -98,8 +98,21 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<(HostArray, FloatKind)> {
     parse_npy(&bytes).map_err(|m| array_err(path, m))
 }
 
-/// Parses `.npy` bytes; the error is a message without the file name.
-pub fn parse_npy(bytes: &[u8]) -> std::result::Result<(HostArray, FloatKind), String> {
+/// What the header of a float `.npy` file declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NpyLayout {
+    shape: Vec<usize>,
+    kind: FloatKind,
+    big_endian: bool,
+    /// Byte offset of the data.
+    data_start: usize,
+    /// Bytes of data the shape needs.
+    data_bytes: usize,
+}
+
+/// Parses and checks the header at the start of `bytes` (float32/float64, C order, sizes
+/// that do not overflow); the error is a message without the file name.
+fn parse_header(bytes: &[u8]) -> std::result::Result<NpyLayout, String> {
     let mut cursor = std::io::Cursor::new(bytes);
     // npyz parses the header; guard against a panic inside it on hostile headers.
     let header = std::panic::catch_unwind(move || {
@@ -140,49 +153,266 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<(HostArray, FloatKind), St
             .ok_or_else(|| format!("shape {:?} overflows", header.shape()))?;
         shape.push(d);
     }
-    let data = &bytes[data_start.min(bytes.len())..];
-    let expected = count
+    let data_bytes = count
         .checked_mul(size)
         .ok_or_else(|| format!("shape {:?} overflows", header.shape()))?;
-    if data.len() != expected {
-        return Err(format!(
-            "header declares shape {:?} of {type_str} ({expected} bytes) but the file holds {} data bytes (truncated or corrupt)",
-            header.shape(),
-            data.len()
-        ));
+    Ok(NpyLayout {
+        shape,
+        kind,
+        big_endian: matches!(ts.endianness(), npyz::Endianness::Big),
+        data_start,
+        data_bytes,
+    })
+}
+
+impl NpyLayout {
+    /// The error when the file holds `held` data bytes instead of the declared ones.
+    fn check_size(&self, held: usize) -> std::result::Result<(), String> {
+        if held != self.data_bytes {
+            return Err(format!(
+                "header declares shape {:?} of {} ({} bytes) but the file holds {held} data bytes (truncated or corrupt)",
+                self.shape,
+                match self.kind {
+                    FloatKind::F32 => "float32",
+                    FloatKind::F64 => "float64",
+                },
+                self.data_bytes,
+            ));
+        }
+        Ok(())
     }
-    let big = matches!(ts.endianness(), npyz::Endianness::Big);
-    let values: Vec<f64> = match kind {
-        FloatKind::F32 => data
-            .chunks_exact(4)
-            .map(|c| {
-                let b = [c[0], c[1], c[2], c[3]];
-                (if big {
-                    f32::from_be_bytes(b)
-                } else {
-                    f32::from_le_bytes(b)
-                }) as f64
-            })
-            .collect(),
-        FloatKind::F64 => data
-            .chunks_exact(8)
-            .map(|c| {
-                let b: [u8; 8] = c.try_into().expect("chunk of 8");
-                if big {
-                    f64::from_be_bytes(b)
-                } else {
-                    f64::from_le_bytes(b)
-                }
-            })
-            .collect(),
-    };
+
+    /// Decodes raw data bytes to f64.
+    fn decode(&self, data: &[u8]) -> Vec<f64> {
+        let big = self.big_endian;
+        match self.kind {
+            FloatKind::F32 => data
+                .chunks_exact(4)
+                .map(|c| {
+                    let b = [c[0], c[1], c[2], c[3]];
+                    (if big {
+                        f32::from_be_bytes(b)
+                    } else {
+                        f32::from_le_bytes(b)
+                    }) as f64
+                })
+                .collect(),
+            FloatKind::F64 => data
+                .chunks_exact(8)
+                .map(|c| {
+                    let b: [u8; 8] = c.try_into().expect("chunk of 8");
+                    if big {
+                        f64::from_be_bytes(b)
+                    } else {
+                        f64::from_le_bytes(b)
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Parses `.npy` bytes; the error is a message without the file name.
+pub fn parse_npy(bytes: &[u8]) -> std::result::Result<(HostArray, FloatKind), String> {
+    let layout = parse_header(bytes)?;
+    let data = &bytes[layout.data_start.min(bytes.len())..];
+    layout.check_size(data.len())?;
     Ok((
         HostArray {
-            shape,
-            data: values,
+            data: layout.decode(data),
+            shape: layout.shape,
         },
-        kind,
+        layout.kind,
     ))
+}
+
+/// A float `.npy` file read a block of rows at a time (for inputs larger than memory):
+/// the header is checked against the file's size when opened, like [`read_npy`].
+#[derive(Debug)]
+pub struct NpyRows {
+    file: std::fs::File,
+    path: PathBuf,
+    layout: NpyLayout,
+}
+
+/// Bytes read to find the header (npy headers are a few hundred bytes).
+const HEADER_PROBE: usize = 1 << 16;
+
+impl NpyRows {
+    /// Opens `path` and checks its header.
+    pub fn open(path: impl AsRef<Path>) -> Result<NpyRows> {
+        use std::io::Read;
+        let path = path.as_ref();
+        let mut file = std::fs::File::open(path).map_err(|e| NetsError::io(path, e))?;
+        let len = file.metadata().map_err(|e| NetsError::io(path, e))?.len();
+        let mut probe = Vec::with_capacity(HEADER_PROBE);
+        (&mut file)
+            .take(HEADER_PROBE as u64)
+            .read_to_end(&mut probe)
+            .map_err(|e| NetsError::io(path, e))?;
+        let layout = parse_header(&probe).map_err(|m| array_err(path, m))?;
+        if layout.shape.is_empty() {
+            return Err(array_err(path, "a 0-d array has no rows"));
+        }
+        let held =
+            usize::try_from(len.saturating_sub(layout.data_start as u64)).unwrap_or(usize::MAX);
+        layout.check_size(held).map_err(|m| array_err(path, m))?;
+        Ok(NpyRows {
+            file,
+            path: path.to_path_buf(),
+            layout,
+        })
+    }
+
+    /// The array's shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.layout.shape
+    }
+
+    /// Number of rows (the first dimension).
+    pub fn rows(&self) -> usize {
+        self.layout.shape[0]
+    }
+
+    /// The element type on disk.
+    pub fn kind(&self) -> FloatKind {
+        self.layout.kind
+    }
+
+    /// Rows `start..start + count` (clipped to the end) as `[count, ...]`.
+    pub fn read(&mut self, start: usize, count: usize) -> Result<HostArray> {
+        use std::os::unix::fs::FileExt;
+        let rows = self.rows();
+        let start = start.min(rows);
+        let count = count.min(rows - start);
+        let per_row: usize = self.layout.shape[1..].iter().product();
+        let width = match self.layout.kind {
+            FloatKind::F32 => 4,
+            FloatKind::F64 => 8,
+        };
+        let mut bytes = vec![0u8; count * per_row * width];
+        let offset = self.layout.data_start + start * per_row * width;
+        self.file
+            .read_exact_at(&mut bytes, offset as u64)
+            .map_err(|e| NetsError::io(&self.path, e))?;
+        let mut shape = self.layout.shape.clone();
+        shape[0] = count;
+        Ok(HostArray::new(shape, self.layout.decode(&bytes)))
+    }
+}
+
+/// The header of a version-1 `.npy` file for a C-order array of `shape` (`descr` `<f4`
+/// or `<f8`), padded with spaces so that the data starts at a multiple of 64 bytes, in
+/// the tuple style npyz writes (so streamed files equal in-memory ones byte for byte).
+pub fn npy_header(shape: &[usize], kind: FloatKind) -> Vec<u8> {
+    let descr = match kind {
+        FloatKind::F32 => "<f4",
+        FloatKind::F64 => "<f8",
+    };
+    let shape_text: String = std::iter::once("(".to_string())
+        .chain(shape.iter().map(|d| format!("{d}, ")))
+        .chain(std::iter::once(")".to_string()))
+        .collect();
+    let mut dict =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    let unpadded = 6 + 2 + 2 + dict.len() + 1;
+    dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
+}
+
+/// A `.npy` written block by block, atomically: the data goes to a temporary file in the
+/// same folder, renamed to the final name by [`NpyWriter::finish`] once every value is
+/// there. Dropped unfinished (an error, an interrupt), the temporary file is removed.
+#[derive(Debug)]
+pub struct NpyWriter {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    tmp: PathBuf,
+    path: PathBuf,
+    kind: FloatKind,
+    expected: usize,
+    written: usize,
+}
+
+impl NpyWriter {
+    /// Starts `path` for an array of `shape`.
+    pub fn create(path: impl AsRef<Path>, shape: &[usize], kind: FloatKind) -> Result<NpyWriter> {
+        let path = path.as_ref().to_path_buf();
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| array_err(&path, "not a file name"))?
+            .to_string_lossy()
+            .into_owned();
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let file = std::fs::File::create(&tmp).map_err(|e| NetsError::io(&path, e))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&npy_header(shape, kind))
+            .map_err(|e| NetsError::io(&path, e))?;
+        Ok(NpyWriter {
+            out: Some(out),
+            tmp,
+            path,
+            kind,
+            expected: shape.iter().product(),
+            written: 0,
+        })
+    }
+
+    /// Appends values (row-major, continuing where the last call stopped).
+    pub fn write(&mut self, values: &[f64]) -> Result<()> {
+        if self.written + values.len() > self.expected {
+            return Err(array_err(
+                &self.path,
+                format!("more values than the declared {}", self.expected),
+            ));
+        }
+        let out = self.out.as_mut().expect("open until finish");
+        let result = match self.kind {
+            FloatKind::F32 => values
+                .iter()
+                .try_for_each(|v| out.write_all(&(*v as f32).to_le_bytes())),
+            FloatKind::F64 => values
+                .iter()
+                .try_for_each(|v| out.write_all(&v.to_le_bytes())),
+        };
+        result.map_err(|e| NetsError::io(&self.path, e))?;
+        self.written += values.len();
+        Ok(())
+    }
+
+    /// Flushes, syncs and renames the file into place; an error if values are missing.
+    pub fn finish(mut self) -> Result<()> {
+        if self.written != self.expected {
+            return Err(array_err(
+                &self.path,
+                format!(
+                    "{} of the declared {} values written",
+                    self.written, self.expected
+                ),
+            ));
+        }
+        let out = self.out.take().expect("open until finish");
+        let file = out
+            .into_inner()
+            .map_err(|e| NetsError::io(&self.path, e.into_error()))?;
+        file.sync_all().map_err(|e| NetsError::io(&self.path, e))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| NetsError::io(&self.path, e))
+    }
+}
+
+impl Drop for NpyWriter {
+    fn drop(&mut self) {
+        if self.out.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed and
@@ -324,5 +554,48 @@ mod tests {
         let a = HostArray::new(vec![3], vec![1.0, f64::NAN, 2.0]);
         let e = a.check_finite("x").unwrap_err().to_string();
         assert!(e.contains("index 1"), "{e}");
+    }
+
+    #[test]
+    fn streamed_files_equal_in_memory_ones_and_rows_read_back() {
+        let dir = std::env::temp_dir().join(format!("ntk-npy-stream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = HostArray::new(vec![5, 3], (0..15).map(|i| i as f64 * 0.5 - 2.0).collect());
+        for kind in [FloatKind::F32, FloatKind::F64] {
+            let p = dir.join("s.npy");
+            let mut w = NpyWriter::create(&p, &a.shape, kind).unwrap();
+            w.write(&a.data[..6]).unwrap();
+            w.write(&a.data[6..]).unwrap();
+            w.finish().unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), npy_bytes(&a, kind));
+            let mut r = NpyRows::open(&p).unwrap();
+            assert_eq!(r.shape(), &[5, 3]);
+            let b = r.read(1, 3).unwrap();
+            assert_eq!(b.shape, vec![3, 3]);
+            assert_eq!(b.data, a.data[3..12].to_vec());
+            assert_eq!(r.read(4, 10).unwrap().shape, vec![1, 3]);
+        }
+        // Unfinished: nothing under the final name, no temporary left.
+        let p = dir.join("never.npy");
+        {
+            let mut w = NpyWriter::create(&p, &[4], FloatKind::F64).unwrap();
+            w.write(&[1.0]).unwrap();
+        }
+        assert!(!p.exists());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "only s.npy");
+        let mut w = NpyWriter::create(&p, &[2], FloatKind::F64).unwrap();
+        w.write(&[1.0]).unwrap();
+        assert!(w.finish().is_err());
+        assert!(!p.exists());
+        // A truncated file is refused when opened.
+        let bytes = npy_bytes(&a, FloatKind::F64);
+        std::fs::write(dir.join("t.npy"), &bytes[..bytes.len() - 8]).unwrap();
+        assert!(
+            NpyRows::open(dir.join("t.npy"))
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

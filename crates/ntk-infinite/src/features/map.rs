@@ -35,7 +35,8 @@
 //! independent of it, so the NNGP and NTK estimates are unbiased for NTKRF at every layer;
 //! for the sketches up to the polynomial truncation and the norm estimate. All random
 //! draws are fixed by the seed and the spec (not the data), so features of different
-//! batches and calls are compatible. Positions are independent rows: the cost is linear
+//! batches and calls are compatible (equal up to rounding: NTKRF's projections are GEMMs
+//! over the batch). Positions are independent rows: the cost is linear
 //! in the number of samples and of pixels.
 
 use super::arccos::{ArcCosine, relu_kernel_polynomial};

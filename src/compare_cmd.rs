@@ -1,0 +1,419 @@
+//! `ntk compare`: finite-width empirical NTKs against the exact infinite-width NTK as the
+//! width grows, and sketched features against it as their dimension grows; a JSON report
+//! and a PNG plot.
+//!
+//! For each width `w` every hidden dense layer gets `w` units and every conv2d `w`
+//! channels (the readout keeps its outputs); for each seed the network is initialised at
+//! random and its empirical NTK traced over outputs (the mean, neural-tangents'
+//! `trace_axes=(-1,)`, comparable with the infinite-width NTK of one output) is compared
+//! with the exact kernel of the same spec by the relative Frobenius error
+//! `‖Θ_w − Θ∞‖_F / ‖Θ∞‖_F`. The log-log slope of the mean error against `w` is fitted by
+//! least squares (`−1/2` for the `1/√w` fluctuations of a random network).
+
+use crate::nets::array::{read_inputs, write_atomic};
+use crate::nets::{
+    BackendKind, LayerSpec, NetworkConfig, NetworkSpec, Parameterization, Precision,
+};
+use crate::plot::{Panel, Series, write_png};
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use ntk_empirical::{EmpiricalOptions, KernelKind, empirical_kernel};
+use ntk_infinite::features::{
+    DEFAULT_DEGREE, FeatureMap, FeatureMethod, FeatureOptions, feature_kernel,
+    relative_frobenius_error,
+};
+use ntk_infinite::{InfiniteOptions, kernels};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `ntk compare`.
+#[derive(clap::Args, Debug)]
+pub struct CompareArgs {
+    /// Network spec (JSON); its hidden widths are replaced by each of --widths.
+    #[arg(long)]
+    pub spec: PathBuf,
+    /// Inputs .npy [N1, *input_shape].
+    #[arg(long)]
+    pub x1: PathBuf,
+    /// Second inputs (default x2 = x1).
+    #[arg(long)]
+    pub x2: Option<PathBuf>,
+    /// Hidden widths (units / channels), comma-separated.
+    #[arg(long, default_value = "64,256,1024,4096")]
+    pub widths: String,
+    /// Random networks per width.
+    #[arg(long, default_value_t = 4)]
+    pub seeds: u64,
+    /// Sketched feature maps to add, method:dim comma-separated (e.g. ntksketch:1024,ntkrf:4096).
+    #[arg(long, default_value = "")]
+    pub features: String,
+    /// Precision of the empirical kernels: f64 (default) or f32.
+    #[arg(long, default_value = "f64")]
+    pub dtype: String,
+    /// JSON report (written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// PNG plot of the errors.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+/// The errors at one width or feature dimension.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ErrorPoint {
+    /// Width, or feature dimension.
+    pub size: usize,
+    /// Relative Frobenius error of each seed.
+    pub errors: Vec<f64>,
+    pub mean: f64,
+    pub std: f64,
+    /// Mean seconds per kernel (empirical) or per feature map of all inputs.
+    pub seconds: f64,
+}
+
+impl ErrorPoint {
+    fn new(size: usize, errors: Vec<f64>, seconds: f64) -> Self {
+        let k = errors.len() as f64;
+        let mean = errors.iter().sum::<f64>() / k;
+        let var = if errors.len() > 1 {
+            errors.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (k - 1.0)
+        } else {
+            0.0
+        };
+        ErrorPoint {
+            size,
+            errors,
+            mean,
+            std: var.sqrt(),
+            seconds,
+        }
+    }
+}
+
+/// The errors of one sketched feature map.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FeatureErrors {
+    pub method: String,
+    pub points: Vec<ErrorPoint>,
+}
+
+/// The `ntk compare` report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CompareReport {
+    pub n1: usize,
+    pub n2: usize,
+    pub parameterization: String,
+    pub dtype: String,
+    pub exact_seconds: f64,
+    pub empirical: Vec<ErrorPoint>,
+    /// Least-squares slope of log(mean error) against log(width).
+    pub slope: Option<f64>,
+    pub features: Vec<FeatureErrors>,
+}
+
+/// `spec` with every hidden dense layer `width` wide and every conv2d `width` channels
+/// (the last dense layer, the readout, is kept).
+pub fn with_hidden_width(spec: &NetworkSpec, width: usize) -> NetworkSpec {
+    let readout = spec
+        .layers
+        .iter()
+        .rposition(|l| matches!(l, LayerSpec::Dense(_)));
+    let mut s = spec.clone();
+    for (i, layer) in s.layers.iter_mut().enumerate() {
+        match layer {
+            LayerSpec::Dense(d) if Some(i) != readout => d.width = width,
+            LayerSpec::Conv2d(c) => c.channels = width,
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Least-squares slope of `log y` against `log x`.
+pub fn log_log_slope(points: &[(f64, f64)]) -> Option<f64> {
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|(x, y)| *x > 0.0 && *y > 0.0)
+        .map(|(x, y)| (x.ln(), y.ln()))
+        .collect();
+    if pts.len() < 2 {
+        return None;
+    }
+    let k = pts.len() as f64;
+    let (mx, my) = (
+        pts.iter().map(|p| p.0).sum::<f64>() / k,
+        pts.iter().map(|p| p.1).sum::<f64>() / k,
+    );
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
+fn parse_widths(s: &str) -> Result<Vec<usize>> {
+    let v: Vec<usize> = s
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| {
+            t.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&w| w > 0)
+                .with_context(|| format!("--widths: {t:?} is not a positive integer"))
+        })
+        .collect::<Result<_>>()?;
+    if v.is_empty() {
+        bail!("--widths: give at least one width");
+    }
+    Ok(v)
+}
+
+/// Runs `ntk compare`.
+pub fn run(a: &CompareArgs) -> Result<()> {
+    let widths = parse_widths(&a.widths)?;
+    let features = crate::features_cmd::parse_feature_list(&a.features)?;
+    if a.seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
+    let precision = Precision::parse(&a.dtype).context("--dtype")?;
+    let spec = NetworkSpec::from_file(&a.spec)?;
+    let x1 = read_inputs(&a.x1, &spec.input_shape)?;
+    let x2 =
+        a.x2.as_ref()
+            .map(|p| read_inputs(p, &spec.input_shape))
+            .transpose()?;
+    let device = BackendKind::Flex.device(precision)?;
+    let opts = InfiniteOptions::default();
+    let bar = ProgressBar::new((widths.len() as u64) * a.seeds);
+    bar.set_style(
+        ProgressStyle::with_template("networks [{bar:30}] {pos}/{len} {elapsed} eta {eta} {msg}")
+            .expect("valid template"),
+    );
+    // The exact NTK depends on the widths only under the standard parameterization.
+    let t0 = Instant::now();
+    let exact_base = kernels(
+        &with_hidden_width(&spec, widths[0]),
+        &x1,
+        x2.as_ref(),
+        &opts,
+    )?
+    .ntk;
+    let exact_seconds = t0.elapsed().as_secs_f64();
+    let mut empirical = Vec::new();
+    for &w in &widths {
+        let spec_w = with_hidden_width(&spec, w);
+        let exact = match spec.parameterization {
+            Parameterization::Ntk => exact_base.clone(),
+            Parameterization::Standard => kernels(&spec_w, &x1, x2.as_ref(), &opts)?.ntk,
+        };
+        let mut errors = Vec::new();
+        let mut secs = 0.0;
+        for seed in 0..a.seeds {
+            bar.set_message(format!("width {w}, seed {seed}"));
+            let net = NetworkConfig::new(spec_w.clone())
+                .with_seed(seed)
+                .with_precision(precision)
+                .init(&device)?;
+            let t = Instant::now();
+            let k = empirical_kernel(
+                &net,
+                &x1,
+                x2.as_ref(),
+                &EmpiricalOptions {
+                    kind: KernelKind::Trace,
+                    ..Default::default()
+                },
+                &mut |_, _| {},
+            )
+            .with_context(|| format!("width {w}, seed {seed}"))?;
+            secs += t.elapsed().as_secs_f64();
+            errors.push(relative_frobenius_error(&k.kernel.data, &exact.data));
+            bar.inc(1);
+        }
+        empirical.push(ErrorPoint::new(w, errors, secs / a.seeds as f64));
+    }
+    bar.finish_and_clear();
+    let slope = log_log_slope(
+        &empirical
+            .iter()
+            .map(|p| (p.size as f64, p.mean))
+            .collect::<Vec<_>>(),
+    );
+    let mut feature_reports: Vec<FeatureErrors> = Vec::new();
+    for (method, dim) in &features {
+        let mut errors = Vec::new();
+        let mut secs = 0.0;
+        for seed in 0..a.seeds {
+            let t = Instant::now();
+            let map = FeatureMap::new(
+                &spec,
+                &FeatureOptions {
+                    method: FeatureMethod::parse(method)?,
+                    dim: *dim,
+                    seed,
+                    degree: DEFAULT_DEGREE,
+                },
+            )?;
+            let f1 = map.apply(&x1)?.ntk;
+            let f2 = match &x2 {
+                Some(x2) => map.apply(x2)?.ntk,
+                None => f1.clone(),
+            };
+            secs += t.elapsed().as_secs_f64();
+            let k = feature_kernel(&f1, &f2)?;
+            errors.push(relative_frobenius_error(&k.data, &exact_base.data));
+        }
+        let point = ErrorPoint::new(*dim, errors, secs / a.seeds as f64);
+        match feature_reports.iter_mut().find(|f| &f.method == method) {
+            Some(f) => f.points.push(point),
+            None => feature_reports.push(FeatureErrors {
+                method: method.clone(),
+                points: vec![point],
+            }),
+        }
+    }
+    let report = CompareReport {
+        n1: x1.len(),
+        n2: x2.as_ref().map_or(x1.len(), |x| x.len()),
+        parameterization: spec.parameterization.name().to_string(),
+        dtype: precision.name().to_string(),
+        exact_seconds,
+        empirical,
+        slope,
+        features: feature_reports,
+    };
+    print_report(&report);
+    write_atomic(&a.out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    eprintln!("wrote {}", a.out.display());
+    if let Some(p) = &a.plot {
+        write_png(p, &panels(&report), (640, 480))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn print_report(r: &CompareReport) {
+    println!(
+        "exact infinite-width NTK [{}, {}]: {:.3} s ({} parameterization)",
+        r.n1, r.n2, r.exact_seconds, r.parameterization
+    );
+    println!("| width | mean rel. error | std | mean × √width | s per kernel |");
+    println!("|---|---|---|---|---|");
+    for p in &r.empirical {
+        println!(
+            "| {} | {:.4} | {:.4} | {:.3} | {:.3} |",
+            p.size,
+            p.mean,
+            p.std,
+            p.mean * (p.size as f64).sqrt(),
+            p.seconds
+        );
+    }
+    match r.slope {
+        Some(s) => {
+            println!("log-log slope of the error against the width: {s:.3} (1/√width: −0.5)")
+        }
+        None => println!("log-log slope: needs two widths"),
+    }
+    if !r.features.is_empty() {
+        println!("| features | m | mean rel. error | std | s per map |");
+        println!("|---|---|---|---|---|");
+        for f in &r.features {
+            for p in &f.points {
+                println!(
+                    "| {} | {} | {:.4} | {:.4} | {:.3} |",
+                    f.method, p.size, p.mean, p.std, p.seconds
+                );
+            }
+        }
+    }
+}
+
+/// The plot: the empirical error against the width with the fitted slope and a `1/√w`
+/// reference, and each feature map's error against its dimension (log-log axes).
+pub fn panels(r: &CompareReport) -> Vec<Panel> {
+    let log = |v: f64| v.log10();
+    let mut series = vec![Series {
+        label: match r.slope {
+            Some(s) => format!("empirical NTK (slope {s:.2})"),
+            None => "empirical NTK".into(),
+        },
+        points: r
+            .empirical
+            .iter()
+            .map(|p| (log(p.size as f64), log(p.mean)))
+            .collect(),
+    }];
+    if let Some(first) = r.empirical.first() {
+        let c = first.mean * (first.size as f64).sqrt();
+        series.push(Series {
+            label: "c/√width".into(),
+            points: r
+                .empirical
+                .iter()
+                .map(|p| (log(p.size as f64), log(c / (p.size as f64).sqrt())))
+                .collect(),
+        });
+    }
+    let mut out = vec![Panel {
+        title: format!("finite vs infinite width (n = {})", r.n1),
+        x_label: "log10 width".into(),
+        y_label: "log10 rel. Frobenius error".into(),
+        series,
+    }];
+    if !r.features.is_empty() {
+        out.push(Panel {
+            title: "sketched features vs exact NTK".into(),
+            x_label: "log10 feature dimension m".into(),
+            y_label: "log10 rel. Frobenius error".into(),
+            series: r
+                .features
+                .iter()
+                .map(|f| Series {
+                    label: f.method.clone(),
+                    points: f
+                        .points
+                        .iter()
+                        .map(|p| (log(p.size as f64), log(p.mean)))
+                        .collect(),
+                })
+                .collect(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slope_of_a_power_law_is_its_exponent() {
+        let pts: Vec<(f64, f64)> = [64.0, 256.0, 1024.0]
+            .iter()
+            .map(|&w: &f64| (w, 3.0 * w.powf(-0.5)))
+            .collect();
+        assert!((log_log_slope(&pts).unwrap() + 0.5).abs() < 1e-12);
+        assert!(log_log_slope(&pts[..1]).is_none());
+    }
+
+    #[test]
+    fn hidden_widths_change_and_the_readout_stays() {
+        let spec = NetworkSpec::from_json(
+            r#"{"input_shape":[1,4,4],"layers":[{"type":"conv2d","channels":3,"kernel":[3,3]},{"type":"relu"},
+            {"type":"flatten"},{"type":"dense","width":5},{"type":"relu"},{"type":"dense","width":2}]}"#,
+        )
+        .unwrap();
+        let s = with_hidden_width(&spec, 7);
+        let widths: Vec<usize> = s
+            .layers
+            .iter()
+            .filter_map(|l| match l {
+                LayerSpec::Dense(d) => Some(d.width),
+                LayerSpec::Conv2d(c) => Some(c.channels),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(widths, vec![7, 7, 2]);
+        assert!(parse_widths("64,x").is_err() && parse_widths("0").is_err());
+    }
+}

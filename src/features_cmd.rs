@@ -1,0 +1,390 @@
+//! `ntk features` (sketched NTK/NNGP features of a spec, streamed over the inputs) and
+//! `ntk regress` (ridge regression on those features against exact kernel ridge regression
+//! with the infinite-width NTK, on a bundled dataset or the user's data).
+
+use crate::nets::array::{NpyRows, NpyWriter};
+use crate::nets::{FloatKind, NetworkSpec};
+use crate::train::{Split, Targets, builtin, from_csv, from_npy};
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use ntk_analysis::Matrix;
+use ntk_analysis::predict::{DiagReg, GpInference};
+use ntk_analysis::ridge::FeatureRidge;
+use ntk_infinite::features::{DEFAULT_DEGREE, FeatureMap, FeatureMethod, FeatureOptions};
+use ntk_infinite::{InfiniteOptions, kernels};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Arguments of `ntk features`.
+#[derive(clap::Args, Debug)]
+pub struct FeaturesArgs {
+    /// Network spec (JSON); only the architecture matters (relu networks: dense, conv2d, relu, identity, pooling, flatten).
+    #[arg(long)]
+    pub spec: PathBuf,
+    /// Inputs .npy [N, *input_shape] (read in batches: N may exceed memory).
+    #[arg(long)]
+    pub x: PathBuf,
+    /// ntkrf (random features, MLPs), ntksketch (PolySketch, MLPs) or cntksketch (conv nets).
+    #[arg(long, default_value = "ntksketch")]
+    pub method: String,
+    /// Feature dimension m of the output [N, m].
+    #[arg(long, default_value_t = 1024)]
+    pub dim: usize,
+    /// Seed of the random maps: the same seed gives compatible features across calls.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Degree of the arc-cosine polynomials (ntksketch, cntksketch).
+    #[arg(long, default_value_t = DEFAULT_DEGREE)]
+    pub degree: usize,
+    /// ntk or nngp: which kernel the features of --out approximate.
+    #[arg(long, default_value = "ntk")]
+    pub kernel: String,
+    /// Also write the other kernel's features here.
+    #[arg(long)]
+    pub out_other: Option<PathBuf>,
+    /// Output .npy [N, m].
+    #[arg(long)]
+    pub out: PathBuf,
+    /// dtype of the written features: f32 (default, half the disk) or f64.
+    #[arg(long, default_value = "f32")]
+    pub out_dtype: String,
+    /// Samples per batch (default: as many as fit in --max-memory).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Working memory per batch, e.g. 512MiB, 2GiB.
+    #[arg(long, default_value = "1GiB")]
+    pub max_memory: String,
+}
+
+fn out_kind(s: &str) -> Result<FloatKind> {
+    match s {
+        "f32" => Ok(FloatKind::F32),
+        "f64" => Ok(FloatKind::F64),
+        other => bail!("--out-dtype: unknown {other:?} (f32 or f64)"),
+    }
+}
+
+fn feature_options(method: &str, dim: usize, seed: u64, degree: usize) -> Result<FeatureOptions> {
+    Ok(FeatureOptions {
+        method: FeatureMethod::parse(method).context("--method")?,
+        dim,
+        seed,
+        degree,
+    })
+}
+
+/// Runs `ntk features`.
+pub fn run_features(a: &FeaturesArgs) -> Result<()> {
+    let want_ntk = match a.kernel.as_str() {
+        "ntk" => true,
+        "nngp" => false,
+        other => bail!("--kernel: unknown kernel {other:?} (ntk or nngp)"),
+    };
+    let kind = out_kind(&a.out_dtype)?;
+    let budget = crate::infinite_cmd::parse_bytes(&a.max_memory)?;
+    let spec = NetworkSpec::from_file(&a.spec)?;
+    let map = FeatureMap::new(&spec, &feature_options(&a.method, a.dim, a.seed, a.degree)?)?;
+    let mut reader = NpyRows::open(&a.x)?;
+    let shape = map.input_shape();
+    if reader.shape().len() != shape.len() + 1 || reader.shape()[1..] != shape[..] {
+        bail!(
+            "{}: shape {:?} does not match [N, {:?}] (the spec's input_shape)",
+            a.x.display(),
+            reader.shape(),
+            shape
+        );
+    }
+    let n = reader.rows();
+    if n == 0 {
+        bail!("{}: holds no samples (N = 0)", a.x.display());
+    }
+    let per_sample = (map.numbers_per_sample() * 8) as u64;
+    let batch = match a.batch {
+        Some(0) => bail!("--batch must be positive"),
+        Some(b) => b,
+        None => ((budget / per_sample.max(1)) as usize).clamp(1, 4096),
+    }
+    .min(n);
+    let m = map.dim();
+    let mut out = NpyWriter::create(&a.out, &[n, m], kind)?;
+    let mut other = a
+        .out_other
+        .as_ref()
+        .map(|p| NpyWriter::create(p, &[n, m], kind))
+        .transpose()?;
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template("features [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    let t0 = Instant::now();
+    let mut start = 0;
+    while start < n {
+        let x = reader.read(start, batch)?;
+        let f = map.apply(&x).map_err(|e| match e {
+            ntk_infinite::InfiniteError::NonFiniteInput { index, value, .. } => anyhow::anyhow!(
+                "{}: non-finite value {value} at flat index {}",
+                a.x.display(),
+                start * shape.iter().product::<usize>() + index
+            ),
+            e => e.into(),
+        })?;
+        let (main, rest) = if want_ntk {
+            (&f.ntk, &f.nngp)
+        } else {
+            (&f.nngp, &f.ntk)
+        };
+        out.write(&main.data)?;
+        if let Some(o) = other.as_mut() {
+            o.write(&rest.data)?;
+        }
+        start += x.shape[0];
+        bar.set_position(start as u64);
+    }
+    bar.finish_and_clear();
+    out.finish()?;
+    if let Some(o) = other {
+        o.finish()?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "wrote {} [{n}, {m}] ({} features of the infinite-width {}, {} batches of {batch}, {:.3} s, {:.3} ms per input)",
+        a.out.display(),
+        map.options().method.name(),
+        a.kernel,
+        n.div_ceil(batch),
+        secs,
+        secs / n as f64 * 1e3
+    );
+    Ok(())
+}
+
+/// The relu MLP `ntk regress` uses without `--spec`: two hidden layers, biases.
+pub const DEFAULT_REGRESSION_SPEC: &str = r#"{"input_shape":[INPUT],"parameterization":"ntk","layers":[
+  {"type":"dense","width":512,"w_std":1.4142135623730951,"b_std":0.1},{"type":"relu"},
+  {"type":"dense","width":512,"w_std":1.4142135623730951,"b_std":0.1},{"type":"relu"},
+  {"type":"dense","width":1,"w_std":1.0,"b_std":0.0}]}"#;
+
+/// Arguments of `ntk regress`.
+#[derive(clap::Args, Debug)]
+pub struct RegressArgs {
+    /// Network spec (JSON); default: a relu MLP with two hidden layers on the data's features.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// Bundled dataset (digits: 10-class classification by one-hot regression; diabetes:
+    /// regression) or a CSV (label last, with --x-test for its test CSV). Or --x/--y.
+    #[arg(long, default_value = "digits")]
+    pub data: String,
+    /// Train inputs .npy (instead of --data), with --y, --x-test, --y-test.
+    #[arg(long)]
+    pub x: Option<PathBuf>,
+    #[arg(long)]
+    pub y: Option<PathBuf>,
+    #[arg(long)]
+    pub x_test: Option<PathBuf>,
+    #[arg(long)]
+    pub y_test: Option<PathBuf>,
+    /// Feature maps to compare, method:dim, comma-separated.
+    #[arg(long, default_value = "ntksketch:1024,ntksketch:4096,ntkrf:4096")]
+    pub features: String,
+    /// Ridge regulariser relative to the mean diagonal of the kernel (neural-tangents' diag_reg).
+    #[arg(long, default_value_t = 1e-3)]
+    pub diag_reg: f64,
+    /// Seed of the random feature maps.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Skip exact kernel ridge regression with the infinite-width NTK (O(N²) memory).
+    #[arg(long)]
+    pub no_exact: bool,
+    /// Machine-readable results (JSON, written atomically).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// One line of the regression report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RegressionResult {
+    pub model: String,
+    pub dim: Option<usize>,
+    pub test_mse: f64,
+    /// Argmax accuracy (class labels only).
+    pub test_accuracy: Option<f64>,
+    pub seconds: f64,
+}
+
+fn load_regression_data(a: &RegressArgs) -> Result<Split> {
+    match (&a.x, &a.y) {
+        (Some(x), Some(y)) => {
+            let (xt, yt) = match (&a.x_test, &a.y_test) {
+                (Some(xt), Some(yt)) => (xt, yt),
+                _ => bail!("--x/--y need --x-test and --y-test (a held-out set to report on)"),
+            };
+            Ok(Split {
+                train: from_npy(x, y, false)?,
+                test: Some(from_npy(xt, yt, false)?),
+            })
+        }
+        (None, None) => {
+            if a.data.ends_with(".csv") || Path::new(&a.data).is_file() {
+                let test = a
+                    .x_test
+                    .as_ref()
+                    .context("--data FILE.csv needs --x-test TEST.csv")?;
+                Ok(Split {
+                    train: from_csv(Path::new(&a.data), false)?,
+                    test: Some(from_csv(test, false)?),
+                })
+            } else {
+                builtin(&a.data)
+            }
+        }
+        _ => bail!("--x and --y go together"),
+    }
+}
+
+/// Targets as a `[n, c]` matrix: one-hot for classes.
+fn target_matrix(t: &Targets) -> (Vec<f64>, usize) {
+    match t {
+        Targets::Classes { n_classes, .. } => {
+            (t.matrix(*n_classes).expect("enough columns"), *n_classes)
+        }
+        Targets::Values(v) => (v.data.clone(), v.shape[1]),
+    }
+}
+
+fn score(pred: &[f64], t: &Targets) -> (f64, Option<f64>) {
+    let (y, c) = target_matrix(t);
+    let n = y.len() / c;
+    let mse = pred
+        .iter()
+        .zip(&y)
+        .map(|(p, y)| (p - y).powi(2))
+        .sum::<f64>()
+        / (n * c) as f64;
+    let acc = match t {
+        Targets::Classes { labels, .. } => {
+            let hits = (0..n)
+                .filter(|&i| {
+                    let row = &pred[i * c..(i + 1) * c];
+                    (0..c).max_by(|&a, &b| row[a].total_cmp(&row[b])) == Some(labels[i])
+                })
+                .count();
+            Some(hits as f64 / n as f64)
+        }
+        Targets::Values(_) => None,
+    };
+    (mse, acc)
+}
+
+/// Runs the regression comparison; returns one result per model.
+pub fn regress(
+    spec: &NetworkSpec,
+    split: &Split,
+    features: &[(String, usize)],
+    diag_reg: f64,
+    seed: u64,
+    exact: bool,
+) -> Result<Vec<RegressionResult>> {
+    let test = split.test.as_ref().context("a test set is needed")?;
+    let xtr = crate::train::reshape_inputs(&split.train.x, &spec.input_shape)?;
+    let xte = crate::train::reshape_inputs(&test.x, &spec.input_shape)?;
+    let (y, c) = target_matrix(&split.train.y);
+    let (n, nt) = (xtr.len(), xte.len());
+    let ymat = Matrix::new("train targets", &y, n, c)?;
+    let mut results = Vec::new();
+    for (method, dim) in features {
+        let t0 = Instant::now();
+        let map = FeatureMap::new(spec, &feature_options(method, *dim, seed, DEFAULT_DEGREE)?)?;
+        let ftr = map.apply(&xtr)?.ntk;
+        let fte = map.apply(&xte)?.ntk;
+        let fit =
+            FeatureRidge::relative(Matrix::new("features", &ftr.data, n, *dim)?, ymat, diag_reg)?;
+        let pred = fit.predict(Matrix::new("test features", &fte.data, nt, *dim)?)?;
+        let (mse, acc) = score(&pred, &test.y);
+        results.push(RegressionResult {
+            model: format!("{method} features + linear ridge"),
+            dim: Some(*dim),
+            test_mse: mse,
+            test_accuracy: acc,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+    if exact {
+        let t0 = Instant::now();
+        let opts = InfiniteOptions::default();
+        let k = kernels(spec, &xtr, None, &opts)?.ntk;
+        let ks = kernels(spec, &xte, Some(&xtr), &opts)?.ntk;
+        let gp = GpInference::new(
+            Matrix::square("NTK train-train", &k.data, n)?,
+            ymat,
+            DiagReg::relative(diag_reg),
+        )?;
+        let pred = gp
+            .posterior(Matrix::new("NTK test-train", &ks.data, nt, n)?, None)?
+            .mean;
+        let (mse, acc) = score(&pred, &test.y);
+        results.push(RegressionResult {
+            model: "exact infinite-width NTK, kernel ridge".into(),
+            dim: None,
+            test_mse: mse,
+            test_accuracy: acc,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(results)
+}
+
+/// Parses `method:dim,...`.
+pub fn parse_feature_list(s: &str) -> Result<Vec<(String, usize)>> {
+    s.split(',')
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| {
+            let (m, d) = t.trim().split_once(':').with_context(|| {
+                format!("--features: {t:?} is not method:dim (e.g. ntksketch:4096)")
+            })?;
+            FeatureMethod::parse(m).with_context(|| format!("--features: {t:?}"))?;
+            let d: usize = d.parse().ok().filter(|&d| d > 0).with_context(|| {
+                format!("--features: dimension in {t:?} must be a positive integer")
+            })?;
+            Ok((m.to_string(), d))
+        })
+        .collect()
+}
+
+/// Runs `ntk regress`.
+pub fn run_regress(a: &RegressArgs) -> Result<()> {
+    let split = load_regression_data(a)?;
+    let spec = match &a.spec {
+        Some(p) => NetworkSpec::from_file(p)?,
+        None => {
+            let d: usize = split.train.x.shape[1..].iter().product();
+            NetworkSpec::from_json(&DEFAULT_REGRESSION_SPEC.replace("INPUT", &d.to_string()))?
+        }
+    };
+    let features = parse_feature_list(&a.features)?;
+    let test_n = split.test.as_ref().map_or(0, |t| t.x.len());
+    eprintln!(
+        "{} train / {test_n} test samples; relative ridge {:e}",
+        split.train.x.len(),
+        a.diag_reg
+    );
+    let results = regress(&spec, &split, &features, a.diag_reg, a.seed, !a.no_exact)?;
+    println!("| model | m | test MSE | test accuracy | seconds |");
+    println!("|---|---|---|---|---|");
+    for r in &results {
+        println!(
+            "| {} | {} | {:.5} | {} | {:.3} |",
+            r.model,
+            r.dim.map_or("-".into(), |d| d.to_string()),
+            r.test_mse,
+            r.test_accuracy
+                .map_or("-".into(), |a| format!("{:.2}%", 100.0 * a)),
+            r.seconds
+        );
+    }
+    if let Some(j) = &a.json {
+        ntk_nets::array::write_atomic(j, serde_json::to_string_pretty(&results)?.as_bytes())?;
+        eprintln!("wrote {}", j.display());
+    }
+    Ok(())
+}
