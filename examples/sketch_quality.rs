@@ -3,7 +3,7 @@
 //! feature dimensions, with the time per input of each feature map.
 //!
 //! `cargo run --release --example sketch_quality -- [N] [d] [dims] [depths] [methods] [seeds]`
-//! (defaults `500 32 1024,4096,16384 1,3 ntkrf,ntksketch 1`).
+//! (defaults `500 32 1024,4096,16384 1,3 ntkrf,ntksketch 1`), then the polynomial degree.
 
 use ntk::infinite::features::{
     FeatureMap, FeatureMethod, FeatureOptions, feature_kernel, relative_frobenius_error,
@@ -46,6 +46,7 @@ fn main() {
         .map(|t| FeatureMethod::parse(t).unwrap())
         .collect();
     let seeds: u64 = arg(5, "1").parse().unwrap();
+    let degree: usize = arg(6, &ntk::infinite::features::DEFAULT_DEGREE.to_string()).parse().unwrap();
 
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2021);
     let mut data = vec![0.0; n * d];
@@ -75,7 +76,7 @@ fn main() {
                             method,
                             dim,
                             seed,
-                            ..Default::default()
+                            degree,
                         },
                     )
                     .unwrap();

@@ -97,7 +97,11 @@ pub struct FeatureOptions {
     pub degree: usize,
 }
 
-/// Default of [`FeatureOptions::degree`].
+/// Default of [`FeatureOptions::degree`]. Lower degrees are faster and, on shallow nets
+/// with weakly correlated inputs, as accurate (measured on 500 unit vectors in d = 32 at
+/// m = 4096: relative NTK error 0.071 at degree 4 vs 0.072 at 8, L = 1, in half the time);
+/// but deep nets push correlations towards 1, where the truncated κ₀ is worst: at L = 5,
+/// m = 16384 degree 4 stalls at 0.074 where degree 8 reaches 0.045.
 pub const DEFAULT_DEGREE: usize = 8;
 
 impl Default for FeatureOptions {
