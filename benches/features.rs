@@ -14,7 +14,9 @@ use std::time::Duration;
 fn inputs(n: usize, per: usize) -> HostArray {
     HostArray::new(
         vec![n, per],
-        (0..n * per).map(|i| ((i * 31 + 7) as f64 * 0.173).sin()).collect(),
+        (0..n * per)
+            .map(|i| ((i * 31 + 7) as f64 * 0.173).sin())
+            .collect(),
     )
 }
 

@@ -13,13 +13,18 @@ use ntk::train::builtin;
 fn main() -> anyhow::Result<()> {
     let split = builtin("digits")?;
     let spec = NetworkSpec::from_json(&DEFAULT_REGRESSION_SPEC.replace("INPUT", "64"))?;
-    let features: Vec<(String, usize)> = ["ntksketch:1024", "ntksketch:4096", "ntkrf:1024", "ntkrf:4096"]
-        .iter()
-        .map(|t| {
-            let (m, d) = t.split_once(':').unwrap();
-            (m.to_string(), d.parse().unwrap())
-        })
-        .collect();
+    let features: Vec<(String, usize)> = [
+        "ntksketch:1024",
+        "ntksketch:4096",
+        "ntkrf:1024",
+        "ntkrf:4096",
+    ]
+    .iter()
+    .map(|t| {
+        let (m, d) = t.split_once(':').unwrap();
+        (m.to_string(), d.parse().unwrap())
+    })
+    .collect();
     println!(
         "digits: {} train / {} test; relu MLP 64-512-512-1 (ntk parameterization, b_std 0.1); ridge 1e-3 × mean diagonal",
         split.train.x.len(),

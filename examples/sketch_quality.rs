@@ -46,7 +46,9 @@ fn main() {
         .map(|t| FeatureMethod::parse(t).unwrap())
         .collect();
     let seeds: u64 = arg(5, "1").parse().unwrap();
-    let degree: usize = arg(6, &ntk::infinite::features::DEFAULT_DEGREE.to_string()).parse().unwrap();
+    let degree: usize = arg(6, &ntk::infinite::features::DEFAULT_DEGREE.to_string())
+        .parse()
+        .unwrap();
 
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2021);
     let mut data = vec![0.0; n * d];

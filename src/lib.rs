@@ -23,5 +23,6 @@ pub mod features_cmd;
 pub mod infinite_cmd;
 pub mod plot;
 pub mod score;
+pub mod studies;
 pub mod train;
 pub mod train_cmd;
