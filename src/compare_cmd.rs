@@ -149,7 +149,8 @@ pub fn log_log_slope(points: &[(f64, f64)]) -> Option<f64> {
     (sxx > 0.0).then(|| sxy / sxx)
 }
 
-fn parse_widths(s: &str) -> Result<Vec<usize>> {
+/// Parses `--widths` (positive integers, comma-separated).
+pub fn parse_widths(s: &str) -> Result<Vec<usize>> {
     let v: Vec<usize> = s
         .split(',')
         .filter(|t| !t.trim().is_empty())

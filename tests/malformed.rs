@@ -78,7 +78,7 @@ fn corpus_is_large_enough() {
         .iter()
         .map(|d| files(d).len())
         .sum();
-    assert!(n >= 30, "only {n} malformed files");
+    assert!(n >= 200, "only {n} malformed files");
 }
 
 #[test]
@@ -145,4 +145,21 @@ fn spec_errors_name_layer_and_field() {
         stderr.contains("nan.npy") && stderr.contains("index 9"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_million_layer_spec_is_refused_in_bounded_time() {
+    // 10⁶ layers (16 MB of JSON) is too large to keep in the repository: written here.
+    let dir = std::env::temp_dir().join(format!("ntk-million-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("million.json");
+    let mut text = String::from(r#"{"input_shape":[4],"layers":["#);
+    text.push_str(&r#"{"type":"identity"},"#.repeat(1_000_000));
+    text.push_str(r#"{"type":"dense","width":2}]}"#);
+    std::fs::write(&spec, text).unwrap();
+    let r = run(&spec, None, &corpus().join("base_x.npy"));
+    assert!(r.1.contains("layers"), "{}", r.1);
+    assert!(r.2 < Duration::from_secs(10), "took {:?}", r.2);
+    assert_clean_failure(&spec, r);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -123,4 +123,147 @@ open("npy/not_npy.npy", "wb").write(b"hello, world\n")
 open("npy/declared_terabytes.npy", "wb").write(b.replace(b"(5, 4)", b"(5000000000000, 4)"))
 np.save("npy/fortran_order.npy", np.asfortranarray(rng.standard_normal((5, 4))))
 np.save("npy/scalar.npy", np.float64(3.0))
+
+# ---- Systematic variants (issue 6: >= 200 files) -------------------------------------
+# Specs: every field of every layer type with values of the wrong type or out of range.
+BAD_VALUES = {"string": "3", "null": None, "array": [3], "object": {"a": 1}, "negative": -2,
+              "zero": 0, "float": 2.5, "huge": 10**30, "bool": True}
+LAYERS = {
+    "dense": ({"type": "dense", "width": 3}, ["width", "w_std", "b_std"], (4,), []),
+    "conv2d": ({"type": "conv2d", "channels": 2, "kernel": [3, 3]},
+               ["channels", "kernel", "stride", "padding", "w_std", "b_std"], (1, 4, 4), [{"type": "flatten"}]),
+    "avg_pool2d": ({"type": "avg_pool2d", "window": [2, 2]}, ["window", "stride"], (1, 4, 4), [{"type": "flatten"}]),
+}
+for kind, (layer, fields, shape, after) in LAYERS.items():
+    for field in fields:
+        for vname, v in BAD_VALUES.items():
+            if field in ("w_std",) and vname in ("float", "huge", "zero"):
+                continue  # valid standard deviations
+            if field == "b_std" and vname in ("null", "zero", "float", "huge"):
+                continue  # null = no bias, others valid
+            if field == "padding" and vname == "string":
+                v = "circular"
+            bad = dict(layer)
+            bad[field] = v
+            spec(f"{kind}_{field}_{vname}", L(bad, *after, D(2), shape=shape))
+for kind in ("relu", "erf", "tanh", "gelu", "identity", "flatten", "global_avg_pool"):
+    spec(f"{kind}_extra_field", L(D(3), {"type": kind, "alpha": 0.1}, D(2)))
+for vname, v in BAD_VALUES.items():
+    spec(f"input_shape_{vname}", {"input_shape": v, "layers": [D(2)]})
+    spec(f"layers_{vname}", {"input_shape": [4], "layers": v})
+    if vname not in ("string", "null"):  # null means the default, "ntk"
+        spec(f"parameterization_{vname}", {"input_shape": [4], "parameterization": v, "layers": [D(2)]})
+    spec(f"type_{vname}", L({"type": v, "width": 2}))
+spec("deep_json_nesting", "[" * 100_000 + "]" * 100_000)
+spec("nan_literal", '{"input_shape":[4],"layers":[{"type":"dense","width":2,"w_std":NaN}]}')
+spec("infinity_literal", '{"input_shape":[4],"layers":[{"type":"dense","width":2,"w_std":1e400}]}')
+spec("negative_w_std", L(D(2, w_std=-1.0)))
+spec("duplicate_keys", '{"input_shape":[4],"layers":[{"type":"dense","width":2,"width":-1}]}')
+spec("trailing_garbage", json.dumps(BASE) + " trailing")
+spec("bom_prefix", "\ufeff" + json.dumps(BASE))
+spec("nul_bytes", json.dumps(BASE)[:20] + "\x00" * 10)
+spec("input_shape_4d", L(D(2), shape=(1, 2, 3, 4)))
+spec("input_terabytes", L(D(2), shape=(1 << 20, 1 << 20, 1 << 20)))
+spec("conv_stride_zero", L(C(2, stride=[0, 0]), {"type": "flatten"}, D(2), shape=(1, 4, 4)))
+spec("conv_kernel_zero", L({"type": "conv2d", "channels": 2, "kernel": [0, 3]}, {"type": "flatten"}, D(2), shape=(1, 4, 4)))
+spec("conv_kernel_three_numbers", L({"type": "conv2d", "channels": 2, "kernel": [3, 3, 3]}, {"type": "flatten"}, D(2), shape=(1, 4, 4)))
+spec("same_padding_stride_2", L(C(2, padding="same", stride=[2, 2]), {"type": "flatten"}, D(2), shape=(1, 4, 4)))
+spec("pool_after_flatten", L({"type": "flatten"}, {"type": "avg_pool2d", "window": [2, 2]}, D(2), shape=(1, 4, 4)))
+spec("params_overflow", L(D(1 << 31), D(1 << 31)))
+spec("params_exceed_memory", L(D(131071), {"type": "relu"}, D(131071), {"type": "relu"}, D(131071), D(2)))
+spec("last_layer_activation", L(D(3), {"type": "relu"}, {"type": "conv2d", "channels": 1, "kernel": [1, 1]}))
+
+# Weights: dtypes, shapes, offsets and headers.
+for dt, arr in [("F16", np.zeros(3, np.float16)), ("BF16", np.zeros(3, np.uint16)), ("I64", np.zeros(3, np.int64)),
+                ("U8", np.zeros(3, np.uint8)), ("BOOL", np.zeros(3, np.bool_)), ("I8", np.zeros(3, np.int8))]:
+    open(f"weights/dtype_{dt.lower()}.safetensors", "wb").write(st_bytes({**w, "0.bias": (dt, arr)}))
+for name, arr in [("transposed", np.zeros((4, 3))), ("extra_dim", np.zeros((3, 4, 1))), ("scalar", np.zeros(())),
+                  ("flat", np.zeros(12)), ("zero_rows", np.zeros((0, 4)))]:
+    open(f"weights/shape_{name}.safetensors", "wb").write(st_bytes({**w, "0.weight": ("F64", arr)}))
+for key in w:
+    k = key.replace(".", "_")
+    open(f"weights/missing_{k}.safetensors", "wb").write(st_bytes({q: v for q, v in w.items() if q != key}))
+    arr = w[key][1].copy().astype(np.float64)
+    arr.flat[0] = np.nan
+    open(f"weights/nan_{k}.safetensors", "wb").write(st_bytes({**w, key: ("F64", arr)}))
+    arr.flat[0] = -np.inf
+    open(f"weights/neg_inf_{k}.safetensors", "wb").write(st_bytes({**w, key: ("F64", arr)}))
+    open(f"weights/f32_nan_{k}.safetensors", "wb").write(st_bytes({**w, key: ("F32", np.full(w[key][1].shape, np.nan, np.float32))}))
+
+
+def raw_header(entries):
+    return st_bytes({}, raw_header=json.dumps(entries).encode()) + b"\0" * 256
+
+
+open("weights/offsets_reversed.safetensors", "wb").write(raw_header({"0.weight": {"dtype": "F64", "shape": [3, 4], "data_offsets": [96, 0]}}))
+open("weights/offsets_past_end.safetensors", "wb").write(raw_header({"0.weight": {"dtype": "F64", "shape": [3, 4], "data_offsets": [0, 10**6]}}))
+open("weights/offsets_size_mismatch.safetensors", "wb").write(raw_header({"0.weight": {"dtype": "F64", "shape": [3, 4], "data_offsets": [0, 8]}}))
+open("weights/offsets_negative.safetensors", "wb").write(raw_header({"0.weight": {"dtype": "F64", "shape": [3, 4], "data_offsets": [-8, 88]}}))
+open("weights/shape_negative.safetensors", "wb").write(raw_header({"0.weight": {"dtype": "F64", "shape": [-3, 4], "data_offsets": [0, 96]}}))
+open("weights/shape_overflow.safetensors", "wb").write(raw_header({"0.weight": {"dtype": "F64", "shape": [2**62, 2**62], "data_offsets": [0, 96]}}))
+open("weights/unknown_dtype.safetensors", "wb").write(raw_header({"0.weight": {"dtype": "F128", "shape": [3, 4], "data_offsets": [0, 96]}}))
+open("weights/header_not_object.safetensors", "wb").write(st_bytes({}, raw_header=b"[1, 2, 3]"))
+open("weights/header_non_utf8.safetensors", "wb").write(st_bytes({}, raw_header=b'{"\xff\xfe": 1}'))
+open("weights/header_length_zero.safetensors", "wb").write(struct.pack("<Q", 0))
+open("weights/header_length_past_end.safetensors", "wb").write(struct.pack("<Q", 4096) + b"{}")
+open("weights/header_length_max.safetensors", "wb").write(struct.pack("<Q", 2**64 - 1) + b"{}")
+open("weights/seven_bytes.safetensors", "wb").write(b"\x01\x02\x03\x04\x05\x06\x07")
+open("weights/nul_name.safetensors", "wb").write(st_bytes({**w, "0.we\x00ight": ("F64", np.zeros((3, 4)))}))
+open("weights/npy_instead.safetensors", "wb").write(open("base_x.npy", "rb").read())
+open("weights/json_instead.safetensors", "wb").write(json.dumps(BASE).encode())
+good = st_bytes(good_w)
+for cut in (8, 9, 50, len(good) // 2, len(good) - 1):
+    open(f"weights/cut_at_{cut}.safetensors", "wb").write(good[:cut])
+
+# Inputs: dtypes, shapes, headers, non-finite values.
+for dt in ("int8", "uint8", "int16", "uint16", "int32", "uint32", "uint64", "float128", "longdouble"):
+    try:
+        np.save(f"npy/dtype_{dt}.npy", np.ones((5, 4), dtype=np.dtype(dt)))
+    except TypeError:
+        pass
+np.save("npy/dtype_str.npy", np.array([["a"] * 4] * 5))
+np.save("npy/dtype_object.npy", np.array([[None] * 4] * 5, dtype=object), allow_pickle=True)
+np.save("npy/dtype_datetime.npy", np.zeros((5, 4), dtype="datetime64[s]"))
+np.save("npy/dtype_structured.npy", np.zeros(5, dtype=[("a", "f8"), ("b", "f8")]))
+for name, shape in [("one_d", (20,)), ("feature_dim_5", (4, 5)), ("rank_3", (5, 4, 1)), ("rank_4", (1, 5, 4, 1)),
+                    ("zero_features", (5, 0)), ("transposed", (4, 5))]:
+    np.save(f"npy/shape_{name}.npy", np.zeros(shape))
+for pos in (0, 7, 19):
+    for v, vname in ((np.nan, "nan"), (np.inf, "inf"), (-np.inf, "neg_inf")):
+        x = rng.standard_normal((5, 4))
+        x.flat[pos] = v
+        np.save(f"npy/{vname}_at_{pos}.npy", x)
+x = rng.standard_normal((5, 4)).astype(np.float32); x[0, 0] = np.nan
+np.save("npy/nan_f32.npy", x)
+x = np.full((5, 4), 1.7e308)
+np.save("npy/overflowing_values.npy", x)
+hdr_end = b.index(b"\n") + 1
+body = b[hdr_end:]
+def npy_with_header(d):
+    h = d.encode()
+    h += b" " * ((64 - (10 + len(h) + 1) % 64) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h
+for name, d in [
+    ("shape_negative", "{'descr': '<f8', 'fortran_order': False, 'shape': (-5, 4), }"),
+    ("shape_overflow", "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }"),
+    ("shape_not_tuple", "{'descr': '<f8', 'fortran_order': False, 'shape': 20, }"),
+    ("shape_string", "{'descr': '<f8', 'fortran_order': False, 'shape': 'five', }"),
+    ("missing_shape", "{'descr': '<f8', 'fortran_order': False, }"),
+    ("missing_descr", "{'fortran_order': False, 'shape': (5, 4), }"),
+    ("descr_garbage", "{'descr': '<q9', 'fortran_order': False, 'shape': (5, 4), }"),
+    ("header_not_dict", "[1, 2, 3]"),
+    ("header_python_code", "__import__('os').system('true')"),
+    ("fortran_string", "{'descr': '<f8', 'fortran_order': 'yes', 'shape': (5, 4), }"),
+    ("header_unterminated", "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 4)"),
+]:
+    open(f"npy/{name}.npy", "wb").write(npy_with_header(d) + body)
+open("npy/bad_magic.npy", "wb").write(b"\x93NUMPX" + b[6:])
+open("npy/version_9.npy", "wb").write(b[:6] + b"\x09\x00" + b[8:])
+open("npy/header_len_huge.npy", "wb").write(b[:8] + b"\xff\xff" + b[10:])
+open("npy/empty.npy", "wb").write(b"")
+open("npy/magic_only.npy", "wb").write(b"\x93NUMPY")
+open("npy/extra_bytes.npy", "wb").write(b + b"\0" * 8)
+for cut in (10, hdr_end - 1, hdr_end + 1, len(b) - 8):
+    open(f"npy/cut_at_{cut}.npy", "wb").write(b[:cut])
+
 print(sum(len(os.listdir(d)) for d in ("spec", "weights", "npy")), "malformed files")

@@ -48,6 +48,17 @@ pub enum NetsError {
         got: Vec<usize>,
         expected: Vec<usize>,
     },
+    /// Something the spec asks for would not fit in memory.
+    #[error(
+        "{what} need {:.1} GiB but only {:.1} GiB of memory are available; use a smaller network",
+        *needed as f64 / 1073741824.0,
+        *available as f64 / 1073741824.0
+    )]
+    TooLarge {
+        what: String,
+        needed: u128,
+        available: u64,
+    },
     /// A backend could not be set up or is not compiled in.
     #[error("backend: {0}")]
     Backend(String),

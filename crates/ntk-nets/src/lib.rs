@@ -17,6 +17,7 @@ pub mod backend;
 pub mod builder;
 pub mod error;
 pub mod layers;
+pub mod memory;
 pub mod network;
 pub mod spec;
 pub mod weights;

@@ -84,6 +84,11 @@ impl NetworkConfig {
 /// normals; standard: `weight ~ N(0, w_std²/fan_in)`, `bias ~ N(0, b_std²)`.
 pub fn random_params(spec: &NetworkSpec, seed: u64) -> Result<BTreeMap<String, HostArray>> {
     let geometry = spec.analyse()?;
+    // Host f64 copies, then the device tensors (at most f64 as well).
+    crate::memory::check_fits(
+        &format!("the {} parameters of this network", spec.n_params()?),
+        spec.n_params()? as u128 * 16,
+    )?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut out = BTreeMap::new();
     for (g, layer) in geometry.iter().zip(&spec.layers) {
@@ -148,6 +153,10 @@ impl Network {
     ) -> Result<Network> {
         let path = path.as_ref();
         let geometry = spec.analyse()?;
+        crate::memory::check_fits(
+            &format!("the {} parameters of this network", spec.n_params()?),
+            spec.n_params()? as u128 * 16,
+        )?;
         let params = weights::read_safetensors(path)?;
         weights::check_against(path, &params, &geometry)?;
         Ok(Self::build(spec, geometry, &params, device, precision))

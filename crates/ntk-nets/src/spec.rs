@@ -257,10 +257,19 @@ impl LayerFields<'_> {
         Ok(x)
     }
 
+    /// A standard deviation: finite and not negative.
+    fn std_dev(&self, v: &Value, field: &str) -> Result<f64> {
+        let x = self.finite(v, field)?;
+        if x < 0.0 {
+            return Err(self.err(field, format!("a standard deviation must be >= 0, got {x}")));
+        }
+        Ok(x)
+    }
+
     fn w_std(&self) -> Result<f64> {
         match self.obj.get("w_std") {
             None => Ok(1.0),
-            Some(v) => self.finite(v, "w_std"),
+            Some(v) => self.std_dev(v, "w_std"),
         }
     }
 
@@ -269,7 +278,7 @@ impl LayerFields<'_> {
         match self.obj.get("b_std") {
             None => Ok(Some(0.0)),
             Some(Value::Null) => Ok(None),
-            Some(v) => self.finite(v, "b_std").map(Some),
+            Some(v) => self.std_dev(v, "b_std").map(Some),
         }
     }
 }

@@ -152,6 +152,18 @@ impl Reduce {
         Reduce((cols > 2 * dim).then(|| Srht::new(cols, dim, rng)))
     }
 
+    /// As [`Reduce::new`], refusing widths whose transform would not fit in memory.
+    fn checked(
+        cols: usize,
+        dim: usize,
+        index: usize,
+        kind: &str,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Self> {
+        check_width(cols, index, kind)?;
+        Ok(Reduce::new(cols, dim, rng))
+    }
+
     fn output_dim(&self, cols: usize) -> usize {
         self.0.as_ref().map_or(cols, Srht::output_dim)
     }
@@ -215,6 +227,24 @@ impl PolyReduce {
 
 const RF_BLOCK: usize = 256;
 
+/// Widest feature vector a layer may produce before its SRHT (`2^24` numbers: 128 MiB
+/// per row in f64, with the random signs of the transform as large).
+pub const MAX_FEATURE_WIDTH: usize = 1 << 24;
+
+fn check_width(cols: usize, index: usize, kind: &str) -> Result<()> {
+    if cols > MAX_FEATURE_WIDTH {
+        return Err(unsupported(
+            index,
+            kind,
+            format!(
+                "its features would be {cols} numbers per position (at most {MAX_FEATURE_WIDTH}); \
+                 the layer is too wide or the image too large for feature maps"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Affine {
@@ -272,6 +302,12 @@ impl FeatureMap {
                 message: "must be positive".into(),
             });
         }
+        if options.dim > MAX_FEATURE_WIDTH {
+            return Err(InfiniteError::Option {
+                option: "dim".into(),
+                message: format!("at most {MAX_FEATURE_WIDTH}, got {}", options.dim),
+            });
+        }
         if options.degree < 2 || options.degree > 64 {
             return Err(InfiniteError::Option {
                 option: "degree".into(),
@@ -305,6 +341,7 @@ impl FeatureMap {
             FeatureShape::Flat(d) => (d, 0),
             FeatureShape::Image { c, .. } => (c, 0),
         };
+        check_width(kphi, 0, first)?;
         let mut steps = Vec::new();
         let mut image_now = image;
         for (layer, geo) in spec.layers.iter().zip(&geometry) {
@@ -312,8 +349,10 @@ impl FeatureMap {
                 LayerSpec::Dense(d) => {
                     let (phi_cols, psi_cols) =
                         affine_dims(kphi, kpsi, 1, d.b_std.is_some(), spec.parameterization);
-                    let reduce_phi = Reduce::new(phi_cols, m, &mut rng);
-                    let reduce_psi = Reduce::new(psi_cols, m, &mut rng);
+                    let reduce_phi =
+                        Reduce::checked(phi_cols, m, geo.index, layer.kind(), &mut rng)?;
+                    let reduce_psi =
+                        Reduce::checked(psi_cols, m, geo.index, layer.kind(), &mut rng)?;
                     kphi = reduce_phi.output_dim(phi_cols);
                     kpsi = reduce_psi.output_dim(psi_cols);
                     Some(Step::Affine {
@@ -338,8 +377,10 @@ impl FeatureMap {
                     let taps = c.kernel[0] * c.kernel[1];
                     let (phi_cols, psi_cols) =
                         affine_dims(kphi, kpsi, taps, c.b_std.is_some(), spec.parameterization);
-                    let reduce_phi = Reduce::new(phi_cols, m, &mut rng);
-                    let reduce_psi = Reduce::new(psi_cols, m, &mut rng);
+                    let reduce_phi =
+                        Reduce::checked(phi_cols, m, geo.index, layer.kind(), &mut rng)?;
+                    let reduce_psi =
+                        Reduce::checked(psi_cols, m, geo.index, layer.kind(), &mut rng)?;
                     kphi = reduce_phi.output_dim(phi_cols);
                     kpsi = reduce_psi.output_dim(psi_cols);
                     Some(Step::Affine {
@@ -445,9 +486,12 @@ impl FeatureMap {
                         unreachable!("an image before flatten")
                     };
                     image_now = false;
-                    let (phi_cols, psi_cols) = (kphi * h * w, kpsi * h * w);
-                    let reduce_phi = Reduce::new(phi_cols, m, &mut rng);
-                    let reduce_psi = Reduce::new(psi_cols, m, &mut rng);
+                    let (phi_cols, psi_cols) =
+                        (kphi.saturating_mul(h * w), kpsi.saturating_mul(h * w));
+                    let reduce_phi =
+                        Reduce::checked(phi_cols, m, geo.index, layer.kind(), &mut rng)?;
+                    let reduce_psi =
+                        Reduce::checked(psi_cols, m, geo.index, layer.kind(), &mut rng)?;
                     kphi = reduce_phi.output_dim(phi_cols);
                     kpsi = reduce_psi.output_dim(psi_cols);
                     Some(Step::Flatten {
