@@ -165,6 +165,8 @@ pub struct FullGram {
 impl FullGram {
     /// A zero kernel computed in `dtype` (f32 stays f32; anything else is f64).
     pub fn zeros(n1: usize, n2: usize, k: usize, symmetric: bool, dtype: DType) -> FullGram {
+        assert!(!symmetric || n1 == n2, "a symmetric kernel is square");
+        assert!(k > 0, "at least one output");
         let len = n1 * k * n2 * k;
         let data = if dtype == DType::F32 {
             Buffer::F32(vec![0.0; len])
@@ -406,6 +408,9 @@ fn for_each_block<T: Real>(
     symmetric: bool,
     work: impl Fn(usize, usize, usize, &mut [T], bool) -> f64 + Sync,
 ) -> f64 {
+    if acc.is_empty() {
+        return 0.0;
+    }
     let mut slots: Vec<Option<(usize, &mut [T])>> = acc
         .chunks_mut(block_samples * k * row)
         .enumerate()

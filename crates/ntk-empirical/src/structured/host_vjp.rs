@@ -20,7 +20,8 @@
 //! grid the input of output position `t = y·Wp + x` for offset `(a, b)` is at
 //! `t + a·Wp + b`, so for each offset the whole batch is ONE strided matrix product
 //! `out[ci, j] += W'_{ab}[ci, co] · ĝ[co, j + a·Wp + b]` over columns `j` (positions with
-//! `x ≥ W` are computed and dropped; they only ever read zeros or a neighbour's padding).
+//! `x ≥ W` or `y ≥ H` are computed and dropped: they read other in-buffer values, which
+//! never reach a kept position).
 //! Columns are processed in cache-sized chunks of whole samples, all `kh·kw` products
 //! accumulating into the same chunk, chunks in parallel (rayon).
 
@@ -89,8 +90,17 @@ fn vjp<T: Scalar>(layer: &Conv2d, g: Tensor<4>, h: usize, w: usize) -> TensorDat
     let weight = layer.weight.val();
     let [co, ci, kh, kw] = weight.dims();
     let [nk, gco, ho, wo] = g.dims();
-    debug_assert_eq!(gco, co);
-    let [(top, _), (left, _)] = layer.padding;
+    let [(top, bottom), (left, right)] = layer.padding;
+    assert!(
+        supports(layer, [kh, kw])
+            && gco == co
+            && ho + kh == h + top + bottom + 1
+            && wo + kw == w + left + right + 1,
+        "conv VJP on the host: stride 1, padding below the kernel, matching shapes"
+    );
+    if co == 0 || ci == 0 || nk == 0 || h == 0 || w == 0 {
+        return TensorData::new(vec![T::ZERO; nk * ci * h * w], [nk, ci, h, w]);
+    }
     // Padding of the cotangent in the correlation form.
     let (pt, pl) = (kh - 1 - top, kw - 1 - left);
     let (hp, wp) = (h + kh - 1, w + kw - 1);

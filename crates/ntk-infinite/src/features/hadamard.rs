@@ -135,6 +135,7 @@ pub struct TensorSrht {
 impl TensorSrht {
     /// Draws a TensorSRHT of `p`- and `q`-dimensional vectors to `output` dimensions.
     pub fn new(p: usize, q: usize, output: usize, rng: &mut impl Rng) -> Self {
+        let output = output.max(1);
         let exact = p.checked_mul(q).is_some_and(|pq| pq <= output);
         let pad_p = p.max(1).next_power_of_two();
         let pad_q = q.max(1).next_power_of_two();

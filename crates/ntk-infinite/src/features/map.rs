@@ -23,7 +23,8 @@
 //!   arc-cosine random features: unbiased for the relu rule given `φ`, whatever `q`);
 //! - **NTKSketch / CNTKSketch** (§4, and arXiv 2104.01351 for convolutions): the degree-`q`
 //!   polynomials of [`super::arccos`] sketched by [`PolySketch`]:
-//!   `F(u) = [√c₀, √c₁ u, √c_j S_j(u) …]`, then one SRHT down to `m` columns. No
+//!   `F(u) = [√c₀, √c₁ u, √c_j S_j(u) …]`, the heavy low-degree blocks kept exactly and
+//!   the rest reduced by one SRHT to the remaining columns (`PolyReduce`). No
 //!   projection with the width of the layer, so the cost per position is
 //!   `O(q log q · m log m)` whatever the previous dimension. `u = φ/‖φ‖` uses the features'
 //!   own norm (an estimate of `√q`), so biases need no special treatment: the one-shot
@@ -31,9 +32,11 @@
 //!
 //! `ψ ⊗ s` is a [`TensorSrht`] to `m` columns (exact when small), and any feature matrix
 //! that grows past `2m` columns (conv offsets, flatten, standard parameterization) is
-//! reduced by an [`Srht`] to `m`. Every random map is unbiased given its input and
-//! independent of it, so the NNGP and NTK estimates are unbiased for NTKRF at every layer;
-//! for the sketches up to the polynomial truncation and the norm estimate. All random
+//! reduced by an [`Srht`] to `m`. Every random map is unbiased conditionally on its
+//! input and drawn independently of it; composed, the estimate is consistent (its bias,
+//! from applying the nonlinear κ's to estimated inner products, shrinks as `m` grows) but
+//! not exactly unbiased beyond the first relu, and for the sketches it carries the
+//! polynomial truncation and the norm estimate as well. All random
 //! draws are fixed by the seed and the spec (not the data), so features of different
 //! batches and calls are compatible (equal up to rounding: NTKRF's projections are GEMMs
 //! over the batch). Positions are independent rows: the cost is linear
@@ -292,8 +295,10 @@ impl FeatureMap {
     ///
     /// # Errors
     /// [`InfiniteError::Unsupported`] naming the layer for erf/gelu/tanh (no arc-cosine
-    /// features), for CNTKSketch on vector inputs or NTKSketch/NTKRF on images;
-    /// [`InfiniteError::Option`] for `dim = 0` or `degree < 2`.
+    /// features), for CNTKSketch on vector inputs or NTKSketch/NTKRF on images, and for
+    /// features wider than [`MAX_FEATURE_WIDTH`]; [`InfiniteError::Option`] for `dim`
+    /// outside `1..=MAX_FEATURE_WIDTH` or `degree` outside `2..=64` (checked for every
+    /// method; NTKRF does not use it).
     pub fn new(spec: &NetworkSpec, options: &FeatureOptions) -> Result<FeatureMap> {
         Plan::build(spec, crate::DEFAULT_TANH_DEGREE)?;
         if options.dim == 0 {
@@ -531,13 +536,15 @@ impl FeatureMap {
         self.input.dims()
     }
 
-    /// Numbers held per sample by the widest step (for choosing batch sizes).
+    /// About the numbers held per sample by the widest step (for choosing batch sizes): a
+    /// relu layer holds its input φ and ψ (up to `2m` each), the projections or
+    /// polynomial blocks, and its outputs, about `10 m` per position.
     pub fn numbers_per_sample(&self) -> usize {
-        let pixels = match self.input {
-            FeatureShape::Flat(_) => 1,
-            FeatureShape::Image { h, w, .. } => h * w,
+        let (pixels, channels) = match self.input {
+            FeatureShape::Flat(d) => (1, d),
+            FeatureShape::Image { c, h, w } => (h * w, c),
         };
-        pixels * 6 * self.options.dim.max(self.input.numel())
+        pixels * 10 * self.options.dim.max(channels)
     }
 
     /// The features of a batch `x` `[N, *input_shape]`.
@@ -946,7 +953,8 @@ fn random_relu(rows: &Rows, seed: u64, layer: usize, m: usize) -> (usize, Vec<f6
         .map(|b| {
             let width = RF_BLOCK.min(m - b * RF_BLOCK);
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            rng.set_stream(((layer as u64) << 32) | b as u64);
+            // Streams from 2^32 on: stream 0 is the map's own generator.
+            rng.set_stream((((layer as u64) + 1) << 32) | b as u64);
             let w: Vec<f64> = (0..width * k)
                 .map(|_| StandardNormal.sample(&mut rng))
                 .collect();
