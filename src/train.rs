@@ -306,38 +306,30 @@ pub fn read_labels(path: &Path) -> Result<HostArray> {
         Err(_) => {}
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut cursor = std::io::Cursor::new(&bytes[..]);
-    let header = npyz::NpyHeader::from_reader(&mut cursor)
-        .map_err(|e| anyhow!("{}: not a valid .npy file: {e}", path.display()))?;
-    let start = cursor.position() as usize;
-    let npyz::DType::Plain(ts) = header.dtype() else {
-        bail!(
-            "{}: labels must be a plain int or float array",
-            path.display()
-        );
-    };
-    let size = ts.size_field() as usize;
-    let signed = match ts.type_char() {
-        npyz::TypeChar::Int => true,
-        npyz::TypeChar::Uint => false,
+    let header =
+        ntk_nets::npy_header::parse(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let size = header.size;
+    let signed = match header.type_char {
+        'i' => true,
+        'u' => false,
         _ => bail!(
             "{}: dtype {:?}; labels must be int (class ids) or float32/float64",
             path.display(),
-            ts.to_string()
+            header.descr
         ),
     };
-    if ![1, 2, 4, 8].contains(&size) || header.order() == npyz::Order::Fortran {
+    if ![1, 2, 4, 8].contains(&size) || header.fortran_order {
         bail!(
             "{}: unsupported label dtype or Fortran order",
             path.display()
         );
     }
-    let shape: Vec<usize> = header.shape().iter().map(|&d| d as usize).collect();
+    let shape = header.shape.clone();
     let count = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| anyhow!("{}: shape {shape:?} overflows", path.display()))?;
-    let data = &bytes[start.min(bytes.len())..];
+    let data = &bytes[header.data_start.min(bytes.len())..];
     if Some(data.len()) != count.checked_mul(size) {
         bail!(
             "{}: header declares {count} values of {} bytes but the file holds {} data bytes",
@@ -346,7 +338,7 @@ pub fn read_labels(path: &Path) -> Result<HostArray> {
             data.len()
         );
     }
-    let big = matches!(ts.endianness(), npyz::Endianness::Big);
+    let big = header.big_endian;
     let values = data
         .chunks_exact(size)
         .map(|c| {

@@ -111,56 +111,36 @@ struct NpyLayout {
 }
 
 /// Parses and checks the header at the start of `bytes` (float32/float64, C order, sizes
-/// that do not overflow); the error is a message without the file name.
+/// that do not overflow, by [`crate::npy_header`]); the error is a message without the
+/// file name.
 fn parse_header(bytes: &[u8]) -> std::result::Result<NpyLayout, String> {
-    let mut cursor = std::io::Cursor::new(bytes);
-    // npyz parses the header; guard against a panic inside it on hostile headers.
-    let header = std::panic::catch_unwind(move || {
-        let h = npyz::NpyHeader::from_reader(&mut cursor);
-        (h, cursor.position())
-    });
-    let (header, data_start) = match header {
-        Ok((Ok(h), pos)) => (h, pos as usize),
-        Ok((Err(e), _)) => return Err(format!("not a valid .npy file: {e}")),
-        Err(_) => return Err("not a valid .npy file: malformed header".to_string()),
-    };
-    let npyz::DType::Plain(ts) = header.dtype() else {
-        return Err(format!(
-            "dtype {:?} is not a plain float; expected float32 or float64",
-            header.dtype().descr()
-        ));
-    };
-    let type_str = ts.to_string();
-    let (kind, size) = match (ts.type_char(), ts.size_field()) {
-        (npyz::TypeChar::Float, 4) => (FloatKind::F32, 4usize),
-        (npyz::TypeChar::Float, 8) => (FloatKind::F64, 8usize),
+    let h = crate::npy_header::parse(bytes)?;
+    let (kind, size) = match (h.type_char, h.size) {
+        ('f', 4) => (FloatKind::F32, 4usize),
+        ('f', 8) => (FloatKind::F64, 8usize),
         _ => {
             return Err(format!(
-                "dtype field is {type_str:?}; expected float32 ('<f4') or float64 ('<f8')"
+                "dtype field is {:?}; expected float32 ('<f4') or float64 ('<f8')",
+                h.descr
             ));
         }
     };
-    if header.order() == npyz::Order::Fortran {
+    if h.fortran_order {
         return Err("fortran_order arrays are not supported; save in C order".to_string());
     }
-    let mut shape = Vec::with_capacity(header.shape().len());
-    let mut count: usize = 1;
-    for &d in header.shape() {
-        let d =
-            usize::try_from(d).map_err(|_| format!("shape {:?} is too large", header.shape()))?;
-        count = count
-            .checked_mul(d)
-            .ok_or_else(|| format!("shape {:?} overflows", header.shape()))?;
-        shape.push(d);
-    }
+    let count = h
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("shape {:?} overflows", h.shape))?;
     let data_bytes = count
         .checked_mul(size)
-        .ok_or_else(|| format!("shape {:?} overflows", header.shape()))?;
+        .ok_or_else(|| format!("shape {:?} overflows", h.shape))?;
     Ok(NpyLayout {
-        shape,
+        shape: h.shape,
         kind,
-        big_endian: matches!(ts.endianness(), npyz::Endianness::Big),
-        data_start,
+        big_endian: h.big_endian,
+        data_start: h.data_start,
         data_bytes,
     })
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod layers;
 pub mod memory;
 pub mod network;
+pub mod npy_header;
 pub mod spec;
 pub mod weights;
 
