@@ -7,9 +7,11 @@
 //!    `[N1, K, N2, K]` temporary. Here the Gram of a block of rows is written to a small
 //!    scratch and added, times the coefficient, in the same pass.
 //! 2. **Symmetry.** With `x2 = x1` the kernel is symmetric:
-//!    `Θ[n1, k, n2, k'] = Θ[n2, k', n1, k]`. Rows are cut into blocks of samples and block
-//!    `[a, b)` is only contracted against samples `n2 ≥ a`, which with `B` blocks does
-//!    `(B + 1) / 2B` of the work; [`FullGram::into_host`] mirrors the rest.
+//!    `Θ[n1, k, n2, k'] = Θ[n2, k', n1, k]`. Rows are cut into blocks of samples; block
+//!    `[a, b)` is contracted against the samples after it, and each half of it against the
+//!    diagonal square from its own start, which with `B` blocks does
+//!    `(B(B−1)/2 + 3B/4) / B²` of the work (9/16 for 4 blocks); [`FullGram::into_host`]
+//!    mirrors the rest.
 //! 3. **The output layer.** Its cotangents are the one-hot seeds, so its Gram is the
 //!    identity in `(k, k')` and is added without a GEMM ([`FullGram::add_identity`]).
 //!
@@ -310,10 +312,10 @@ impl FullGram {
         out.par_chunks_mut(n2 * k * k)
             .enumerate()
             .for_each(|(a, out_a)| {
-                let block_start = a / bs * bs;
+                let first = computed_from(bs, self.n1, a);
                 for b in 0..n2 {
-                    // Entries before n1's block start were not computed: read the mirror.
-                    let mirrored = self.symmetric && b < block_start;
+                    // Entries before `first` were not computed: read the mirror.
+                    let mirrored = self.symmetric && b < first;
                     for p in 0..k {
                         for q in 0..k {
                             let v = if mirrored {
@@ -393,48 +395,97 @@ fn rows_times_rows_t<T: Real>(
     }
 }
 
-/// Runs `work(start, end, col0, rows)` for every row block `[start, end)` of
+/// The first sample column computed for row sample `a` of a symmetric kernel with row
+/// blocks of `bs` samples: the start of `a`'s half block. Each block `[s, e)` is contracted
+/// as three rectangles ([`pieces`]): its rows against the columns after it, and its two
+/// halves against the diagonal square from their own start, so the lower half of each
+/// diagonal block is skipped too ((B·(B−1)/2 + 3B/4)/B² of the work for B blocks).
+fn computed_from(bs: usize, n1: usize, a: usize) -> usize {
+    let start = a / bs * bs;
+    let mid = (start + bs.div_ceil(2)).min(n1);
+    if a < mid { start } else { mid }
+}
+
+/// The rectangles `(rows r0..r1, columns c0..c1)` (sample indices) block `[start, end)`
+/// contracts: all columns when not symmetric, else those of [`computed_from`].
+fn pieces(
+    (start, end): (usize, usize),
+    (n1, n2): (usize, usize),
+    bs: usize,
+    symmetric: bool,
+) -> Vec<(usize, usize, usize, usize)> {
+    if !symmetric {
+        return vec![(start, end, 0, n2)];
+    }
+    let mid = (start + bs.div_ceil(2)).min(n1).min(end);
+    [
+        (start, end, end, n2),
+        (start, mid, start, end),
+        (mid, end, mid, end),
+    ]
+    .into_iter()
+    .filter(|&(r0, r1, c0, c1)| r1 > r0 && c1 > c0)
+    .collect()
+}
+
+/// Runs `work(start, end, rows, single)` for every row block `[start, end)` of
 /// `block_samples` samples of the `[N1·K, N2·K]` accumulator, in parallel; `rows` is the
-/// block's part of `acc` and `col0` the first sample column it must fill (its own start
-/// when `symmetric`, else 0). Returns the sum of what `work` returns (FLOPs).
+/// block's part of `acc`. Returns the sum of what `work` returns (FLOPs).
 ///
-/// With `symmetric` the blocks shrink along the diagonal; they are handed out largest and
-/// smallest alternately to balance the threads. `work` learns from `single` whether it
-/// is the only block (then its GEMM should use all threads itself).
+/// With `symmetric` the blocks' work ([`pieces`]) shrinks along the diagonal. They are
+/// handed out from a queue, largest first (longest-processing-time scheduling: each
+/// thread takes the next block when it is free), which balances the threads better than
+/// rayon's halving of a list. `work` learns from `single` whether it is the only block
+/// (then its GEMM should use all threads itself).
 fn for_each_block<T: Real>(
     acc: &mut [T],
-    (n1, row, k): (usize, usize, usize),
+    (n1, n2, k): (usize, usize, usize),
     block_samples: usize,
     symmetric: bool,
-    work: impl Fn(usize, usize, usize, &mut [T], bool) -> f64 + Sync,
+    work: impl Fn(usize, usize, &mut [T], bool) -> f64 + Sync,
 ) -> f64 {
     if acc.is_empty() {
         return 0.0;
     }
-    let mut slots: Vec<Option<(usize, &mut [T])>> = acc
+    let row = n2 * k;
+    let mut blocks: Vec<(usize, usize, &mut [T])> = acc
         .chunks_mut(block_samples * k * row)
         .enumerate()
-        .map(|(b, chunk)| Some((b * block_samples, chunk)))
+        .map(|(b, chunk)| {
+            let start = b * block_samples;
+            let end = (start + block_samples).min(n1);
+            let size: usize = pieces((start, end), (n1, n2), block_samples, symmetric)
+                .iter()
+                .map(|&(r0, r1, c0, c1)| (r1 - r0) * (c1 - c0))
+                .sum();
+            (size, start, chunk)
+        })
         .collect();
-    let single = slots.len() == 1;
-    // Largest, smallest, second largest, ...
-    let mut ordered = Vec::with_capacity(slots.len());
-    let (mut lo, mut hi) = (0, slots.len());
-    while lo < hi {
-        ordered.push(slots[lo].take().expect("each block once"));
-        lo += 1;
-        if lo < hi {
-            hi -= 1;
-            ordered.push(slots[hi].take().expect("each block once"));
-        }
-    }
-    ordered
+    let single = blocks.len() == 1;
+    blocks.sort_by(|a, b| b.0.cmp(&a.0));
+    let queue: Vec<std::sync::Mutex<Option<(usize, &mut [T])>>> = blocks
+        .into_iter()
+        .map(|(_, start, chunk)| std::sync::Mutex::new(Some((start, chunk))))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = rayon::current_num_threads().min(queue.len()).max(1);
+    (0..threads)
         .into_par_iter()
         .with_max_len(1)
-        .map(|(start, rows)| {
-            let end = (start + block_samples).min(n1);
-            let col0 = if symmetric { start } else { 0 };
-            work(start, end, col0, rows, single)
+        .map(|_| {
+            let mut flops = 0.0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(slot) = queue.get(i) else { break };
+                let (start, rows) = slot
+                    .lock()
+                    .expect("no panics while holding a block")
+                    .take()
+                    .expect("each block taken once");
+                let end = (start + block_samples).min(n1);
+                flops += work(start, end, rows, single);
+            }
+            flops
         })
         .sum()
 }
@@ -460,43 +511,49 @@ fn gram_into<T: Real>(
     let profile = crate::profiling();
     for_each_block(
         acc,
-        (n1, row, k),
+        (n1, n2, k),
         block_samples,
         symmetric,
-        |start, end, col0, acc_block, single| {
-            let (m, n) = ((end - start) * k, (n2 - col0) * k);
-            let mut scratch = vec![T::ZERO; m * n];
-            let tg = Instant::now();
-            rows_times_rows_t(
-                &mut scratch,
-                &u1[start * k * f..end * k * f],
-                &u2[col0 * k * f..],
-                (m, n, f),
-                single && m * n * f >= PARALLEL_MACS,
-            );
-            let tg = tg.elapsed().as_secs_f64();
-            let ta = Instant::now();
-            for (r, (acc_row, g_row)) in
-                acc_block.chunks_mut(row).zip(scratch.chunks(n)).enumerate()
-            {
-                let a = start + r / k;
-                let c = coeff.row::<T>(a, n2);
-                let acc_row = &mut acc_row[col0 * k..];
-                for (j, (dst, src)) in acc_row.chunks_mut(k).zip(g_row.chunks(k)).enumerate() {
-                    let cj = c[col0 + j];
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        *d += cj * s;
+        |start, end, acc_block, single| {
+            let mut scratch: Vec<T> = Vec::new();
+            let mut flops = 0.0;
+            for (r0, r1, c0, c1) in pieces((start, end), (n1, n2), block_samples, symmetric) {
+                let (m, n) = ((r1 - r0) * k, (c1 - c0) * k);
+                scratch.clear();
+                scratch.resize(m * n, T::ZERO);
+                let tg = Instant::now();
+                rows_times_rows_t(
+                    &mut scratch,
+                    &u1[r0 * k * f..r1 * k * f],
+                    &u2[c0 * k * f..c1 * k * f],
+                    (m, n, f),
+                    single && m * n * f >= PARALLEL_MACS,
+                );
+                let tg = tg.elapsed().as_secs_f64();
+                let ta = Instant::now();
+                let rows = &mut acc_block[(r0 - start) * k * row..(r1 - start) * k * row];
+                for (r, (acc_row, g_row)) in rows.chunks_mut(row).zip(scratch.chunks(n)).enumerate()
+                {
+                    let a = r0 + r / k;
+                    let c = coeff.row::<T>(a, n2);
+                    let acc_row = &mut acc_row[c0 * k..c1 * k];
+                    for (j, (dst, src)) in acc_row.chunks_mut(k).zip(g_row.chunks(k)).enumerate() {
+                        let cj = c[c0 + j];
+                        for (d, &s) in dst.iter_mut().zip(src) {
+                            *d += cj * s;
+                        }
                     }
                 }
+                if profile {
+                    eprintln!(
+                        "[profile]   rows {r0}..{r1} cols {c0}..{c1}: gemm {m}x{n}x{f} {:.2} ms, fused add {:.2} ms",
+                        tg * 1e3,
+                        ta.elapsed().as_secs_f64() * 1e3
+                    );
+                }
+                flops += 2.0 * (m * n * f) as f64;
             }
-            if profile {
-                eprintln!(
-                    "[profile]   block {start}..{end}: gemm {m}x{n}x{f} {:.2} ms, fused add {:.2} ms",
-                    tg * 1e3,
-                    ta.elapsed().as_secs_f64() * 1e3
-                );
-            }
-            2.0 * (m * n * f) as f64
+            flops
         },
     )
 }
@@ -534,48 +591,50 @@ fn factored_into<T: Real>(
     let kk = pq.len();
     for_each_block(
         acc,
-        (n1, row, k),
+        (n1, n2, k),
         block_samples,
         symmetric,
-        |start, end, col0, acc_block, single| {
-            let cols = n2 - col0;
-            let pairs = (end - start) * cols;
+        |start, end, acc_block, single| {
             let mut flops = 0.0;
             let mut prod = Vec::new();
             let mut g = Vec::new();
-            let mut first = 0;
-            while first < pairs {
-                let count = FACTORED_PAIRS.min(pairs - first);
-                // prod[(a, b)][f] = d1[a, f] d2[b, f] for the pairs first..first + count.
-                prod.clear();
-                for pair in first..first + count {
-                    let (a, b) = (start + pair / cols, col0 + pair % cols);
-                    let (da, db) = (&d1[a * f..(a + 1) * f], &d2[b * f..(b + 1) * f]);
-                    prod.extend(da.iter().zip(db).map(|(&x, &y)| x * y));
-                }
-                g.clear();
-                g.resize(count * kk, T::ZERO);
-                rows_times_rows_t(
-                    &mut g,
-                    &prod,
-                    &vv,
-                    (count, kk, f),
-                    single && count * kk * f >= PARALLEL_MACS,
-                );
-                flops += 2.0 * (count * kk * f) as f64 + (count * f) as f64;
-                for (pair, gp) in (first..first + count).zip(g.chunks(kk)) {
-                    let (a, b) = (start + pair / cols, col0 + pair % cols);
-                    let c = T::from_f64(coeff.at(a, b, n2));
-                    let base = (a - start) * k * row + b * k;
-                    for (&(p, q), &val) in pq.iter().zip(gp) {
-                        let val = c * val;
-                        acc_block[base + p * row + q] += val;
-                        if p != q {
-                            acc_block[base + q * row + p] += val;
+            for (r0, r1, c0, c1) in pieces((start, end), (n1, n2), block_samples, symmetric) {
+                let cols = c1 - c0;
+                let pairs = (r1 - r0) * cols;
+                let mut first = 0;
+                while first < pairs {
+                    let count = FACTORED_PAIRS.min(pairs - first);
+                    // prod[(a, b)][f] = d1[a, f] d2[b, f] for the pairs first..first + count.
+                    prod.clear();
+                    for pair in first..first + count {
+                        let (a, b) = (r0 + pair / cols, c0 + pair % cols);
+                        let (da, db) = (&d1[a * f..(a + 1) * f], &d2[b * f..(b + 1) * f]);
+                        prod.extend(da.iter().zip(db).map(|(&x, &y)| x * y));
+                    }
+                    g.clear();
+                    g.resize(count * kk, T::ZERO);
+                    rows_times_rows_t(
+                        &mut g,
+                        &prod,
+                        &vv,
+                        (count, kk, f),
+                        single && count * kk * f >= PARALLEL_MACS,
+                    );
+                    flops += 2.0 * (count * kk * f) as f64 + (count * f) as f64;
+                    for (pair, gp) in (first..first + count).zip(g.chunks(kk)) {
+                        let (a, b) = (r0 + pair / cols, c0 + pair % cols);
+                        let c = T::from_f64(coeff.at(a, b, n2));
+                        let base = (a - start) * k * row + b * k;
+                        for (&(p, q), &val) in pq.iter().zip(gp) {
+                            let val = c * val;
+                            acc_block[base + p * row + q] += val;
+                            if p != q {
+                                acc_block[base + q * row + p] += val;
+                            }
                         }
                     }
+                    first += count;
                 }
-                first += count;
             }
             flops
         },
