@@ -172,6 +172,10 @@ fn jacobian_on_network(
     })
 }
 
+/// Memory kept out of `max_memory` for what is not a tile: the program, the network, the
+/// inputs, the allocator's slack (measured: about 100 MiB for a small MLP).
+pub const PROCESS_RESERVE: u64 = 128 << 20;
+
 /// The largest tile (rows per side) whose working set fits `max_memory`, at most `n`.
 pub fn plan_tile_rows(
     net: &Network,
@@ -268,7 +272,11 @@ pub fn plan(
             n1.max(n2),
             kind,
             method,
-            options.max_memory / parallel_tiles as u64,
+            options
+                .max_memory
+                .saturating_sub(PROCESS_RESERVE)
+                .max(options.max_memory / 2)
+                / parallel_tiles as u64,
         )?,
     };
     let symmetric = match x2 {
