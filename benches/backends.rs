@@ -3,6 +3,11 @@
 //!
 //! `cargo bench --bench backends` (prints a table; ratios are from one run).
 
+// The allocator of the `ntk` binary: the kernels' large temporaries would page-fault afresh
+// on every call with glibc's (it returns them to the system).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ntk::nets::array::read_npy;
 use ntk::nets::{BackendKind, NetworkConfig, NetworkSpec, Precision};
 use std::path::Path;

@@ -8,6 +8,11 @@
 //! Groups: `structured` (x2 = x1 detected: symmetric schedule), `structured-nosym` (x2
 //! treated as distinct), `auto`.
 
+// The allocator of the `ntk` binary: the kernels' large temporaries would page-fault afresh
+// on every call with glibc's (it returns them to the system).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use ntk::empirical::structured::StructuredOptions;
 use ntk::empirical::{EmpiricalOptions, KernelKind, Method, empirical_kernel, tile_kernel};

@@ -6,6 +6,11 @@
 //! `cargo bench --bench features` (criterion prints the time per group member; divide by
 //! `N` or by the pixels to see the constant).
 
+// The allocator of the `ntk` binary: the kernels' large temporaries would page-fault afresh
+// on every call with glibc's (it returns them to the system).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ntk::infinite::features::{FeatureMap, FeatureMethod, FeatureOptions};
 use ntk::nets::{HostArray, NetworkSpec};

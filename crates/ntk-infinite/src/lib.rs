@@ -55,9 +55,11 @@
 //!
 //! ## Random features
 //!
-//! [`features`]: explicit NNGP/NTK feature maps for relu MLPs (arc-cosine random features
-//! and a tensor sketch, after Zandieh et al., NeurIPS 2021, arXiv 2104.00415), whose inner
-//! products converge to [`kernels`] like `1/√m`.
+//! [`features`]: explicit NNGP/NTK feature maps `φ(x) ∈ ℝ^m` of relu networks (dense and
+//! conv, with pooling), after Zandieh et al., NeurIPS 2021 (arXiv 2104.00415, 2104.01351):
+//! NTK random features, NTKSketch (PolySketch of the arc-cosine polynomials, layer by
+//! layer so biases are handled) and CNTKSketch (per pixel, linear in the pixels); their
+//! inner products converge to [`kernels`] like `1/√m`.
 //!
 //! ## Numerical method for tanh
 //!
