@@ -4,7 +4,7 @@
 
 use crate::nets::array::{NpyRows, NpyWriter};
 use crate::nets::{FloatKind, NetworkSpec};
-use crate::train::{Split, Targets, builtin, from_csv, from_npy};
+use crate::train::{Split, Targets};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ntk_analysis::Matrix;
@@ -12,7 +12,7 @@ use ntk_analysis::predict::{DiagReg, GpInference};
 use ntk_analysis::ridge::FeatureRidge;
 use ntk_infinite::features::{DEFAULT_DEGREE, FeatureMap, FeatureMethod, FeatureOptions};
 use ntk_infinite::{InfiniteOptions, kernels};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Arguments of `ntk features`.
@@ -171,19 +171,10 @@ pub struct RegressArgs {
     /// Network spec (JSON); default: a relu MLP with two hidden layers on the data's features.
     #[arg(long)]
     pub spec: Option<PathBuf>,
-    /// Bundled dataset (digits: 10-class classification by one-hot regression; diabetes:
-    /// regression) or a CSV (label last, with --x-test for its test CSV). Or --x/--y.
-    #[arg(long, default_value = "digits")]
-    pub data: String,
-    /// Train inputs .npy (instead of --data), with --y, --x-test, --y-test.
-    #[arg(long)]
-    pub x: Option<PathBuf>,
-    #[arg(long)]
-    pub y: Option<PathBuf>,
-    #[arg(long)]
-    pub x_test: Option<PathBuf>,
-    #[arg(long)]
-    pub y_test: Option<PathBuf>,
+    /// The data (default: the bundled digits, 10-class classification by one-hot
+    /// regression; diabetes is a regression set). A test set is needed.
+    #[command(flatten)]
+    pub data: crate::train_cmd::DataArgs,
     /// Feature maps to compare, method:dim, comma-separated.
     #[arg(long, default_value = "ntksketch:1024,ntksketch:4096,ntkrf:4096")]
     pub features: String,
@@ -210,36 +201,6 @@ pub struct RegressionResult {
     /// Argmax accuracy (class labels only).
     pub test_accuracy: Option<f64>,
     pub seconds: f64,
-}
-
-fn load_regression_data(a: &RegressArgs) -> Result<Split> {
-    match (&a.x, &a.y) {
-        (Some(x), Some(y)) => {
-            let (xt, yt) = match (&a.x_test, &a.y_test) {
-                (Some(xt), Some(yt)) => (xt, yt),
-                _ => bail!("--x/--y need --x-test and --y-test (a held-out set to report on)"),
-            };
-            Ok(Split {
-                train: from_npy(x, y, false)?,
-                test: Some(from_npy(xt, yt, false)?),
-            })
-        }
-        (None, None) => {
-            if a.data.ends_with(".csv") || Path::new(&a.data).is_file() {
-                let test = a
-                    .x_test
-                    .as_ref()
-                    .context("--data FILE.csv needs --x-test TEST.csv")?;
-                Ok(Split {
-                    train: from_csv(Path::new(&a.data), false)?,
-                    test: Some(from_csv(test, false)?),
-                })
-            } else {
-                builtin(&a.data)
-            }
-        }
-        _ => bail!("--x and --y go together"),
-    }
 }
 
 /// Targets as a `[n, c]` matrix: one-hot for classes.
@@ -353,7 +314,12 @@ pub fn parse_feature_list(s: &str) -> Result<Vec<(String, usize)>> {
 
 /// Runs `ntk regress`.
 pub fn run_regress(a: &RegressArgs) -> Result<()> {
-    let split = load_regression_data(a)?;
+    let split = a.data.load(false, Some("digits"))?;
+    if split.test.is_none() {
+        bail!(
+            "a held-out set is needed: give --x-test/--y-test (or --x-test TEST.csv with --data FILE.csv)"
+        );
+    }
     let spec = match &a.spec {
         Some(p) => NetworkSpec::from_file(p)?,
         None => {

@@ -16,20 +16,12 @@ use ntk_nets::{BackendKind, HostArray, Network, NetworkConfig, NetworkSpec, Prec
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Arguments of `ntk train`.
-#[derive(clap::Args, Debug)]
-pub struct TrainArgs {
-    /// Network spec (JSON).
-    #[arg(long)]
-    pub spec: PathBuf,
-    /// Initial weights (PyTorch-layout safetensors); without it the network is random from --seed.
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// Seed of the random initialisation (ignored with --weights) and of the batch shuffling.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+/// Where training (and test) data come from: a bundled dataset, a CSV, or `.npy` pairs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
     /// Bundled dataset (digits: 1437 train / 360 test, 10 classes; diabetes: regression, 354
-    /// train / 88 test) or a CSV file (label in the last column). Or use --x/--y.
+    /// train / 88 test) or a CSV file (label in the last column; its test CSV with
+    /// --x-test). Or use --x/--y.
     #[arg(long)]
     pub data: Option<String>,
     /// Inputs .npy [N, ...] (with --y).
@@ -44,6 +36,76 @@ pub struct TrainArgs {
     /// Test labels .npy.
     #[arg(long)]
     pub y_test: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// Loads the split; `classes`: labels are class ids. `default` is the bundled dataset
+    /// used when no source is given (`None`: an error).
+    pub fn load(&self, classes: bool, default: Option<&str>) -> Result<Split> {
+        match (&self.data, &self.x, &self.y) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                bail!("--data and --x/--y are alternatives: give one")
+            }
+            (Some(d), None, None) => self.named(d, classes),
+            (None, Some(x), Some(y)) => {
+                let train = from_npy(x, y, classes)?;
+                let test = match (&self.x_test, &self.y_test) {
+                    (Some(xt), Some(yt)) => Some(from_npy(xt, yt, classes)?),
+                    (None, None) => None,
+                    _ => bail!("--x-test and --y-test go together"),
+                };
+                Ok(Split { train, test })
+            }
+            (None, Some(_), None) | (None, None, Some(_)) => bail!("--x and --y go together"),
+            (None, None, None) => match default {
+                Some(d) => self.named(d, classes),
+                None => {
+                    bail!("no data: give --data digits|diabetes|FILE.csv or --x X.npy --y Y.npy")
+                }
+            },
+        }
+    }
+
+    /// Whether the labels hold one number per sample (`--y` of shape `[N]` or `[N, 1]`; CSV
+    /// and bundled data always do).
+    pub fn labels_are_one_column(&self) -> Result<bool> {
+        let Some(y) = &self.y else { return Ok(true) };
+        let bytes = std::fs::read(y).with_context(|| format!("reading {}", y.display()))?;
+        let h = ntk_nets::npy_header::parse(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", y.display()))?;
+        Ok(h.shape.len() == 1 || (h.shape.len() == 2 && h.shape[1] == 1))
+    }
+
+    /// A bundled dataset or a CSV (with `--x-test` as its test CSV).
+    fn named(&self, d: &str, classes: bool) -> Result<Split> {
+        if d.ends_with(".csv") || Path::new(d).is_file() {
+            let train = from_csv(Path::new(d), classes)?;
+            let test = self
+                .x_test
+                .as_ref()
+                .map(|p| from_csv(p, classes))
+                .transpose()?;
+            Ok(Split { train, test })
+        } else {
+            builtin(d)
+        }
+    }
+}
+
+/// Arguments of `ntk train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Network spec (JSON).
+    #[arg(long)]
+    pub spec: PathBuf,
+    /// Initial weights (PyTorch-layout safetensors); without it the network is random from --seed.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Seed of the random initialisation (ignored with --weights) and of the batch shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// mse (1/(2·B·O) Σ (f − y)², class labels one-hot) or xent (softmax cross-entropy).
     #[arg(long, default_value = "mse")]
     pub loss: String,
@@ -105,40 +167,6 @@ pub struct ScoreArgs {
     pub dtype: String,
 }
 
-fn load_split(a: &TrainArgs, classes: bool) -> Result<Split> {
-    match (&a.data, &a.x, &a.y) {
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            bail!("--data and --x/--y are alternatives: give one")
-        }
-        (Some(d), None, None) => {
-            if d.ends_with(".csv") || Path::new(d).is_file() {
-                let train = from_csv(Path::new(d), classes)?;
-                let test = a
-                    .x_test
-                    .as_ref()
-                    .map(|p| from_csv(p, classes))
-                    .transpose()?;
-                Ok(Split { train, test })
-            } else {
-                builtin(d)
-            }
-        }
-        (None, Some(x), Some(y)) => {
-            let train = from_npy(x, y, classes)?;
-            let test = match (&a.x_test, &a.y_test) {
-                (Some(xt), Some(yt)) => Some(from_npy(xt, yt, classes)?),
-                (None, None) => None,
-                _ => bail!("--x-test and --y-test go together"),
-            };
-            Ok(Split { train, test })
-        }
-        (None, Some(_), None) | (None, None, Some(_)) => bail!("--x and --y go together"),
-        (None, None, None) => {
-            bail!("no data: give --data digits|diabetes|FILE.csv or --x X.npy --y Y.npy")
-        }
-    }
-}
-
 fn device(backend: &str, dtype: &str) -> Result<(burn::tensor::Device, Precision)> {
     let precision = Precision::parse(dtype).context("--dtype")?;
     let backend = BackendKind::parse(backend).context("--backend")?;
@@ -172,9 +200,10 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
             .with_precision(precision)
             .init(&dev)?,
     };
-    // Class ids for cross-entropy, and for MSE on a network with several outputs.
-    let classes = loss == Loss::Xent || net.n_outputs() > 1;
-    let mut split = load_split(&a, classes)?;
+    // Class ids for cross-entropy, and for MSE on a network with several outputs when the
+    // labels are one number per sample; [N, c] targets are regression targets.
+    let classes = loss == Loss::Xent || (net.n_outputs() > 1 && a.data.labels_are_one_column()?);
+    let mut split = a.data.load(classes, None)?;
     // Let flat data feed an image network (e.g. digits [N, 64] into [1, 8, 8]).
     split.train = split
         .train
