@@ -5,6 +5,11 @@
 //!
 //! `cargo run --release --example nas_scores [OUT_DIR]`
 
+
+// The allocator of the `ntk` binary (the feature maps and kernels allocate many temporaries).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ntk::studies::nas_scores::{Config, run};
 
 fn main() -> anyhow::Result<()> {

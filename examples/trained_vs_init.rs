@@ -5,6 +5,11 @@
 //!
 //! `cargo run --release --example trained_vs_init [OUT_DIR]`
 
+
+// The allocator of the `ntk` binary (the feature maps and kernels allocate many temporaries).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ntk::studies::trained_vs_init::{Config, run};
 
 fn main() -> anyhow::Result<()> {
