@@ -6,7 +6,6 @@
 //! The model is `f(x) = W2 tanh(W1 x)`; its NTK is
 //! `Θ[o, o'] = δ_oo' ⟨h1, h2⟩ + ⟨x1, x2⟩ Σ_j W2[o, j] W2[o', j] (1 - h1_j²)(1 - h2_j²)`.
 
-
 // The allocator of the `ntk` binary (the feature maps and kernels allocate many temporaries).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -6,7 +6,6 @@
 //! `cargo run --release --example features_regression` (the same as
 //! `ntk regress --data digits --features ntksketch:1024,ntksketch:4096,ntkrf:1024,ntkrf:4096`).
 
-
 // The allocator of the `ntk` binary (the feature maps and kernels allocate many temporaries).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -5,7 +5,6 @@
 //!
 //! `cargo run --release --example nas_scores [OUT_DIR]`
 
-
 // The allocator of the `ntk` binary (the feature maps and kernels allocate many temporaries).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

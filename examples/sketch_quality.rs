@@ -6,7 +6,6 @@
 //! `cargo run --release --example sketch_quality -- [N] [d] [dims] [depths] [methods] [seeds]`
 //! (defaults `500 32 1024,4096,16384 1,3 ntkrf,ntksketch 1`), then the polynomial degree.
 
-
 // The allocator of the `ntk` binary (the feature maps and kernels allocate many temporaries).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

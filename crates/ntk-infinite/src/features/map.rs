@@ -351,37 +351,31 @@ impl FeatureMap {
         let mut image_now = image;
         for (layer, geo) in spec.layers.iter().zip(&geometry) {
             let step = match layer {
-                LayerSpec::Dense(d) => {
-                    let (phi_cols, psi_cols) =
-                        affine_dims(kphi, kpsi, 1, d.b_std.is_some(), spec.parameterization);
-                    let reduce_phi =
-                        Reduce::checked(phi_cols, m, geo.index, layer.kind(), &mut rng)?;
-                    let reduce_psi =
-                        Reduce::checked(psi_cols, m, geo.index, layer.kind(), &mut rng)?;
-                    kphi = reduce_phi.output_dim(phi_cols);
-                    kpsi = reduce_psi.output_dim(psi_cols);
-                    Some(Step::Affine {
-                        conv: None,
-                        kernel: [1, 1],
-                        weight_std: d.w_std,
-                        bias_std: d.b_std,
-                        fan_in: geo.fan_in,
-                        parameterization: spec.parameterization,
-                        reduce_phi,
-                        reduce_psi,
-                    })
-                }
-                LayerSpec::Conv2d(c) => {
-                    let FeatureShape::Image { h, w, .. } = geo.output else {
-                        return Err(unsupported(
-                            geo.index,
-                            layer.kind(),
-                            "conv2d without an image output",
-                        ));
+                LayerSpec::Dense(_) | LayerSpec::Conv2d(_) => {
+                    // (conv geometry, kernel, w_std, b_std) of the affine layer.
+                    let (conv, kernel, w_std, b_std) = match layer {
+                        LayerSpec::Conv2d(c) => {
+                            let FeatureShape::Image { h, w, .. } = geo.output else {
+                                return Err(unsupported(
+                                    geo.index,
+                                    layer.kind(),
+                                    "conv2d without an image output",
+                                ));
+                            };
+                            let g = ConvGeometry {
+                                kernel: c.kernel,
+                                stride: c.stride,
+                                pad_before: [geo.padding[0].0, geo.padding[1].0],
+                                out: [h, w],
+                            };
+                            (Some(g), c.kernel, c.w_std, c.b_std)
+                        }
+                        LayerSpec::Dense(d) => (None, [1, 1], d.w_std, d.b_std),
+                        _ => unreachable!("matched above"),
                     };
-                    let taps = c.kernel[0] * c.kernel[1];
+                    let taps = kernel[0] * kernel[1];
                     let (phi_cols, psi_cols) =
-                        affine_dims(kphi, kpsi, taps, c.b_std.is_some(), spec.parameterization);
+                        affine_dims(kphi, kpsi, taps, b_std.is_some(), spec.parameterization);
                     let reduce_phi =
                         Reduce::checked(phi_cols, m, geo.index, layer.kind(), &mut rng)?;
                     let reduce_psi =
@@ -389,15 +383,10 @@ impl FeatureMap {
                     kphi = reduce_phi.output_dim(phi_cols);
                     kpsi = reduce_psi.output_dim(psi_cols);
                     Some(Step::Affine {
-                        conv: Some(ConvGeometry {
-                            kernel: c.kernel,
-                            stride: c.stride,
-                            pad_before: [geo.padding[0].0, geo.padding[1].0],
-                            out: [h, w],
-                        }),
-                        kernel: c.kernel,
-                        weight_std: c.w_std,
-                        bias_std: c.b_std,
+                        conv,
+                        kernel,
+                        weight_std: w_std,
+                        bias_std: b_std,
                         fan_in: geo.fan_in,
                         parameterization: spec.parameterization,
                         reduce_phi,
