@@ -37,7 +37,17 @@ fn main() -> anyhow::Result<()> {
         t0.elapsed().as_secs_f64(),
         r.csv.display()
     );
-    let accs: Vec<f64> = r.accuracy.iter().flatten().copied().collect();
+    let accs: Vec<f64> = r
+        .accuracy
+        .iter()
+        .filter_map(|a| a.as_ref().ok())
+        .copied()
+        .collect();
+    for (row, a) in r.rows.iter().zip(&r.accuracy) {
+        if let (None, Err(e)) = (&row.error, a) {
+            eprintln!("{}: {e}", row.name);
+        }
+    }
     let mean = accs.iter().sum::<f64>() / accs.len().max(1) as f64;
     println!(
         "short-training test accuracy: mean {:.1}% over {} candidates",

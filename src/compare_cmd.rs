@@ -111,18 +111,18 @@ pub struct CompareReport {
     pub features: Vec<FeatureErrors>,
 }
 
-/// `spec` with every hidden dense layer `width` wide and every conv2d `width` channels
-/// (the last dense layer, the readout, is kept).
+/// `spec` with every hidden dense layer `width` wide and every hidden conv2d `width`
+/// channels; the last layer with parameters (the readout, dense or conv) is kept.
 pub fn with_hidden_width(spec: &NetworkSpec, width: usize) -> NetworkSpec {
     let readout = spec
         .layers
         .iter()
-        .rposition(|l| matches!(l, LayerSpec::Dense(_)));
+        .rposition(|l| matches!(l, LayerSpec::Dense(_) | LayerSpec::Conv2d(_)));
     let mut s = spec.clone();
     for (i, layer) in s.layers.iter_mut().enumerate() {
         match layer {
             LayerSpec::Dense(d) if Some(i) != readout => d.width = width,
-            LayerSpec::Conv2d(c) => c.channels = width,
+            LayerSpec::Conv2d(c) if Some(i) != readout => c.channels = width,
             _ => {}
         }
     }
@@ -189,15 +189,12 @@ pub fn run(a: &CompareArgs) -> Result<()> {
         ProgressStyle::with_template("networks [{bar:30}] {pos}/{len} {elapsed} eta {eta} {msg}")
             .expect("valid template"),
     );
-    // The exact NTK depends on the widths only under the standard parameterization.
+    // The exact NTK depends on the widths only under the standard parameterization. The
+    // features are compared with the exact kernel of the same network: the spec at the
+    // first width.
+    let base_spec = with_hidden_width(&spec, widths[0]);
     let t0 = Instant::now();
-    let exact_base = kernels(
-        &with_hidden_width(&spec, widths[0]),
-        &x1,
-        x2.as_ref(),
-        &opts,
-    )?
-    .ntk;
+    let exact_base = kernels(&base_spec, &x1, x2.as_ref(), &opts)?.ntk;
     let exact_seconds = t0.elapsed().as_secs_f64();
     let mut empirical = Vec::new();
     for &w in &widths {
@@ -246,7 +243,7 @@ pub fn run(a: &CompareArgs) -> Result<()> {
         for seed in 0..a.seeds {
             let t = Instant::now();
             let map = FeatureMap::new(
-                &spec,
+                &base_spec,
                 &FeatureOptions {
                     method: FeatureMethod::parse(method)?,
                     dim: *dim,
@@ -415,6 +412,22 @@ mod tests {
             })
             .collect();
         assert_eq!(widths, vec![7, 7, 2]);
+        // An all-conv net keeps its last conv (the readout).
+        let conv = NetworkSpec::from_json(
+            r#"{"input_shape":[1,4,4],"layers":[{"type":"conv2d","channels":3,"kernel":[3,3]},{"type":"relu"},
+            {"type":"conv2d","channels":2,"kernel":[3,3]},{"type":"global_avg_pool"}]}"#,
+        )
+        .unwrap();
+        let s = with_hidden_width(&conv, 9);
+        let ch: Vec<usize> = s
+            .layers
+            .iter()
+            .filter_map(|l| match l {
+                LayerSpec::Conv2d(c) => Some(c.channels),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ch, vec![9, 2]);
         assert!(parse_widths("64,x").is_err() && parse_widths("0").is_err());
     }
 }

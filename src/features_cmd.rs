@@ -106,6 +106,9 @@ pub fn run_features(a: &FeaturesArgs) -> Result<()> {
     }
     .min(n);
     let m = map.dim();
+    if a.out_other.as_ref() == Some(&a.out) {
+        bail!("--out and --out-other must be different files");
+    }
     let mut out = NpyWriter::create(&a.out, &[n, m], kind)?;
     let mut other = a
         .out_other
@@ -250,6 +253,12 @@ pub fn regress(
     let xtr = crate::train::reshape_inputs(&split.train.x, &spec.input_shape)?;
     let xte = crate::train::reshape_inputs(&test.x, &spec.input_shape)?;
     let (y, c) = target_matrix(&split.train.y);
+    let c_test = target_matrix(&test.y).1;
+    if c == 0 || c != c_test {
+        bail!(
+            "train targets have {c} column(s) and test targets {c_test}: they must agree and be at least 1"
+        );
+    }
     let (n, nt) = (xtr.len(), xte.len());
     let ymat = Matrix::new("train targets", &y, n, c)?;
     let mut results = Vec::new();

@@ -78,7 +78,10 @@ impl DataArgs {
 
     /// A bundled dataset or a CSV (with `--x-test` as its test CSV).
     fn named(&self, d: &str, classes: bool) -> Result<Split> {
-        if d.ends_with(".csv") || Path::new(d).is_file() {
+        if self.y_test.is_some() {
+            bail!("--y-test goes with --x/--y (a CSV's test labels are in its --x-test CSV)");
+        }
+        if d.ends_with(".csv") || (d != "digits" && d != "diabetes" && Path::new(d).is_file()) {
             let train = from_csv(Path::new(d), classes)?;
             let test = self
                 .x_test
@@ -87,6 +90,9 @@ impl DataArgs {
                 .transpose()?;
             Ok(Split { train, test })
         } else {
+            if self.x_test.is_some() {
+                bail!("--x-test: the bundled {d:?} has its own test split");
+            }
             builtin(d)
         }
     }

@@ -461,11 +461,13 @@ fn the_cli_survives_random_argument_lists() {
             args.push("--no-such-flag".into());
         }
         let t = Instant::now();
+        // stderr to a file: a pipe read only after exit could fill and block the child.
+        let err_path = tmp.join("stderr.txt");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ntk"))
             .args(&args)
             .current_dir(&tmp)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&err_path).unwrap())
             .spawn()
             .unwrap();
         let status = loop {
@@ -478,8 +480,7 @@ fn the_cli_survives_random_argument_lists() {
             }
             std::thread::sleep(Duration::from_millis(2));
         };
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        let stderr = String::from_utf8_lossy(&std::fs::read(&err_path).unwrap()).into_owned();
         let code = status.code().unwrap_or(-1);
         assert!(
             matches!(code, 0..=2) && !stderr.contains("panicked"),

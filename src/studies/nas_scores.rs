@@ -45,8 +45,9 @@ impl Default for Config {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub rows: Vec<ScoreRow>,
-    /// Test accuracy after the short training, per row (`None` for failed candidates).
-    pub accuracy: Vec<Option<f64>>,
+    /// Test accuracy after the short training, per row, or why there is none (the
+    /// candidate failed to score, or its training failed).
+    pub accuracy: Vec<std::result::Result<f64, String>>,
     /// `(score name, Spearman ρ with accuracy)` over the candidates that scored.
     pub spearman: Vec<(&'static str, f64)>,
     pub csv: PathBuf,
@@ -131,7 +132,7 @@ pub fn run(cfg: &Config, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Rep
     );
     let done = std::sync::atomic::AtomicUsize::new(0);
     let total = cands.len();
-    let accuracy: Vec<Option<f64>> = cands
+    let accuracy: Vec<std::result::Result<f64, String>> = cands
         .par_iter()
         .zip(&rows)
         .map(|(c, row)| {
@@ -169,8 +170,8 @@ pub fn run(cfg: &Config, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Rep
                         .accuracy
                         .unwrap_or(f64::NAN))
                 })()
-                .ok(),
-                _ => None,
+                .map_err(|e| format!("training: {e:#}")),
+                _ => Err("not scored".to_string()),
             };
             progress(
                 done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
@@ -180,11 +181,7 @@ pub fn run(cfg: &Config, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Rep
         })
         .collect();
     let ok: Vec<usize> = (0..rows.len())
-        .filter(|&i| rows[i].error.is_none() && accuracy[i].is_some_and(f64::is_finite))
-        .collect();
-    let acc: Vec<f64> = ok
-        .iter()
-        .map(|&i| accuracy[i].unwrap_or(f64::NAN))
+        .filter(|&i| rows[i].error.is_none() && accuracy[i].as_ref().is_ok_and(|a| a.is_finite()))
         .collect();
     type Score = fn(&ScoreRow) -> f64;
     let scores: [(&'static str, Score); 6] = [
@@ -198,18 +195,24 @@ pub fn run(cfg: &Config, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Rep
     let spearman: Vec<(&'static str, f64)> = scores
         .iter()
         .map(|(name, f)| {
-            let v: Vec<f64> = ok.iter().map(|&i| f(&rows[i])).collect();
-            (*name, spearman(&v, &acc))
+            // Candidates whose score is finite (a NaN would take a rank of its own).
+            let (v, a): (Vec<f64>, Vec<f64>) = ok
+                .iter()
+                .filter(|&&i| f(&rows[i]).is_finite())
+                .map(|&i| (f(&rows[i]), *accuracy[i].as_ref().expect("filtered")))
+                .unzip();
+            (*name, spearman(&v, &a))
         })
         .collect();
     let csv = cfg.out_dir.join("nas_scores.csv");
-    let mut text = format!("{CSV_HEADER},short_training_test_accuracy\n");
+    let mut text = format!("{CSV_HEADER},short_training_test_accuracy,short_training_error\n");
     for (r, a) in rows.iter().zip(&accuracy) {
-        text += &format!(
-            "{},{}\n",
-            r.csv_line(),
-            a.map_or(String::new(), |a| a.to_string())
-        );
+        let (acc, err) = match a {
+            Ok(a) => (a.to_string(), String::new()),
+            Err(_) if r.error.is_some() => (String::new(), String::new()),
+            Err(e) => (String::new(), format!("\"{}\"", e.replace('"', "'"))),
+        };
+        text += &format!("{},{acc},{err}\n", r.csv_line());
     }
     ntk_nets::array::write_atomic(&csv, text.as_bytes())?;
     Ok(Report {

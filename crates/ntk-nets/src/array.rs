@@ -215,8 +215,8 @@ pub struct NpyRows {
     layout: NpyLayout,
 }
 
-/// Bytes read to find the header (npy headers are a few hundred bytes).
-const HEADER_PROBE: usize = 1 << 16;
+/// Bytes read to find the header: the longest header [`crate::npy_header`] accepts.
+const HEADER_PROBE: usize = crate::npy_header::MAX_HEADER + 12;
 
 impl NpyRows {
     /// Opens `path` and checks its header.
@@ -261,7 +261,7 @@ impl NpyRows {
 
     /// Rows `start..start + count` (clipped to the end) as `[count, ...]`.
     pub fn read(&mut self, start: usize, count: usize) -> Result<HostArray> {
-        use std::os::unix::fs::FileExt;
+        use std::io::{Read, Seek, SeekFrom};
         let rows = self.rows();
         let start = start.min(rows);
         let count = count.min(rows - start);
@@ -273,7 +273,8 @@ impl NpyRows {
         let mut bytes = vec![0u8; count * per_row * width];
         let offset = self.layout.data_start + start * per_row * width;
         self.file
-            .read_exact_at(&mut bytes, offset as u64)
+            .seek(SeekFrom::Start(offset as u64))
+            .and_then(|_| self.file.read_exact(&mut bytes))
             .map_err(|e| NetsError::io(&self.path, e))?;
         let mut shape = self.layout.shape.clone();
         shape[0] = count;
@@ -330,7 +331,7 @@ impl NpyWriter {
             .ok_or_else(|| array_err(&path, "not a file name"))?
             .to_string_lossy()
             .into_owned();
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let tmp = dir.join(temporary_name(&name));
         let file = std::fs::File::create(&tmp).map_err(|e| NetsError::io(&path, e))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         out.write_all(&npy_header(shape, kind))
@@ -379,11 +380,15 @@ impl NpyWriter {
             ));
         }
         let out = self.out.take().expect("open until finish");
-        let file = out
+        let result = out
             .into_inner()
-            .map_err(|e| NetsError::io(&self.path, e.into_error()))?;
-        file.sync_all().map_err(|e| NetsError::io(&self.path, e))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| NetsError::io(&self.path, e))
+            .map_err(|e| e.into_error())
+            .and_then(|file| file.sync_all())
+            .and_then(|()| std::fs::rename(&self.tmp, &self.path));
+        result.map_err(|e| {
+            let _ = std::fs::remove_file(&self.tmp);
+            NetsError::io(&self.path, e)
+        })
     }
 }
 
@@ -393,6 +398,14 @@ impl Drop for NpyWriter {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// A temporary name for `name` in the same folder, unique within the process (pid and a
+/// counter), so that two writers of one process never share one.
+fn temporary_name(name: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let k = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(".{name}.tmp-{}-{k}", std::process::id())
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed and
@@ -409,7 +422,7 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         .ok_or_else(|| array_err(path, "not a file name"))?
         .to_string_lossy()
         .into_owned();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(temporary_name(&name));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -3,13 +3,31 @@
 
 use crate::error::{NetsError, Result};
 
-/// Bytes of memory the system reports as available (Linux `MemAvailable` in
-/// `/proc/meminfo`), or `None` where that is not known.
+/// Bytes of memory this process can expect to get: the system's `MemAvailable`
+/// (`/proc/meminfo`), or less under a cgroup (v2 `memory.max` minus `memory.current`, as in
+/// containers and job schedulers); `None` where neither is known.
 pub fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
+    let system = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        });
+    let read = |f: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{f}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    // "max" (no limit) does not parse: no cgroup bound.
+    let cgroup =
+        read("memory.max").map(|max| max.saturating_sub(read("memory.current").unwrap_or(0)));
+    match (system, cgroup) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Fails with [`NetsError::TooLarge`] when `needed` bytes exceed the available memory

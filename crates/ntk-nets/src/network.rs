@@ -79,15 +79,19 @@ impl NetworkConfig {
     }
 }
 
+/// Peak bytes per parameter while a network is built: the host f64 values, the copy made
+/// for each tensor's upload, and the device tensor (f64 at most).
+const PARAMETER_BYTES: u128 = 24;
+
 /// Random parameters for a spec, in PyTorch layout: per parametrised layer the weight then
 /// the bias, from a ChaCha8 stream seeded with `seed`. NTK parameterization: raw standard
 /// normals; standard: `weight ~ N(0, w_std²/fan_in)`, `bias ~ N(0, b_std²)`.
 pub fn random_params(spec: &NetworkSpec, seed: u64) -> Result<BTreeMap<String, HostArray>> {
     let geometry = spec.analyse()?;
-    // Host f64 copies, then the device tensors (at most f64 as well).
+    // Host f64 values, a copy per tensor on upload, then the device tensors (at most f64).
     crate::memory::check_fits(
         &format!("the {} parameters of this network", spec.n_params()?),
-        spec.n_params()? as u128 * 16,
+        spec.n_params()? as u128 * PARAMETER_BYTES,
     )?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut out = BTreeMap::new();
@@ -155,7 +159,7 @@ impl Network {
         let geometry = spec.analyse()?;
         crate::memory::check_fits(
             &format!("the {} parameters of this network", spec.n_params()?),
-            spec.n_params()? as u128 * 16,
+            spec.n_params()? as u128 * PARAMETER_BYTES,
         )?;
         let params = weights::read_safetensors(path)?;
         weights::check_against(path, &params, &geometry)?;

@@ -24,7 +24,7 @@ pub struct NpyHeader {
 }
 
 /// Longest header text accepted (NumPy itself writes a few hundred bytes).
-const MAX_HEADER: usize = 1 << 20;
+pub const MAX_HEADER: usize = 1 << 20;
 /// Deepest nesting of the dict literal.
 const MAX_DEPTH: usize = 16;
 

@@ -309,6 +309,9 @@ impl FullGram {
         let (n2, k, bs) = (self.n2, self.k, self.block_samples());
         let row = n2 * k;
         let mut out = vec![0.0; self.n1 * n2 * k * k];
+        if out.is_empty() {
+            return out;
+        }
         out.par_chunks_mut(n2 * k * k)
             .enumerate()
             .for_each(|(a, out_a)| {
@@ -339,6 +342,9 @@ fn add_values<T: Real>(acc: &mut [T], v: &[T]) {
 
 fn identity_into<T: Real>(acc: &mut [T], n2: usize, k: usize, coeff: &PairCoeff) {
     let row = n2 * k;
+    if acc.is_empty() {
+        return;
+    }
     acc.par_chunks_mut(row)
         .enumerate()
         .for_each(|(r, acc_row)| {
