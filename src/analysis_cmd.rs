@@ -219,6 +219,7 @@ pub fn run_analyze(a: AnalyzeArgs) -> Result<()> {
             dir,
             a.spec.as_deref(),
             a.x.as_deref(),
+            a.y.as_deref(),
             a.json.as_deref(),
             a.plot.as_deref(),
             &a.dtype,

@@ -350,6 +350,11 @@ pub struct CheckpointStats {
     pub lambda_min: f64,
     pub condition_number: Option<f64>,
     pub effective_rank: f64,
+    /// `2n/λmax`: the largest stable full-batch learning rate for the MSE `1/(2n) Σ‖f − y‖²`.
+    pub max_learning_rate: f64,
+    /// Kernel-target alignment with the labels (raw and centred), when labels are given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alignment: Option<ntk_analysis::alignment::Alignment>,
     /// All eigenvalues, descending.
     pub eigenvalues: Vec<f64>,
 }
@@ -364,12 +369,14 @@ pub struct CheckpointReport {
     pub velocity: Vec<f64>,
 }
 
-/// The trace NTK on `x` at every checkpoint of `dir`, its distance from the first
-/// checkpoint and the velocity between successive ones. `progress(done, total)`.
+/// The trace NTK on `x` at every checkpoint of `dir`, its spectrum, distance from the first
+/// checkpoint and the velocity between successive ones, and its alignment with `y`
+/// (`[n, c]` row-major, e.g. one-hot labels) when given. `progress(done, total)`.
 pub fn analyze_checkpoints(
     dir: &Path,
     spec: &NetworkSpec,
     x: &HostArray,
+    y: Option<(&[f64], usize)>,
     device: &burn::tensor::Device,
     precision: Precision,
     progress: &mut dyn FnMut(usize, usize),
@@ -403,6 +410,11 @@ pub fn analyze_checkpoints(
             lambda_min: s.lambda_min,
             condition_number: s.condition_number.is_finite().then_some(s.condition_number),
             effective_rank: s.effective_rank_participation,
+            max_learning_rate: s.max_learning_rate,
+            alignment: y
+                .map(|(y, c)| ntk_analysis::alignment::alignment(k, n, y, c))
+                .transpose()
+                .with_context(|| format!("{}: alignment", path.display()))?,
             eigenvalues: s.eigenvalues,
         });
     }
@@ -463,11 +475,12 @@ pub fn checkpoint_panels(r: &CheckpointReport) -> Vec<Panel> {
     vec![spectrum, dist]
 }
 
-/// `ntk analyze --checkpoints DIR --spec S --x X.npy [--json J] [--plot P.png]`.
+/// `ntk analyze --checkpoints DIR --spec S --x X.npy [--y Y.npy] [--json J] [--plot P.png]`.
 pub fn run_analyze_checkpoints(
     dir: &Path,
     spec: Option<&Path>,
     x: Option<&Path>,
+    y: Option<&Path>,
     json: Option<&Path>,
     plot: Option<&Path>,
     dtype: &str,
@@ -491,14 +504,57 @@ pub fn run_analyze_checkpoints(
         ProgressStyle::with_template("checkpoints [{bar:30}] {pos}/{len} {elapsed}")
             .expect("valid template"),
     );
-    let r = analyze_checkpoints(dir, &spec, &xa, &dev, precision, &mut |d, t| {
-        bar.set_length(t as u64);
-        bar.set_position(d as u64);
-    })?;
+    // Labels: class ids (one-hot) or real targets [n] / [n, c].
+    let targets = match y {
+        Some(p) => {
+            let raw = crate::train::read_labels(p)?;
+            if raw.shape.first() != Some(&xa.len()) {
+                bail!(
+                    "{}: {} rows of labels for {} inputs",
+                    p.display(),
+                    raw.shape.first().unwrap_or(&0),
+                    xa.len()
+                );
+            }
+            let ids = raw.shape.len() == 1
+                && raw
+                    .data
+                    .iter()
+                    .all(|v| *v >= 0.0 && v.fract() == 0.0 && *v < 1e6);
+            let c = if ids {
+                raw.data.iter().fold(0.0f64, |m, v| m.max(*v)) as usize + 1
+            } else {
+                raw.shape.get(1).copied().unwrap_or(1)
+            };
+            let m = if ids {
+                let mut m = vec![0.0; xa.len() * c];
+                for (i, v) in raw.data.iter().enumerate() {
+                    m[i * c + *v as usize] = 1.0;
+                }
+                m
+            } else {
+                raw.data
+            };
+            Some((m, c))
+        }
+        None => None,
+    };
+    let r = analyze_checkpoints(
+        dir,
+        &spec,
+        &xa,
+        targets.as_ref().map(|(m, c)| (m.as_slice(), *c)),
+        &dev,
+        precision,
+        &mut |d, t| {
+            bar.set_length(t as u64);
+            bar.set_position(d as u64);
+        },
+    )?;
     bar.finish_and_clear();
     println!(
-        "{:>6} {:>12} {:>12} {:>12} {:>10} {:>10}",
-        "epoch", "dist_init", "trace", "lambda_max", "eff_rank", "velocity"
+        "{:>6} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10}",
+        "epoch", "dist_init", "trace", "lambda_max", "eff_rank", "max_lr", "align_c", "velocity"
     );
     for (i, c) in r.checkpoints.iter().enumerate() {
         let v = if i == 0 {
@@ -506,9 +562,19 @@ pub fn run_analyze_checkpoints(
         } else {
             format!("{:.3e}", r.velocity[i - 1])
         };
+        let align = c
+            .alignment
+            .map_or("-".to_string(), |a| format!("{:.4}", a.centered));
         println!(
-            "{:>6} {:>12.4e} {:>12.4e} {:>12.4e} {:>10.2} {:>10}",
-            c.epoch, c.distance_from_init, c.trace, c.lambda_max, c.effective_rank, v
+            "{:>6} {:>12.4e} {:>12.4e} {:>12.4e} {:>10.2} {:>10.3e} {:>10} {:>10}",
+            c.epoch,
+            c.distance_from_init,
+            c.trace,
+            c.lambda_max,
+            c.effective_rank,
+            c.max_learning_rate,
+            align,
+            v
         );
     }
     if let Some(j) = json {

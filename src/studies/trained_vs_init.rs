@@ -307,10 +307,12 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     )?;
     progress("trace NTK at every checkpoint");
     let probe = first(&test, cfg.probe);
+    let probe_y = probe.y.matrix(10)?;
     let checkpoints = analyze_checkpoints(
         &ckpt,
         &spec,
         &probe.x,
+        Some((&probe_y, 10)),
         &device,
         Precision::F64,
         &mut |_, _| {},
