@@ -298,14 +298,9 @@ pub fn kernel(
                 let v = readout.weight.val().mul_scalar(readout.weight_scale);
                 let f = v.dims()[1];
                 let carry = |ins: &[Features], n: usize| {
-                    let mut u = Features::Flat(Tensor::ones([n, f], (&device, net.dtype())));
-                    for l in (i + 1..net.layers.len() - 1).rev() {
-                        let Layer::Stateless(st) = &net.layers[l] else {
-                            unreachable!("checked by factored_readout_after")
-                        };
-                        u = cotangent::stateless_vjp(st.op, &ins[l], u, 1);
-                    }
-                    u.flat().expect("dense output cotangent")
+                    ones_carried_back(net, ins, i, n, f)
+                        .flat()
+                        .expect("dense output cotangent")
                 };
                 let d1 = carry(&in1, n1);
                 let d2 = (!same).then(|| carry(in2_ref, n2));
@@ -333,16 +328,10 @@ pub fn kernel(
                 // All-ones seed at the readout's input, carried back to this layer's output.
                 let v = readout_seeds(net, sum_of_logits);
                 let c = v.dims()[1];
-                let ones = |n: usize| Features::Flat(Tensor::ones([n, c], (&device, net.dtype())));
                 let carry = |ins: &[Features], n: usize| {
-                    let mut u = ones(n);
-                    for l in (i + 1..net.layers.len() - 1).rev() {
-                        let Layer::Stateless(st) = &net.layers[l] else {
-                            unreachable!("checked by pooled_readout_after")
-                        };
-                        u = cotangent::stateless_vjp(st.op, &ins[l], u, 1);
-                    }
-                    u.image().expect("conv output cotangent")
+                    ones_carried_back(net, ins, i, n, c)
+                        .image()
+                        .expect("conv output cotangent")
                 };
                 let u1 = carry(&in1, n1);
                 let u2 = (!same).then(|| carry(in2_ref, n2));
@@ -430,6 +419,27 @@ pub fn pooled_readout_after(net: &Network, i: usize) -> bool {
         }
     }
     pooled
+}
+
+/// An all-ones cotangent `[n, width]` at the readout's input, carried back through the
+/// parameter-free layers between layer `i` and the readout to layer `i`'s output (one
+/// seed, `K = 1`). `ins`: the forward inputs of every layer. The callers check that only
+/// stateless layers lie in between ([`factored_readout_after`], [`pooled_readout_after`]).
+fn ones_carried_back(
+    net: &Network,
+    ins: &[Features],
+    i: usize,
+    n: usize,
+    width: usize,
+) -> Features {
+    let mut u = Features::Flat(Tensor::ones([n, width], (&net.device(), net.dtype())));
+    for l in (i + 1..net.layers.len() - 1).rev() {
+        let Layer::Stateless(st) = &net.layers[l] else {
+            unreachable!("only parameter-free layers between layer i and the readout")
+        };
+        u = cotangent::stateless_vjp(st.op, &ins[l], u, 1);
+    }
+    u
 }
 
 /// Whether dense layer `i` is followed only by elementwise activations and then the final

@@ -155,6 +155,23 @@ impl Reduce {
         Reduce((cols > 2 * dim).then(|| Srht::new(cols, dim, rng)))
     }
 
+    /// The reductions of a layer's NNGP and NTK features of `cols` columns (drawn in that
+    /// order), updating the running widths `k` to their outputs.
+    fn pair(
+        cols: (usize, usize),
+        k: (&mut usize, &mut usize),
+        dim: usize,
+        index: usize,
+        kind: &str,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(Self, Self)> {
+        let phi = Reduce::checked(cols.0, dim, index, kind, rng)?;
+        let psi = Reduce::checked(cols.1, dim, index, kind, rng)?;
+        *k.0 = phi.output_dim(cols.0);
+        *k.1 = psi.output_dim(cols.1);
+        Ok((phi, psi))
+    }
+
     /// As [`Reduce::new`], refusing widths whose transform would not fit in memory.
     fn checked(
         cols: usize,
@@ -374,14 +391,16 @@ impl FeatureMap {
                         _ => unreachable!("matched above"),
                     };
                     let taps = kernel[0] * kernel[1];
-                    let (phi_cols, psi_cols) =
+                    let cols =
                         affine_dims(kphi, kpsi, taps, b_std.is_some(), spec.parameterization);
-                    let reduce_phi =
-                        Reduce::checked(phi_cols, m, geo.index, layer.kind(), &mut rng)?;
-                    let reduce_psi =
-                        Reduce::checked(psi_cols, m, geo.index, layer.kind(), &mut rng)?;
-                    kphi = reduce_phi.output_dim(phi_cols);
-                    kpsi = reduce_psi.output_dim(psi_cols);
+                    let (reduce_phi, reduce_psi) = Reduce::pair(
+                        cols,
+                        (&mut kphi, &mut kpsi),
+                        m,
+                        geo.index,
+                        layer.kind(),
+                        &mut rng,
+                    )?;
                     Some(Step::Affine {
                         conv,
                         kernel,
@@ -480,14 +499,15 @@ impl FeatureMap {
                         unreachable!("an image before flatten")
                     };
                     image_now = false;
-                    let (phi_cols, psi_cols) =
-                        (kphi.saturating_mul(h * w), kpsi.saturating_mul(h * w));
-                    let reduce_phi =
-                        Reduce::checked(phi_cols, m, geo.index, layer.kind(), &mut rng)?;
-                    let reduce_psi =
-                        Reduce::checked(psi_cols, m, geo.index, layer.kind(), &mut rng)?;
-                    kphi = reduce_phi.output_dim(phi_cols);
-                    kpsi = reduce_psi.output_dim(psi_cols);
+                    let cols = (kphi.saturating_mul(h * w), kpsi.saturating_mul(h * w));
+                    let (reduce_phi, reduce_psi) = Reduce::pair(
+                        cols,
+                        (&mut kphi, &mut kpsi),
+                        m,
+                        geo.index,
+                        layer.kind(),
+                        &mut rng,
+                    )?;
                     Some(Step::Flatten {
                         reduce_phi,
                         reduce_psi,
