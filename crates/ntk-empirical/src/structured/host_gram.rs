@@ -70,12 +70,32 @@ pub fn reset_contraction_stats() {
 /// 320 rows beat 8 of 160 for 1280 rows, 4 of 160 beat 2 of 320 for 640 rows).
 const BLOCK_ROWS: (usize, usize) = (160, 320);
 
+/// Rows (`samples · K`) of each part a diagonal block is cut into (see [`pieces`]), at
+/// least two parts a block: smaller parts skip more of the lower triangle, larger ones run
+/// closer to the GEMM peak.
+const DIAGONAL_PART_ROWS: usize = 160;
+
+/// How the rows of the accumulator are cut: blocks of `samples` samples (the unit of
+/// parallel work), and with symmetry each diagonal block into parts of `part` samples.
+#[derive(Debug, Clone, Copy)]
+struct Blocking {
+    samples: usize,
+    part: usize,
+}
+
 /// GEMMs with fewer multiply-adds than this run on one thread.
 const PARALLEL_MACS: usize = 1 << 21;
 
 /// A floating-point type the host path computes in.
 trait Real:
-    Element + Copy + Send + Sync + 'static + std::ops::AddAssign + std::ops::Mul<Output = Self>
+    Element
+    + Copy
+    + Send
+    + Sync
+    + PartialEq
+    + 'static
+    + std::ops::AddAssign
+    + std::ops::Mul<Output = Self>
 {
     const ZERO: Self;
     const ONE: Self;
@@ -134,6 +154,10 @@ impl PairCoeff {
         }
     }
 
+    fn at_as<T: Real>(&self, a: usize, b: usize, n2: usize) -> T {
+        T::from_f64(self.at(a, b, n2))
+    }
+
     fn row<T: Real>(&self, n1: usize, n2: usize) -> Vec<T> {
         match self {
             PairCoeff::Scalar(c) => vec![T::from_f64(*c); n2],
@@ -184,10 +208,15 @@ impl FullGram {
         }
     }
 
-    /// Samples per GEMM row block.
-    fn block_samples(&self) -> usize {
+    /// Samples per GEMM row block, and per part of a diagonal block.
+    fn blocking(&self) -> Blocking {
         let rows = (self.n1 * self.k / 4).clamp(BLOCK_ROWS.0, BLOCK_ROWS.1);
-        (rows / self.k).max(1)
+        let samples = (rows / self.k).max(1);
+        let parts = (samples * self.k / DIAGONAL_PART_ROWS).clamp(2, samples.max(2));
+        Blocking {
+            samples,
+            part: samples.div_ceil(parts).max(1),
+        }
     }
 
     /// `Θ[n1, k, n2, k'] += c[n1, n2] · Σ_f u1[n1, k, f] u2[n2, k', f]`.
@@ -202,7 +231,7 @@ impl FullGram {
             self.symmetric,
             "u2 = None exactly when symmetric"
         );
-        let bs = self.block_samples();
+        let bs = self.blocking();
         let (n2, symmetric) = (self.n2, self.symmetric);
         let t0 = Instant::now();
         let flops = match &mut self.data {
@@ -246,7 +275,7 @@ impl FullGram {
             self.symmetric,
             "d2 = None exactly when symmetric"
         );
-        let bs = self.block_samples();
+        let bs = self.blocking();
         let dims = (n1, self.n2, self.k, f);
         let symmetric = self.symmetric;
         let t0 = Instant::now();
@@ -306,13 +335,17 @@ impl FullGram {
     }
 
     fn permuted<T: Real>(&self, acc: &[T]) -> Vec<f64> {
-        let (n2, k, bs) = (self.n2, self.k, self.block_samples());
+        let (n2, k, bs) = (self.n2, self.k, self.blocking());
         let row = n2 * k;
-        let mut out = vec![0.0; self.n1 * n2 * k * k];
-        if out.is_empty() {
+        let len = self.n1 * n2 * k * k;
+        // Every entry is written below, so the output is not zeroed first (a full pass
+        // over the largest buffer of the run).
+        let mut out: Vec<f64> = Vec::with_capacity(len);
+        if len == 0 {
             return out;
         }
-        out.par_chunks_mut(n2 * k * k)
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(n2 * k * k)
             .enumerate()
             .for_each(|(a, out_a)| {
                 let first = computed_from(bs, self.n1, a);
@@ -320,17 +353,23 @@ impl FullGram {
                     // Entries before `first` were not computed: read the mirror.
                     let mirrored = self.symmetric && b < first;
                     for p in 0..k {
-                        for q in 0..k {
-                            let v = if mirrored {
-                                acc[(b * k + q) * row + a * k + p]
-                            } else {
-                                acc[(a * k + p) * row + b * k + q]
-                            };
-                            out_a[(b * k + p) * k + q] = v.to_f64();
+                        let dst = &mut out_a[(b * k + p) * k..(b * k + p + 1) * k];
+                        if mirrored {
+                            for (q, d) in dst.iter_mut().enumerate() {
+                                d.write(acc[(b * k + q) * row + a * k + p].to_f64());
+                            }
+                        } else {
+                            let src = &acc[(a * k + p) * row + b * k..][..k];
+                            for (d, &v) in dst.iter_mut().zip(src) {
+                                d.write(v.to_f64());
+                            }
                         }
                     }
                 }
             });
+        // SAFETY: the loop above wrote all `len` entries (each chunk of n2·k·k values is
+        // covered by b < n2, p < k, q < k).
+        unsafe { out.set_len(len) };
         out
     }
 }
@@ -401,15 +440,15 @@ fn rows_times_rows_t<T: Real>(
     }
 }
 
-/// The first sample column computed for row sample `a` of a symmetric kernel with row
-/// blocks of `bs` samples: the start of `a`'s half block. Each block `[s, e)` is contracted
-/// as three rectangles ([`pieces`]): its rows against the columns after it, and its two
-/// halves against the diagonal square from their own start, so the lower half of each
-/// diagonal block is skipped too ((B·(B−1)/2 + 3B/4)/B² of the work for B blocks).
-fn computed_from(bs: usize, n1: usize, a: usize) -> usize {
-    let start = a / bs * bs;
-    let mid = (start + bs.div_ceil(2)).min(n1);
-    if a < mid { start } else { mid }
+/// The first sample column computed for row sample `a` of a symmetric kernel: the start
+/// of `a`'s part of its diagonal block. Each block `[s, e)` is contracted as rectangles
+/// ([`pieces`]): its rows against the columns after it, and each of its `P` parts against
+/// the diagonal square from the part's own start, so most of the lower triangle of each
+/// diagonal block is skipped too (`(P + 1) / 2P` of the square is computed; with `B`
+/// blocks `(B·(B−1)/2 + B(P+1)/2P) / B²` of the work, 9/16 for `B = 4, P = 2`).
+fn computed_from(bl: Blocking, n1: usize, a: usize) -> usize {
+    let start = a / bl.samples * bl.samples;
+    (start + (a - start) / bl.part * bl.part).min(n1)
 }
 
 /// The rectangles `(rows r0..r1, columns c0..c1)` (sample indices) block `[start, end)`
@@ -417,25 +456,26 @@ fn computed_from(bs: usize, n1: usize, a: usize) -> usize {
 fn pieces(
     (start, end): (usize, usize),
     (n1, n2): (usize, usize),
-    bs: usize,
+    bl: Blocking,
     symmetric: bool,
 ) -> Vec<(usize, usize, usize, usize)> {
     if !symmetric {
         return vec![(start, end, 0, n2)];
     }
-    let mid = (start + bs.div_ceil(2)).min(n1).min(end);
-    [
-        (start, end, end, n2),
-        (start, mid, start, end),
-        (mid, end, mid, end),
-    ]
-    .into_iter()
-    .filter(|&(r0, r1, c0, c1)| r1 > r0 && c1 > c0)
-    .collect()
+    let end = end.min(n1);
+    let mut out = vec![(start, end, end, n2)];
+    let mut p0 = start;
+    while p0 < end {
+        let p1 = (p0 + bl.part).min(end);
+        out.push((p0, p1, p0, end));
+        p0 = p1;
+    }
+    out.retain(|&(r0, r1, c0, c1)| r1 > r0 && c1 > c0);
+    out
 }
 
 /// Runs `work(start, end, rows, single)` for every row block `[start, end)` of
-/// `block_samples` samples of the `[N1·K, N2·K]` accumulator, in parallel; `rows` is the
+/// `blocking.samples` samples of the `[N1·K, N2·K]` accumulator, in parallel; `rows` is the
 /// block's part of `acc`. Returns the sum of what `work` returns (FLOPs).
 ///
 /// With `symmetric` the blocks' work ([`pieces`]) shrinks along the diagonal. They are
@@ -448,7 +488,7 @@ fn pieces(
 fn for_each_block<T: Real>(
     acc: &mut [T],
     (n1, n2, k): (usize, usize, usize),
-    block_samples: usize,
+    blocking: Blocking,
     symmetric: bool,
     work: impl Fn(usize, usize, &mut [T], bool) -> f64 + Sync,
 ) -> f64 {
@@ -457,12 +497,12 @@ fn for_each_block<T: Real>(
     }
     let row = n2 * k;
     let mut blocks: Vec<(usize, usize, &mut [T])> = acc
-        .chunks_mut(block_samples * k * row)
+        .chunks_mut(blocking.samples * k * row)
         .enumerate()
         .map(|(b, chunk)| {
-            let start = b * block_samples;
-            let end = (start + block_samples).min(n1);
-            let size: usize = pieces((start, end), (n1, n2), block_samples, symmetric)
+            let start = b * blocking.samples;
+            let end = (start + blocking.samples).min(n1);
+            let size: usize = pieces((start, end), (n1, n2), blocking, symmetric)
                 .iter()
                 .map(|&(r0, r1, c0, c1)| (r1 - r0) * (c1 - c0))
                 .sum();
@@ -490,7 +530,7 @@ fn for_each_block<T: Real>(
                     .expect("no panics while holding a block")
                     .take()
                     .expect("each block taken once");
-                let end = (start + block_samples).min(n1);
+                let end = (start + blocking.samples).min(n1);
                 flops += work(start, end, rows, single);
             }
             flops
@@ -510,7 +550,7 @@ fn gram_into<T: Real>(
     n2: usize,
     k: usize,
     f: usize,
-    block_samples: usize,
+    blocking: Blocking,
     symmetric: bool,
     coeff: &PairCoeff,
 ) -> f64 {
@@ -520,12 +560,12 @@ fn gram_into<T: Real>(
     for_each_block(
         acc,
         (n1, n2, k),
-        block_samples,
+        blocking,
         symmetric,
         |start, end, acc_block, single| {
-            let mut scratch: Vec<T> = Vec::new();
+            let (mut scratch, mut expanded): (Vec<T>, Vec<T>) = (Vec::new(), Vec::new());
             let mut flops = 0.0;
-            for (r0, r1, c0, c1) in pieces((start, end), (n1, n2), block_samples, symmetric) {
+            for (r0, r1, c0, c1) in pieces((start, end), (n1, n2), blocking, symmetric) {
                 let (m, n) = ((r1 - r0) * k, (c1 - c0) * k);
                 scratch.clear();
                 scratch.resize(m * n, T::ZERO);
@@ -540,19 +580,24 @@ fn gram_into<T: Real>(
                 let tg = tg.elapsed().as_secs_f64();
                 let ta = Instant::now();
                 let rows = &mut acc_block[(r0 - start) * k * row..(r1 - start) * k * row];
-                for (r, (acc_row, g_row)) in rows.chunks_mut(row).zip(scratch.chunks(n)).enumerate()
+                for (a, (acc_rows, g_rows)) in
+                    (r0..r1).zip(rows.chunks_mut(k * row).zip(scratch.chunks(k * n)))
                 {
-                    let a = r0 + r / k;
-                    let c = coeff.row::<T>(a, n2);
-                    let acc_row = &mut acc_row[c0 * k..c1 * k];
-                    for (j, (dst, src)) in acc_row.chunks_mut(k).zip(g_row.chunks(k)).enumerate() {
-                        let cj = c[c0 + j];
-                        for (d, &s) in dst.iter_mut().zip(src) {
-                            *d += cj * s;
+                    // The coefficient of every column of this sample's rows: c[a, b] for
+                    // the k columns of sample b, so the add below is one contiguous loop.
+                    expanded.clear();
+                    for b in c0..c1 {
+                        let cb = coeff.at_as::<T>(a, b, n2);
+                        expanded.extend(std::iter::repeat_n(cb, k));
+                    }
+                    for (acc_row, g_row) in acc_rows.chunks_mut(row).zip(g_rows.chunks(n)) {
+                        let acc_row = &mut acc_row[c0 * k..c1 * k];
+                        for ((d, &s), &c) in acc_row.iter_mut().zip(g_row).zip(&expanded) {
+                            *d += c * s;
                         }
                     }
                 }
-                if profile {
+                if profile && std::env::var_os("NTK_PROFILE_PIECES").is_some() {
                     eprintln!(
                         "[profile]   rows {r0}..{r1} cols {c0}..{c1}: gemm {m}x{n}x{f} {:.2} ms, fused add {:.2} ms",
                         tg * 1e3,
@@ -566,11 +611,15 @@ fn gram_into<T: Real>(
     )
 }
 
-/// Sample pairs per GEMM of [`factored_into`] (their products `d1 ⊙ d2` are the GEMM's
-/// left operand, kept in cache).
-const FACTORED_PAIRS: usize = 1024;
-
 /// The factored Gram (see [`FullGram::add_factored_gram`]); returns the FLOPs done.
+///
+/// Row sample `a` at a time: `Σ_f d1[a, f] d2[b, f] v[k, f] v[k', f]` only involves the
+/// features where `d1[a, f] ≠ 0`, its support `S_a` (about half of them after a ReLU, whose
+/// derivative is 0 or 1). So for each `a` one GEMM of `d2[b, S_a]` (`b` over the columns
+/// `a` needs) against `d1[a, S_a] · v[k, S_a] v[k', S_a]` (`k ≤ k'`) gives all its
+/// `(b, k, k')` terms: `|S_a| / F` of the work of contracting over every feature. Both
+/// operands are kept feature-major, so the support selects whole rows (copies, not
+/// gathers); for activations without zero derivatives `d2` is used in place.
 #[allow(clippy::too_many_arguments)]
 fn factored_into<T: Real>(
     acc: &mut [T],
@@ -578,70 +627,110 @@ fn factored_into<T: Real>(
     d2: Option<&[T]>,
     v: &[T],
     (n1, n2, k, f): (usize, usize, usize, usize),
-    block_samples: usize,
+    blocking: Blocking,
     symmetric: bool,
     coeff: &PairCoeff,
 ) -> f64 {
     let d2 = d2.unwrap_or(d1);
     let row = n2 * k;
-    // vv[(p, q) for p ≤ q][f] = v[p, f] v[q, f].
+    // The output pairs (p, q), p ≤ q, and vv[f][(p, q)] = v[p, f] v[q, f].
     let pq: Vec<(usize, usize)> = (0..k).flat_map(|p| (p..k).map(move |q| (p, q))).collect();
-    let mut vv = vec![T::ZERO; pq.len() * f];
-    for (row_vv, &(p, q)) in vv.chunks_mut(f).zip(&pq) {
-        for ((o, &a), &b) in row_vv
-            .iter_mut()
-            .zip(&v[p * f..(p + 1) * f])
-            .zip(&v[q * f..])
-        {
-            *o = a * b;
+    let kk = pq.len();
+    let mut vv = vec![T::ZERO; f * kk];
+    for (i, vv_i) in vv.chunks_mut(kk).enumerate() {
+        for (o, &(p, q)) in vv_i.iter_mut().zip(&pq) {
+            *o = v[p * f + i] * v[q * f + i];
         }
     }
-    let kk = pq.len();
+    // d2t[f][b] = d2[b, f].
+    let mut d2t = vec![T::ZERO; f * n2];
+    for (b, db) in d2.chunks(f).enumerate() {
+        for (i, &x) in db.iter().enumerate() {
+            d2t[i * n2 + b] = x;
+        }
+    }
     for_each_block(
         acc,
         (n1, n2, k),
-        block_samples,
+        blocking,
         symmetric,
         |start, end, acc_block, single| {
             let mut flops = 0.0;
-            let mut prod = Vec::new();
-            let mut g = Vec::new();
-            for (r0, r1, c0, c1) in pieces((start, end), (n1, n2), block_samples, symmetric) {
-                let cols = c1 - c0;
-                let pairs = (r1 - r0) * cols;
-                let mut first = 0;
-                while first < pairs {
-                    let count = FACTORED_PAIRS.min(pairs - first);
-                    // prod[(a, b)][f] = d1[a, f] d2[b, f] for the pairs first..first + count.
-                    prod.clear();
-                    for pair in first..first + count {
-                        let (a, b) = (r0 + pair / cols, c0 + pair % cols);
-                        let (da, db) = (&d1[a * f..(a + 1) * f], &d2[b * f..(b + 1) * f]);
-                        prod.extend(da.iter().zip(db).map(|(&x, &y)| x * y));
+            let (mut support, mut weights, mut gathered, mut g) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for a in start..end {
+                let c0 = if symmetric {
+                    computed_from(blocking, n1, a)
+                } else {
+                    0
+                };
+                let cols = n2 - c0;
+                let da = &d1[a * f..(a + 1) * f];
+                support.clear();
+                support.extend((0..f).filter(|&i| da[i] != T::ZERO));
+                let s = support.len();
+                if s == 0 || cols == 0 {
+                    continue;
+                }
+                // weights[t][(p, q)] = d1[a, i] v[p, i] v[q, i] for the t-th feature i of S_a.
+                weights.clear();
+                for &i in &support {
+                    let w = da[i];
+                    weights.extend(vv[i * kk..(i + 1) * kk].iter().map(|&x| w * x));
+                }
+                // lhs[b, t] = d2[c0 + b, S_a[t]], read at (column stride, row stride).
+                let (lhs, lhs_strides): (&[T], _) = if s == f {
+                    (&d2t[c0..], (n2, 1))
+                } else {
+                    gathered.clear();
+                    for &i in &support {
+                        gathered.extend_from_slice(&d2t[i * n2 + c0..(i + 1) * n2]);
                     }
-                    g.clear();
-                    g.resize(count * kk, T::ZERO);
-                    rows_times_rows_t(
-                        &mut g,
-                        &prod,
-                        &vv,
-                        (count, kk, f),
-                        single && count * kk * f >= PARALLEL_MACS,
+                    (&gathered, (cols, 1))
+                };
+                g.clear();
+                g.resize(cols * kk, T::ZERO);
+                // SAFETY: lhs holds s strided columns of `cols` rows (the last one ends
+                // inside it), weights is s×kk row-major and g is cols×kk row-major.
+                unsafe {
+                    gemm::gemm(
+                        cols,
+                        kk,
+                        s,
+                        g.as_mut_ptr(),
+                        1,
+                        kk as isize,
+                        false,
+                        lhs.as_ptr(),
+                        lhs_strides.0 as isize,
+                        lhs_strides.1 as isize,
+                        weights.as_ptr(),
+                        1,
+                        kk as isize,
+                        T::ZERO,
+                        T::ONE,
+                        false,
+                        false,
+                        false,
+                        if single && cols * kk * s >= PARALLEL_MACS {
+                            gemm::Parallelism::Rayon(0)
+                        } else {
+                            gemm::Parallelism::None
+                        },
                     );
-                    flops += 2.0 * (count * kk * f) as f64 + (count * f) as f64;
-                    for (pair, gp) in (first..first + count).zip(g.chunks(kk)) {
-                        let (a, b) = (r0 + pair / cols, c0 + pair % cols);
-                        let c = T::from_f64(coeff.at(a, b, n2));
-                        let base = (a - start) * k * row + b * k;
-                        for (&(p, q), &val) in pq.iter().zip(gp) {
-                            let val = c * val;
-                            acc_block[base + p * row + q] += val;
-                            if p != q {
-                                acc_block[base + q * row + p] += val;
-                            }
+                }
+                flops += 2.0 * (cols * kk * s) as f64;
+                let base_a = (a - start) * k * row;
+                for (b, gb) in (c0..n2).zip(g.chunks(kk)) {
+                    let c = T::from_f64(coeff.at(a, b, n2));
+                    let base = base_a + b * k;
+                    for (&(p, q), &val) in pq.iter().zip(gb) {
+                        let val = c * val;
+                        acc_block[base + p * row + q] += val;
+                        if p != q {
+                            acc_block[base + q * row + p] += val;
                         }
                     }
-                    first += count;
                 }
             }
             flops
@@ -759,9 +848,57 @@ mod tests {
     }
 
     #[test]
+    fn symmetric_pieces_cover_each_needed_pair_once_and_mirror_the_rest() {
+        for (n, samples, part) in [(50, 22, 11), (37, 10, 3), (9, 4, 4), (64, 16, 8), (5, 8, 3)] {
+            let bl = Blocking { samples, part };
+            let mut hits = vec![0u32; n * n];
+            for start in (0..n).step_by(samples) {
+                let end = (start + samples).min(n);
+                for (r0, r1, c0, c1) in pieces((start, end), (n, n), bl, true) {
+                    for a in r0..r1 {
+                        for b in c0..c1 {
+                            hits[a * n + b] += 1;
+                        }
+                    }
+                }
+            }
+            for a in 0..n {
+                let first = computed_from(bl, n, a);
+                assert!(
+                    first <= a,
+                    "the diagonal is computed ({n}, {samples}, {part})"
+                );
+                for b in 0..n {
+                    let want = u32::from(b >= first);
+                    assert_eq!(
+                        hits[a * n + b],
+                        want,
+                        "pair ({a}, {b}) of ({n}, {samples}, {part})"
+                    );
+                    if b < first {
+                        // The mirror read by into_host was computed.
+                        assert!(a >= computed_from(bl, n, b), "mirror of ({a}, {b})");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn factored_gram_equals_the_gram_of_the_factored_cotangents() {
         let (n1, n2, k, f) = (50, 31, 7, 5);
-        let (d1, d2, v) = (values(n1 * f, 5), values(n2 * f, 6), values(k * f, 7));
+        let (mut d1, mut d2, v) = (values(n1 * f, 5), values(n2 * f, 6), values(k * f, 7));
+        // Zeros as after a ReLU (the support of each row sample is gathered), including a
+        // row with none left and one with all of them.
+        for (i, x) in d1.iter_mut().enumerate() {
+            if *x < 0.0 || i / f == 3 {
+                *x = 0.0;
+            }
+        }
+        d1[7 * f..8 * f].fill(0.75);
+        for x in d2.iter_mut().step_by(3) {
+            *x = 0.0;
+        }
         let expand = |d: &[f64], n: usize| -> Vec<f64> {
             (0..n * k * f)
                 .map(|i| {
