@@ -75,7 +75,16 @@ pub fn tile_kernel(
         };
         to_host(f1.matmul(f2.transpose()).div_scalar(o as f64))
     } else {
+        let host_mlp = matches!(method, Method::Structured | Method::Auto)
+            && structured::host_mlp::applies(net, kind, structured_options);
         let acc = match method {
+            _ if host_mlp => {
+                net.check_input(x1)?;
+                if let Some(x2) = x2 {
+                    net.check_input(x2)?;
+                }
+                Accumulator::FullHost(structured::host_mlp::kernel(net, x1, x2))
+            }
             Method::Structured | Method::Auto => structured::kernel(
                 net,
                 net.input(x1, &device)?,

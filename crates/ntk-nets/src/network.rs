@@ -294,6 +294,15 @@ impl Network {
     /// Uploads a host batch `[N, *input_shape]` as network input, checking its shape and
     /// that it is finite.
     pub fn input(&self, x: &HostArray, device: &Device) -> Result<Features> {
+        self.check_input(x)?;
+        Ok(match self.geometry[0].input {
+            FeatureShape::Flat(_) => Features::Flat(tensor_from(x, device, self.dtype())),
+            FeatureShape::Image { .. } => Features::Image(tensor_from(x, device, self.dtype())),
+        })
+    }
+
+    /// Checks that a host batch fits the network: shape `[N, input_shape...]`, all finite.
+    pub fn check_input(&self, x: &HostArray) -> Result<()> {
         if x.shape.len() != self.spec.input_shape.len() + 1
             || x.shape[1..] != self.spec.input_shape[..]
         {
@@ -302,11 +311,7 @@ impl Network {
                 expected: self.spec.input_shape.clone(),
             });
         }
-        x.check_finite("input")?;
-        Ok(match self.geometry[0].input {
-            FeatureShape::Flat(_) => Features::Flat(tensor_from(x, device, self.dtype())),
-            FeatureShape::Image { .. } => Features::Image(tensor_from(x, device, self.dtype())),
-        })
+        x.check_finite("input")
     }
 
     /// Applies layer `i` alone.

@@ -87,12 +87,12 @@ struct Blocking {
 const PARALLEL_MACS: usize = 1 << 21;
 
 /// A floating-point type the host path computes in.
-trait Real:
+pub(crate) trait Real:
     Element
     + Copy
     + Send
     + Sync
-    + PartialEq
+    + PartialOrd
     + 'static
     + std::ops::AddAssign
     + std::ops::Mul<Output = Self>
@@ -101,6 +101,8 @@ trait Real:
     const ONE: Self;
     fn from_f64(v: f64) -> Self;
     fn to_f64(self) -> f64;
+    /// The accumulator buffer of this type.
+    fn buffer(b: &mut Buffer) -> &mut Vec<Self>;
 }
 
 impl Real for f32 {
@@ -112,6 +114,12 @@ impl Real for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
+    fn buffer(b: &mut Buffer) -> &mut Vec<Self> {
+        match b {
+            Buffer::F32(v) => v,
+            Buffer::F64(_) => panic!("an f64 kernel summed from f32 values"),
+        }
+    }
 }
 
 impl Real for f64 {
@@ -122,6 +130,12 @@ impl Real for f64 {
     }
     fn to_f64(self) -> f64 {
         self
+    }
+    fn buffer(b: &mut Buffer) -> &mut Vec<Self> {
+        match b {
+            Buffer::F64(v) => v,
+            Buffer::F32(_) => panic!("an f32 kernel summed from f64 values"),
+        }
     }
 }
 
@@ -170,7 +184,7 @@ impl PairCoeff {
 }
 
 #[derive(Debug, Clone)]
-enum Buffer {
+pub(crate) enum Buffer {
     F32(Vec<f32>),
     F64(Vec<f64>),
 }
@@ -231,23 +245,16 @@ impl FullGram {
             self.symmetric,
             "u2 = None exactly when symmetric"
         );
-        let bs = self.blocking();
-        let (n2, symmetric) = (self.n2, self.symmetric);
-        let t0 = Instant::now();
-        let flops = match &mut self.data {
-            Buffer::F32(acc) => {
-                let a = host_vec::<f32, 3>(u1);
+        match self.data {
+            Buffer::F32(_) => {
                 let b = u2.map(host_vec::<f32, 3>);
-                gram_into(acc, &a, b.as_deref(), n1, n2, k, f, bs, symmetric, coeff)
+                self.add_gram_host(&host_vec::<f32, 3>(u1), b.as_deref(), f, coeff);
             }
-            Buffer::F64(acc) => {
-                let a = host_vec::<f64, 3>(u1);
+            Buffer::F64(_) => {
                 let b = u2.map(host_vec::<f64, 3>);
-                gram_into(acc, &a, b.as_deref(), n1, n2, k, f, bs, symmetric, coeff)
+                self.add_gram_host(&host_vec::<f64, 3>(u1), b.as_deref(), f, coeff);
             }
-        };
-        CONTRACTION_FLOPS.fetch_add(flops as u64, Ordering::Relaxed);
-        CONTRACTION_NANOS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
     }
 
     /// `Θ[n1, k, n2, k'] += c[n1, n2] · Σ_f d1[n1, f] d2[n2, f] v[k, f] v[k', f]`: the
@@ -275,22 +282,60 @@ impl FullGram {
             self.symmetric,
             "d2 = None exactly when symmetric"
         );
-        let bs = self.blocking();
-        let dims = (n1, self.n2, self.k, f);
-        let symmetric = self.symmetric;
-        let t0 = Instant::now();
-        let flops = match &mut self.data {
-            Buffer::F32(acc) => {
+        match self.data {
+            Buffer::F32(_) => {
                 let (a, v) = (host_vec::<f32, 2>(d1), host_vec::<f32, 2>(v));
                 let b = d2.map(host_vec::<f32, 2>);
-                factored_into(acc, &a, b.as_deref(), &v, dims, bs, symmetric, coeff)
+                self.add_factored_gram_host(&a, b.as_deref(), &v, f, coeff);
             }
-            Buffer::F64(acc) => {
+            Buffer::F64(_) => {
                 let (a, v) = (host_vec::<f64, 2>(d1), host_vec::<f64, 2>(v));
                 let b = d2.map(host_vec::<f64, 2>);
-                factored_into(acc, &a, b.as_deref(), &v, dims, bs, symmetric, coeff)
+                self.add_factored_gram_host(&a, b.as_deref(), &v, f, coeff);
             }
-        };
+        }
+    }
+
+    /// [`FullGram::add_gram`] on host values: `u1` row-major `[N1, K, f]`, `u2` `[N2, K, f]`
+    /// (`None` when symmetric). `T` must be the kernel's own type.
+    pub(crate) fn add_gram_host<T: Real>(
+        &mut self,
+        u1: &[T],
+        u2: Option<&[T]>,
+        f: usize,
+        coeff: &PairCoeff,
+    ) {
+        let (n1, n2, k, symmetric, bs) =
+            (self.n1, self.n2, self.k, self.symmetric, self.blocking());
+        assert_eq!(u1.len(), n1 * k * f, "u1 is [N1, K, f]");
+        assert!(u2.is_none_or(|u| u.len() == n2 * k * f), "u2 is [N2, K, f]");
+        assert_eq!(u2.is_none(), symmetric, "u2 = None exactly when symmetric");
+        let t0 = Instant::now();
+        let acc = T::buffer(&mut self.data);
+        let flops = gram_into(acc, u1, u2, n1, n2, k, f, bs, symmetric, coeff);
+        CONTRACTION_FLOPS.fetch_add(flops as u64, Ordering::Relaxed);
+        CONTRACTION_NANOS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// [`FullGram::add_factored_gram`] on host values: `d1` row-major `[N1, f]`, `d2`
+    /// `[N2, f]` (`None` when symmetric), `v` `[K, f]`. `T` must be the kernel's own type.
+    pub(crate) fn add_factored_gram_host<T: Real>(
+        &mut self,
+        d1: &[T],
+        d2: Option<&[T]>,
+        v: &[T],
+        f: usize,
+        coeff: &PairCoeff,
+    ) {
+        let (n1, n2, k, symmetric, bs) =
+            (self.n1, self.n2, self.k, self.symmetric, self.blocking());
+        assert_eq!(d1.len(), n1 * f, "d1 is [N1, f]");
+        assert!(d2.is_none_or(|d| d.len() == n2 * f), "d2 is [N2, f]");
+        assert_eq!(v.len(), k * f, "v is [K, f]");
+        assert_eq!(d2.is_none(), symmetric, "d2 = None exactly when symmetric");
+        let t0 = Instant::now();
+        let acc = T::buffer(&mut self.data);
+        let flops = factored_into(acc, d1, d2, v, (n1, n2, k, f), bs, symmetric, coeff);
         CONTRACTION_FLOPS.fetch_add(flops as u64, Ordering::Relaxed);
         CONTRACTION_NANOS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
@@ -395,26 +440,66 @@ fn identity_into<T: Real>(acc: &mut [T], n2: usize, k: usize, coeff: &PairCoeff)
         });
 }
 
-/// `dst[m, n] = a[m, f] · b[n, f]ᵀ`, all row-major (the transpose is a stride swap), by the
-/// `gemm` crate, on this thread only or (`parallel`) on all of rayon's threads.
-fn rows_times_rows_t<T: Real>(
+/// A matrix operand of [`gemm_into`]: its values and the strides (in elements) between
+/// its columns and between its rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Operand<'a, T> {
+    pub values: &'a [T],
+    pub col_stride: usize,
+    pub row_stride: usize,
+}
+
+impl<'a, T> Operand<'a, T> {
+    /// A row-major `rows × cols` matrix.
+    pub fn rows(values: &'a [T], cols: usize) -> Self {
+        Operand {
+            values,
+            col_stride: 1,
+            row_stride: cols,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub fn rows_t(values: &'a [T], cols: usize) -> Self {
+        Operand {
+            values,
+            col_stride: cols,
+            row_stride: 1,
+        }
+    }
+
+    /// Whether an `m × n` matrix read with these strides stays inside `values`.
+    fn holds(&self, m: usize, n: usize) -> bool {
+        m == 0
+            || n == 0
+            || (m - 1) * self.row_stride + (n - 1) * self.col_stride < self.values.len()
+    }
+}
+
+/// `dst[m, n] = scale · a[m, f] b[f, n]` (`dst` row-major), by the `gemm` crate, on this
+/// thread only or (`parallel`) on all of rayon's threads.
+pub(crate) fn gemm_into<T: Real>(
     dst: &mut [T],
-    a: &[T],
-    b: &[T],
     (m, n, f): (usize, usize, usize),
+    a: Operand<'_, T>,
+    b: Operand<'_, T>,
+    scale: T,
     parallel: bool,
 ) {
     assert!(
-        dst.len() >= m * n && a.len() >= m * f && b.len() >= n * f,
+        dst.len() >= m * n && a.holds(m, f) && b.holds(f, n),
         "operand sizes"
     );
+    if m == 0 || n == 0 {
+        return;
+    }
     let parallelism = if parallel {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the assert above: dst is m×n with row stride n, a is m×f with row stride f,
-    // and b read as its f×n transpose (column stride f, row stride 1) stays inside b.
+    // SAFETY: the assert above: dst is m×n with row stride n, and every element of a
+    // (m×f) and b (f×n) read at their strides lies inside their slices.
     unsafe {
         gemm::gemm(
             m,
@@ -424,20 +509,38 @@ fn rows_times_rows_t<T: Real>(
             1,
             n as isize,
             false,
-            a.as_ptr(),
-            1,
-            f as isize,
-            b.as_ptr(),
-            f as isize,
-            1,
+            a.values.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.values.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
             T::ZERO,
-            T::ONE,
+            scale,
             false,
             false,
             false,
             parallelism,
         );
     }
+}
+
+/// `dst[m, n] = a[m, f] · b[n, f]ᵀ`, all row-major (the transpose is a stride swap).
+fn rows_times_rows_t<T: Real>(
+    dst: &mut [T],
+    a: &[T],
+    b: &[T],
+    (m, n, f): (usize, usize, usize),
+    parallel: bool,
+) {
+    gemm_into(
+        dst,
+        (m, n, f),
+        Operand::rows(a, f),
+        Operand::rows_t(b, f),
+        T::ONE,
+        parallel,
+    );
 }
 
 /// The first sample column computed for row sample `a` of a symmetric kernel: the start
@@ -690,35 +793,18 @@ fn factored_into<T: Real>(
                 };
                 g.clear();
                 g.resize(cols * kk, T::ZERO);
-                // SAFETY: lhs holds s strided columns of `cols` rows (the last one ends
-                // inside it), weights is s×kk row-major and g is cols×kk row-major.
-                unsafe {
-                    gemm::gemm(
-                        cols,
-                        kk,
-                        s,
-                        g.as_mut_ptr(),
-                        1,
-                        kk as isize,
-                        false,
-                        lhs.as_ptr(),
-                        lhs_strides.0 as isize,
-                        lhs_strides.1 as isize,
-                        weights.as_ptr(),
-                        1,
-                        kk as isize,
-                        T::ZERO,
-                        T::ONE,
-                        false,
-                        false,
-                        false,
-                        if single && cols * kk * s >= PARALLEL_MACS {
-                            gemm::Parallelism::Rayon(0)
-                        } else {
-                            gemm::Parallelism::None
-                        },
-                    );
-                }
+                gemm_into(
+                    &mut g,
+                    (cols, kk, s),
+                    Operand {
+                        values: lhs,
+                        col_stride: lhs_strides.0,
+                        row_stride: lhs_strides.1,
+                    },
+                    Operand::rows(&weights, kk),
+                    T::ONE,
+                    single && cols * kk * s >= PARALLEL_MACS,
+                );
                 flops += 2.0 * (cols * kk * s) as f64;
                 let base_a = (a - start) * k * row;
                 for (b, gb) in (c0..n2).zip(g.chunks(kk)) {

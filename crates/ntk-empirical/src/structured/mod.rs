@@ -15,6 +15,7 @@ pub mod conv;
 pub mod cotangent;
 pub mod dense;
 pub mod host_gram;
+pub mod host_mlp;
 pub mod host_vjp;
 
 use crate::kernel::KernelKind;
