@@ -21,7 +21,7 @@
 //! pass (measured in `ntk bench`). The cross-method and oracle tests check it with the
 //! rest of the structured method.
 
-use super::host_gram::{FullGram, Operand, PairCoeff, Real, gemm_into};
+use super::host_gram::{FullGram, Operand, PairCoeff, Real, gemm_into, transpose};
 use crate::kernel::KernelKind;
 use burn::tensor::{DType, Element, Tensor};
 use ntk_nets::layers::StatelessOp;
@@ -137,8 +137,9 @@ fn activation<T: Real>(a: Activation, z: T) -> (T, T) {
     (T::from_f64(y), T::from_f64(dy))
 }
 
-/// A batch's forward pass: the input of every layer, and for every activation layer the
-/// derivative `φ'(z)` at its input.
+/// A batch's forward pass, feature-major (`[width, N]` row-major: feature `j` of sample
+/// `n` at `j·N + n`, the layout every GEMM below packs fastest): the input of every
+/// layer, and for every activation layer the derivative `φ'(z)` at its input.
 struct Trace<T> {
     n: usize,
     inputs: Vec<Vec<T>>,
@@ -147,7 +148,9 @@ struct Trace<T> {
 
 fn forward<T: Real>(layers: &[HostLayer<T>], x: &HostArray) -> Trace<T> {
     let n = x.shape[0];
-    let mut h: Vec<T> = x.data.iter().map(|&v| T::from_f64(v)).collect();
+    let d = x.data.len() / n.max(1);
+    let rows: Vec<T> = x.data.iter().map(|&v| T::from_f64(v)).collect();
+    let mut h = transpose(&rows, n, d);
     let mut inputs = Vec::with_capacity(layers.len());
     let mut derivatives = Vec::with_capacity(layers.len());
     for layer in layers {
@@ -155,29 +158,29 @@ fn forward<T: Real>(layers: &[HostLayer<T>], x: &HostArray) -> Trace<T> {
             HostLayer::Dense {
                 w, b, s, out, inp, ..
             } => {
-                let mut y = vec![T::ZERO; n * out];
-                // Row halves on the threads: the gemm crate keeps GEMMs this small on one.
-                let rows = n.div_ceil(rayon::current_num_threads()).max(1);
-                y.par_chunks_mut(rows * out)
-                    .zip(h.par_chunks(rows * inp))
-                    .for_each(|(y, h)| {
-                        let m = h.len() / inp;
+                // yᵀ[out, N] = s · W[out, in] · hᵀ[in, N] (+ b), in bands of output features
+                // on the threads (the gemm crate keeps GEMMs this small on one).
+                let mut y = vec![T::ZERO; out * n];
+                let band = out.div_ceil(rayon::current_num_threads()).max(1);
+                y.par_chunks_mut(band * n)
+                    .zip(w.par_chunks(band * inp))
+                    .enumerate()
+                    .for_each(|(c, (y, w))| {
+                        let m = w.len() / inp;
                         gemm_into(
                             y,
-                            (m, *out, *inp),
-                            Operand::rows(h, *inp),
-                            Operand::rows_t(w, *inp),
+                            (m, n, *inp),
+                            Operand::rows(w, *inp),
+                            Operand::rows(&h, n),
                             *s,
                             false,
                         );
-                    });
-                if let Some(b) = b {
-                    for row in y.chunks_mut(*out) {
-                        for (v, &bv) in row.iter_mut().zip(b) {
-                            *v += bv;
+                        if let Some(b) = b {
+                            for (row, &bv) in y.chunks_mut(n).zip(&b[c * band..]) {
+                                row.iter_mut().for_each(|v| *v += bv);
+                            }
                         }
-                    }
-                }
+                    });
                 inputs.push(std::mem::replace(&mut h, y));
                 derivatives.push(None);
             }
@@ -204,11 +207,12 @@ fn forward<T: Real>(layers: &[HostLayer<T>], x: &HostArray) -> Trace<T> {
     }
 }
 
-/// `c[n1, n2] = s² ⟨x1_n1, x2_n2⟩ + b_s²` (the bias term when the layer has a bias).
+/// `c[n1, n2] = s² ⟨x1_n1, x2_n2⟩ + b_s²` (the bias term when the layer has a bias), from
+/// feature-major inputs `x1t: [in, N1]`, `x2t: [in, N2]`.
 fn pair_coefficient<T: Real>(
     layer: &HostLayer<T>,
-    x1: &[T],
-    x2: Option<&[T]>,
+    x1t: &[T],
+    x2t: Option<&[T]>,
     (n1, n2): (usize, usize),
 ) -> PairCoeff {
     let HostLayer::Dense {
@@ -225,29 +229,28 @@ fn pair_coefficient<T: Real>(
     gemm_into(
         &mut dots,
         (n1, n2, *inp),
-        Operand::rows(x1, *inp),
-        Operand::rows_t(x2.unwrap_or(x1), *inp),
+        Operand {
+            values: x1t,
+            col_stride: n1,
+            row_stride: 1,
+        },
+        Operand::rows(x2t.unwrap_or(x1t), n2),
         T::ONE,
-        n1 * n2 * inp >= 1 << 16,
+        n1 * n2 * inp >= 1 << 20,
     );
     let s2 = weight_scale * weight_scale;
-    let b2 = if b.is_some() {
-        bias_scale * bias_scale
-    } else {
-        0.0
-    };
+    let b2 = if b.is_some() { bias_scale * bias_scale } else { 0.0 };
     PairCoeff::Pairs(dots.into_iter().map(|v| s2 * v.to_f64() + b2).collect())
 }
 
-/// `g[n·K + k, :] *= d[n, :]`: an elementwise VJP, broadcast over the seeds.
-fn times_per_sample<T: Real>(g: &mut [T], d: &[T], k: usize, width: usize) {
-    g.par_chunks_mut(k * width)
-        .zip(d.par_chunks(width))
-        .for_each(|(g_n, d_n)| {
-            for row in g_n.chunks_mut(width) {
-                for (v, &dv) in row.iter_mut().zip(d_n) {
-                    *v = *v * dv;
-                }
+/// `gᵀ[j, n·K + k] *= dᵀ[j, n]`: an elementwise VJP on feature-major cotangents
+/// `[width, N·K]`, broadcast over the seeds.
+fn times_per_sample<T: Real>(gt: &mut [T], dt: &[T], k: usize, n: usize) {
+    gt.par_chunks_mut(n * k)
+        .zip(dt.par_chunks(n))
+        .for_each(|(g_j, d_j)| {
+            for (g_n, &dv) in g_j.chunks_mut(k).zip(d_j) {
+                g_n.iter_mut().for_each(|v| *v = *v * dv);
             }
         });
 }
@@ -301,8 +304,9 @@ fn kernel_in<T: Real>(net: &Network, x1: &HostArray, x2: Option<&HostArray>) -> 
         unreachable!("the readout is dense")
     };
     let width = *width;
+    // dᵀ[j, n] = Π_l φ'_l(z_l)[j, n] over the activations between `hidden` and the readout.
     let product_of_derivatives = |t: &Trace<T>| {
-        let mut d = vec![T::ONE; t.n * width];
+        let mut d = vec![T::ONE; width * t.n];
         for l in hidden + 1..last {
             let dl = t.derivatives[l].as_ref().expect("an activation");
             for (v, &x) in d.iter_mut().zip(dl) {
@@ -311,12 +315,13 @@ fn kernel_in<T: Real>(net: &Network, x1: &HostArray, x2: Option<&HostArray>) -> 
         }
         d
     };
-    let d1 = product_of_derivatives(&t1);
-    let d2 = t2.as_ref().map(product_of_derivatives);
+    let d1t = product_of_derivatives(&t1);
+    let d2t = t2.as_ref().map(product_of_derivatives);
     let v: Vec<T> = w_out.iter().map(|&x| *s_out * x).collect();
     sum.add_factored_gram_host(
-        &d1,
-        d2.as_deref(),
+        &transpose(&d1t, width, n1),
+        d2t.as_deref(),
+        &d1t,
         &v,
         width,
         &pair_coefficient(
@@ -330,42 +335,47 @@ fn kernel_in<T: Real>(net: &Network, x1: &HostArray, x2: Option<&HostArray>) -> 
     let Some(lowest) = (0..hidden).find(|&l| matches!(layers[l], HostLayer::Dense { .. })) else {
         return sum;
     };
-    // Cotangents at the last hidden layer's output: g[n, k, :] = d[n, :] ⊙ v[k, :].
-    let expand = |d: &[T]| -> Vec<T> {
-        let mut g = vec![T::ZERO; d.len() * k];
-        g.par_chunks_mut(k * width)
-            .zip(d.par_chunks(width))
-            .for_each(|(g_n, d_n)| {
-                for (row, v_k) in g_n.chunks_mut(width).zip(v.chunks(width)) {
-                    for ((o, &a), &b) in row.iter_mut().zip(d_n).zip(v_k) {
-                        *o = a * b;
+    // Cotangents at the last hidden layer's output, feature-major:
+    // gᵀ[j, n·K + k] = dᵀ[j, n] v[k, j].
+    let expand = |dt: &[T], n: usize| -> Vec<T> {
+        let mut gt = vec![T::ZERO; width * n * k];
+        gt.par_chunks_mut(n * k)
+            .zip(dt.par_chunks(n))
+            .enumerate()
+            .for_each(|(j, (g_j, d_j))| {
+                for (g_n, &dv) in g_j.chunks_mut(k).zip(d_j) {
+                    for (o, v_k) in g_n.iter_mut().zip(v.chunks(width)) {
+                        *o = dv * v_k[j];
                     }
                 }
             });
-        g
+        gt
     };
-    let mut g1 = expand(&d1);
-    let mut g2 = d2.as_deref().map(expand);
-    let mut g_width = width;
+    let mut g1 = expand(&d1t, n1);
+    let mut g2 = d2t.as_deref().map(|d| expand(d, n2));
     for l in (lowest..=hidden).rev() {
         match &layers[l] {
             HostLayer::Dense { w, s, out, inp, .. } => {
                 if l != hidden {
                     let coeff = pair_coefficient(&layers[l], &t1.inputs[l], inputs2(l), (n1, n2));
-                    sum.add_gram_host(&g1, g2.as_deref(), *out, &coeff);
+                    sum.add_gram_feature_major(&g1, g2.as_deref(), *out, &coeff);
                     lap("dense layer");
                 }
                 if l == lowest {
                     break;
                 }
-                // g ← s · g W: [N·K, out] → [N·K, in].
-                let back = |g: &[T], n: usize| {
-                    let mut gx = vec![T::ZERO; n * k * inp];
+                // gᵀ ← s · Wᵀ gᵀ: [out, N·K] → [in, N·K].
+                let back = |gt: &[T], n: usize| {
+                    let mut gx = vec![T::ZERO; inp * n * k];
                     gemm_into(
                         &mut gx,
-                        (n * k, *inp, *out),
-                        Operand::rows(g, *out),
-                        Operand::rows(w, *inp),
+                        (*inp, n * k, *out),
+                        Operand {
+                            values: w,
+                            col_stride: *inp,
+                            row_stride: 1,
+                        },
+                        Operand::rows(gt, n * k),
                         *s,
                         true,
                     );
@@ -373,23 +383,14 @@ fn kernel_in<T: Real>(net: &Network, x1: &HostArray, x2: Option<&HostArray>) -> 
                 };
                 g1 = back(&g1, n1);
                 g2 = g2.map(|g| back(&g, n2));
-                g_width = *inp;
                 lap("dense vjp");
             }
             HostLayer::Activation(_) => {
-                times_per_sample(
-                    &mut g1,
-                    t1.derivatives[l].as_ref().expect("an activation"),
-                    k,
-                    g_width,
-                );
+                let d1 = t1.derivatives[l].as_ref().expect("an activation");
+                times_per_sample(&mut g1, d1, k, n1);
                 if let (Some(g2), Some(t2)) = (g2.as_mut(), t2.as_ref()) {
-                    times_per_sample(
-                        g2,
-                        t2.derivatives[l].as_ref().expect("an activation"),
-                        k,
-                        g_width,
-                    );
+                    let d2 = t2.derivatives[l].as_ref().expect("an activation");
+                    times_per_sample(g2, d2, k, n2);
                 }
                 lap("activation vjp");
             }

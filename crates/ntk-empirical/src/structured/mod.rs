@@ -10,6 +10,10 @@
 //! pass per input batch keeping every layer's input, then one batched backward pass for
 //! both batches in lockstep ([`cotangent`]), adding each layer's contribution as soon as
 //! its cotangents are known, so only one layer's cotangents are alive at a time.
+//!
+//! On CPU backends the full kernel is summed on the host ([`host_gram`]); a network made
+//! only of dense layers and activations runs end to end on host buffers ([`host_mlp`],
+//! the same rules without a tensor op per step), chosen by the engine.
 
 pub mod conv;
 pub mod cotangent;
