@@ -305,7 +305,6 @@ impl FullGram {
         }
     }
 
-
     /// [`FullGram::add_gram`] on host values: `u1` row-major `[N1, K, f]`, `u2` `[N2, K, f]`
     /// (`None` when symmetric). `T` must be the kernel's own type.
     pub(crate) fn add_gram_host<T: Real>(
@@ -330,10 +329,18 @@ impl FullGram {
         f: usize,
         coeff: &PairCoeff,
     ) {
-        let (n1, n2, k, symmetric, bs) = (self.n1, self.n2, self.k, self.symmetric, self.blocking());
+        let (n1, n2, k, symmetric, bs) =
+            (self.n1, self.n2, self.k, self.symmetric, self.blocking());
         assert_eq!(u1t.len(), n1 * k * f, "u1t is [f, N1·K]");
-        assert!(u2t.is_none_or(|u| u.len() == n2 * k * f), "u2t is [f, N2·K]");
-        assert_eq!(u2t.is_none(), symmetric, "u2t = None exactly when symmetric");
+        assert!(
+            u2t.is_none_or(|u| u.len() == n2 * k * f),
+            "u2t is [f, N2·K]"
+        );
+        assert_eq!(
+            u2t.is_none(),
+            symmetric,
+            "u2t = None exactly when symmetric"
+        );
         let t0 = Instant::now();
         let acc = T::buffer(&mut self.data);
         let flops = gram_into(acc, u1t, u2t, n1, n2, k, f, bs, symmetric, coeff);
@@ -354,12 +361,17 @@ impl FullGram {
         f: usize,
         coeff: &PairCoeff,
     ) {
-        let (n1, n2, k, symmetric, bs) = (self.n1, self.n2, self.k, self.symmetric, self.blocking());
+        let (n1, n2, k, symmetric, bs) =
+            (self.n1, self.n2, self.k, self.symmetric, self.blocking());
         assert_eq!(d1.len(), n1 * f, "d1 is [N1, f]");
         assert_eq!(d1t.len(), n1 * f, "d1t is [f, N1]");
         assert!(d2t.is_none_or(|d| d.len() == n2 * f), "d2t is [f, N2]");
         assert_eq!(v.len(), k * f, "v is [K, f]");
-        assert_eq!(d2t.is_none(), symmetric, "d2t = None exactly when symmetric");
+        assert_eq!(
+            d2t.is_none(),
+            symmetric,
+            "d2t = None exactly when symmetric"
+        );
         let t0 = Instant::now();
         let acc = T::buffer(&mut self.data);
         let cols_t = d2t.unwrap_or(d1t);

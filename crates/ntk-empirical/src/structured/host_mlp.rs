@@ -239,7 +239,11 @@ fn pair_coefficient<T: Real>(
         n1 * n2 * inp >= 1 << 20,
     );
     let s2 = weight_scale * weight_scale;
-    let b2 = if b.is_some() { bias_scale * bias_scale } else { 0.0 };
+    let b2 = if b.is_some() {
+        bias_scale * bias_scale
+    } else {
+        0.0
+    };
     PairCoeff::Pairs(dots.into_iter().map(|v| s2 * v.to_f64() + b2).collect())
 }
 
