@@ -27,9 +27,10 @@ use std::time::Instant;
 static CONTRACTION_FLOPS: AtomicU64 = AtomicU64::new(0);
 static CONTRACTION_NANOS: AtomicU64 = AtomicU64::new(0);
 
-/// FLOPs done and seconds spent by host Gram contractions ([`FullGram::add_gram`]: host
-/// copy, GEMMs and fused accumulation) since the last [`reset_contraction_stats`], over
-/// all threads. The benchmark divides one by the other to compare the contraction phase
+/// FLOPs done and seconds spent by host Gram contractions (the full and factored Grams of
+/// [`FullGram`], tensor or host inputs: host copy or transpose, GEMMs and fused
+/// accumulation) since the last [`reset_contraction_stats`], over all threads. The
+/// benchmark divides one by the other to compare the contraction phase
 /// with the machine's measured matmul peak.
 pub fn contraction_stats() -> (f64, f64) {
     (
@@ -469,13 +470,15 @@ fn identity_into<T: Real>(acc: &mut [T], n2: usize, k: usize, coeff: &PairCoeff)
     if acc.is_empty() {
         return;
     }
-    acc.par_chunks_mut(row)
+    // The K rows of one sample share its coefficients.
+    acc.par_chunks_mut(k * row)
         .enumerate()
-        .for_each(|(r, acc_row)| {
-            let (a, p) = (r / k, r % k);
+        .for_each(|(a, acc_rows)| {
             let c = coeff.row::<T>(a, n2);
-            for (b, &cb) in c.iter().enumerate() {
-                acc_row[b * k + p] += cb;
+            for (p, acc_row) in acc_rows.chunks_mut(row).enumerate() {
+                for (b, &cb) in c.iter().enumerate() {
+                    acc_row[b * k + p] += cb;
+                }
             }
         });
 }

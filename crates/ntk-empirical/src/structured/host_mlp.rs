@@ -53,7 +53,11 @@ pub fn applies(net: &Network, kind: KernelKind, options: StructuredOptions) -> b
 ///
 /// # Shapes
 /// - `x1: [N1, d]`, `x2: [N2, d]` → `[N1, K, N2, K]` (see [`FullGram::into_host`])
-pub fn kernel(net: &Network, x1: &HostArray, x2: Option<&HostArray>) -> FullGram {
+pub(crate) fn kernel(net: &Network, x1: &HostArray, x2: Option<&HostArray>) -> FullGram {
+    let (n1, n2) = (x1.shape[0], x2.map_or(x1.shape[0], |x| x.shape[0]));
+    if n1 == 0 || n2 == 0 {
+        return FullGram::zeros(n1, n2, net.n_outputs(), x2.is_none(), net.dtype());
+    }
     match net.dtype() {
         DType::F32 => kernel_in::<f32>(net, x1, x2),
         _ => kernel_in::<f64>(net, x1, x2),
