@@ -40,8 +40,8 @@ pub fn contraction_stats() -> (f64, f64) {
 }
 
 /// Measured f32 throughput (GFLOP/s) of the `gemm` crate on this machine: the median of
-/// five `n×n` by `n×n` products on host buffers, all threads. The ceiling the host
-/// contraction can reach.
+/// five `n×n` by `n×n` products on host buffers, all threads, with the operands in the
+/// layouts the contraction uses (left column-major, right row-major).
 pub fn host_gemm_gflops(n: usize) -> f64 {
     let a: Vec<f32> = (0..n * n)
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
@@ -50,7 +50,18 @@ pub fn host_gemm_gflops(n: usize) -> f64 {
     let mut times: Vec<f64> = (0..6)
         .map(|_| {
             let t0 = Instant::now();
-            rows_times_rows_t(&mut c, &a, &a, (n, n, n), true);
+            gemm_into(
+                &mut c,
+                (n, n, n),
+                Operand {
+                    values: &a,
+                    col_stride: n,
+                    row_stride: 1,
+                },
+                Operand::rows(&a, n),
+                1.0,
+                true,
+            );
             t0.elapsed().as_secs_f64()
         })
         .collect();
@@ -502,15 +513,6 @@ impl<'a, T> Operand<'a, T> {
         }
     }
 
-    /// The transpose of a row-major matrix with `cols` columns.
-    pub fn rows_t(values: &'a [T], cols: usize) -> Self {
-        Operand {
-            values,
-            col_stride: cols,
-            row_stride: 1,
-        }
-    }
-
     /// Whether an `m × n` matrix read with these strides stays inside `values`.
     fn holds(&self, m: usize, n: usize) -> bool {
         m == 0
@@ -566,24 +568,6 @@ pub(crate) fn gemm_into<T: Real>(
             parallelism,
         );
     }
-}
-
-/// `dst[m, n] = a[m, f] · b[n, f]ᵀ`, all row-major (the transpose is a stride swap).
-fn rows_times_rows_t<T: Real>(
-    dst: &mut [T],
-    a: &[T],
-    b: &[T],
-    (m, n, f): (usize, usize, usize),
-    parallel: bool,
-) {
-    gemm_into(
-        dst,
-        (m, n, f),
-        Operand::rows(a, f),
-        Operand::rows_t(b, f),
-        T::ONE,
-        parallel,
-    );
 }
 
 /// `src` row-major `[rows, cols]` → row-major `[cols, rows]`, in parallel over bands of
