@@ -357,6 +357,10 @@ const F32_CHECK_MAX_ROWS: usize = 2048;
 /// noise; anything that inverts the kernel (regression, predictions) then needs f64.
 fn f32_condition_warning(k: &ntk::nets::HostArray, kind: KernelKind, o: usize) -> Option<String> {
     let n = k.shape[0];
+    let m = if kind == KernelKind::Full { n * o } else { n };
+    if m > F32_CHECK_MAX_ROWS || m < 2 {
+        return None;
+    }
     let (m, mat): (usize, Vec<f64>) = match kind {
         KernelKind::Full => {
             let m = n * o;
@@ -375,9 +379,6 @@ fn f32_condition_warning(k: &ntk::nets::HostArray, kind: KernelKind, o: usize) -
         KernelKind::Trace | KernelKind::SumOfLogits | KernelKind::Nngp => (n, k.data.clone()),
         KernelKind::Diagonal => return None,
     };
-    if m > F32_CHECK_MAX_ROWS || m < 2 {
-        return None;
-    }
     let eig = ntk::analysis::spectrum::eigenvalues(&mat, m).ok()?;
     let max = eig.iter().cloned().fold(f64::MIN, f64::max);
     let noise = max * 1e-6;

@@ -481,7 +481,12 @@ pub fn npy_bytes(array: &HostArray, kind: FloatKind) -> Vec<u8> {
 
 /// Writes an array to a `.npy` file atomically.
 pub fn write_npy(path: impl AsRef<Path>, array: &HostArray, kind: FloatKind) -> Result<()> {
-    write_atomic(path, &npy_bytes(array, kind))
+    // Streamed in slices, so a large kernel is not held a second time as bytes.
+    let mut w = NpyWriter::create(path, &array.shape, kind)?;
+    for part in array.data.chunks(1 << 18) {
+        w.write(part)?;
+    }
+    w.finish()
 }
 
 /// Reads network inputs: a float `.npy` of shape `[N, *input_shape]` with finite values.

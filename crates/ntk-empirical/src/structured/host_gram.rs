@@ -28,10 +28,10 @@ static CONTRACTION_FLOPS: AtomicU64 = AtomicU64::new(0);
 static CONTRACTION_NANOS: AtomicU64 = AtomicU64::new(0);
 
 /// FLOPs done and seconds spent by host Gram contractions (the full and factored Grams of
-/// [`FullGram`], tensor or host inputs: host copy or transpose, GEMMs and fused
-/// accumulation) since the last [`reset_contraction_stats`], over all threads. The
-/// benchmark divides one by the other to compare the contraction phase
-/// with the machine's measured matmul peak.
+/// [`FullGram`]: their GEMMs and fused accumulation, not the copies of tensor inputs)
+/// since the last [`reset_contraction_stats`], over all threads. The benchmark divides
+/// one by the other to compare the contraction phase with the machine's measured matmul
+/// peak.
 pub fn contraction_stats() -> (f64, f64) {
     (
         CONTRACTION_FLOPS.load(Ordering::Relaxed) as f64,
@@ -68,6 +68,15 @@ pub fn host_gemm_gflops(n: usize) -> f64 {
     times.remove(0); // warm-up
     times.sort_by(|x, y| x.total_cmp(y));
     2.0 * (n as f64).powi(3) / times[times.len() / 2] / 1e9
+}
+
+/// Runs a contraction that returns its FLOPs, adding them and its time to
+/// [`contraction_stats`].
+fn counted(contraction: impl FnOnce() -> f64) {
+    let t0 = Instant::now();
+    let flops = contraction();
+    CONTRACTION_FLOPS.fetch_add(flops as u64, Ordering::Relaxed);
+    CONTRACTION_NANOS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
 }
 
 /// Zeroes [`contraction_stats`].
@@ -353,11 +362,8 @@ impl FullGram {
             symmetric,
             "u2t = None exactly when symmetric"
         );
-        let t0 = Instant::now();
         let acc = T::buffer(&mut self.data);
-        let flops = gram_into(acc, u1t, u2t, n1, n2, k, f, bs, symmetric, coeff);
-        CONTRACTION_FLOPS.fetch_add(flops as u64, Ordering::Relaxed);
-        CONTRACTION_NANOS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        counted(|| gram_into(acc, u1t, u2t, n1, n2, k, f, bs, symmetric, coeff));
     }
 
     /// [`FullGram::add_factored_gram`] on host values: `d1` row-major `[N1, f]` and its
@@ -384,12 +390,9 @@ impl FullGram {
             symmetric,
             "d2t = None exactly when symmetric"
         );
-        let t0 = Instant::now();
         let acc = T::buffer(&mut self.data);
         let cols_t = d2t.unwrap_or(d1t);
-        let flops = factored_into(acc, d1, cols_t, v, (n1, n2, k, f), bs, symmetric, coeff);
-        CONTRACTION_FLOPS.fetch_add(flops as u64, Ordering::Relaxed);
-        CONTRACTION_NANOS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        counted(|| factored_into(acc, d1, cols_t, v, (n1, n2, k, f), bs, symmetric, coeff));
     }
 
     /// `Θ[n1, k, n2, k] += c[n1, n2]` for every `k`: the contribution of a layer whose
