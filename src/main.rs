@@ -361,9 +361,8 @@ fn f32_condition_warning(k: &ntk::nets::HostArray, kind: KernelKind, o: usize) -
     if m > F32_CHECK_MAX_ROWS || m < 2 {
         return None;
     }
-    let (m, mat): (usize, Vec<f64>) = match kind {
+    let mat: Vec<f64> = match kind {
         KernelKind::Full => {
-            let m = n * o;
             let mut v = vec![0.0; m * m];
             for a in 0..n {
                 for b in 0..n {
@@ -374,9 +373,9 @@ fn f32_condition_warning(k: &ntk::nets::HostArray, kind: KernelKind, o: usize) -
                     }
                 }
             }
-            (m, v)
+            v
         }
-        KernelKind::Trace | KernelKind::SumOfLogits | KernelKind::Nngp => (n, k.data.clone()),
+        KernelKind::Trace | KernelKind::SumOfLogits | KernelKind::Nngp => k.data.clone(),
         KernelKind::Diagonal => return None,
     };
     let eig = ntk::analysis::spectrum::eigenvalues(&mat, m).ok()?;

@@ -91,10 +91,10 @@ pub fn reset_contraction_stats() {
 /// 320 rows beat 8 of 160 for 1280 rows, 4 of 160 beat 2 of 320 for 640 rows).
 const BLOCK_ROWS: (usize, usize) = (160, 320);
 
-/// Rows (`samples · K`) of each part a diagonal block is cut into (see [`pieces`]), at
-/// least two parts a block: smaller parts skip more of the lower triangle, larger ones run
-/// closer to the GEMM peak.
-const DIAGONAL_PART_ROWS: usize = 160;
+/// Parts a diagonal block is cut into (see [`pieces`]): more parts skip more of the lower
+/// triangle, larger ones run closer to the GEMM peak (measured on the perf MLPs: 4 parts
+/// of 80 rows are not faster than 2).
+const DIAGONAL_PARTS: usize = 2;
 
 /// How the rows of the accumulator are cut: blocks of `samples` samples (the unit of
 /// parallel work), and with symmetry each diagonal block into parts of `part` samples.
@@ -161,7 +161,7 @@ impl Real for f64 {
 }
 
 /// A tensor's values on the host, converted to `T`, row-major.
-fn host_vec<T: Element, const D: usize>(t: Tensor<D>) -> Vec<T> {
+pub(crate) fn host_vec<T: Element, const D: usize>(t: Tensor<D>) -> Vec<T> {
     t.into_data()
         .convert::<T>()
         .try_into_vec::<T>()
@@ -247,10 +247,9 @@ impl FullGram {
     fn blocking(&self) -> Blocking {
         let rows = (self.n1 * self.k / 4).clamp(BLOCK_ROWS.0, BLOCK_ROWS.1);
         let samples = (rows / self.k).max(1);
-        let parts = (samples * self.k / DIAGONAL_PART_ROWS).clamp(2, samples.max(2));
         Blocking {
             samples,
-            part: samples.div_ceil(parts).max(1),
+            part: samples.div_ceil(DIAGONAL_PARTS).max(1),
         }
     }
 
@@ -870,7 +869,7 @@ fn factored_into<T: Real>(
                 flops += 2.0 * (cols * kk * s) as f64;
                 let base_a = (a - start) * k * row;
                 for (b, gb) in (c0..n2).zip(g.chunks(kk)) {
-                    let c = T::from_f64(coeff.at(a, b, n2));
+                    let c = coeff.at_as::<T>(a, b, n2);
                     let base = base_a + b * k;
                     for (&(p, q), &val) in pq.iter().zip(gb) {
                         let val = c * val;

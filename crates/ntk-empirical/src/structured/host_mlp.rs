@@ -21,9 +21,9 @@
 //! pass (measured in `ntk bench`). The cross-method and oracle tests check it with the
 //! rest of the structured method.
 
-use super::host_gram::{FullGram, Operand, PairCoeff, Real, gemm_into, transpose};
+use super::host_gram::{FullGram, Operand, PairCoeff, Real, gemm_into, host_vec, transpose};
 use crate::kernel::KernelKind;
-use burn::tensor::{DType, Element, Tensor};
+use burn::tensor::DType;
 use ntk_nets::layers::StatelessOp;
 use ntk_nets::{Activation, HostArray, Layer, Network};
 use rayon::prelude::*;
@@ -66,24 +66,17 @@ pub(crate) fn kernel(net: &Network, x1: &HostArray, x2: Option<&HostArray>) -> F
 
 /// One layer's values on the host.
 enum HostLayer<T> {
-    /// `y = s·x Wᵀ + b_s·b`; `w: [out, in]` row-major, `b` already times `b_s`.
+    /// `y = s·x Wᵀ + b_s·b` (`s` the weight scale); `w: [out, in]` row-major, `b` already
+    /// times `b_s`.
     Dense {
         w: Vec<T>,
         b: Option<Vec<T>>,
-        s: T,
         bias_scale: f64,
         weight_scale: f64,
         out: usize,
         inp: usize,
     },
     Activation(Activation),
-}
-
-fn host_values<T: Element, const D: usize>(t: Tensor<D>) -> Vec<T> {
-    t.into_data()
-        .convert::<T>()
-        .try_into_vec::<T>()
-        .expect("converted tensor data has the requested type")
 }
 
 fn host_layers<T: Real>(net: &Network) -> Vec<HostLayer<T>> {
@@ -93,11 +86,10 @@ fn host_layers<T: Real>(net: &Network) -> Vec<HostLayer<T>> {
             Layer::Dense(d) => {
                 let [out, inp] = d.weight.val().dims();
                 HostLayer::Dense {
-                    w: host_values::<T, 2>(d.weight.val()),
+                    w: host_vec::<T, 2>(d.weight.val()),
                     b: d.bias
                         .as_ref()
-                        .map(|b| host_values::<T, 1>(b.val().mul_scalar(d.bias_scale))),
-                    s: T::from_f64(d.weight_scale),
+                        .map(|b| host_vec::<T, 1>(b.val().mul_scalar(d.bias_scale))),
                     bias_scale: d.bias_scale,
                     weight_scale: d.weight_scale,
                     out,
@@ -160,8 +152,14 @@ fn forward<T: Real>(layers: &[HostLayer<T>], x: &HostArray) -> Trace<T> {
     for layer in layers {
         match layer {
             HostLayer::Dense {
-                w, b, s, out, inp, ..
+                w,
+                b,
+                weight_scale,
+                out,
+                inp,
+                ..
             } => {
+                let s = T::from_f64(*weight_scale);
                 // yᵀ[out, N] = s · W[out, in] · hᵀ[in, N] (+ b), in bands of output features
                 // on the threads (the gemm crate keeps GEMMs this small on one).
                 let mut y = vec![T::ZERO; out * n];
@@ -176,7 +174,7 @@ fn forward<T: Real>(layers: &[HostLayer<T>], x: &HostArray) -> Trace<T> {
                             (m, n, *inp),
                             Operand::rows(w, *inp),
                             Operand::rows(&h, n),
-                            *s,
+                            s,
                             false,
                         );
                         if let Some(b) = b {
@@ -304,7 +302,7 @@ fn kernel_in<T: Real>(net: &Network, x1: &HostArray, x2: Option<&HostArray>) -> 
     };
     let HostLayer::Dense {
         w: w_out,
-        s: s_out,
+        weight_scale: s_out,
         inp: width,
         ..
     } = &layers[last]
@@ -325,7 +323,8 @@ fn kernel_in<T: Real>(net: &Network, x1: &HostArray, x2: Option<&HostArray>) -> 
     };
     let d1t = product_of_derivatives(&t1);
     let d2t = t2.as_ref().map(product_of_derivatives);
-    let v: Vec<T> = w_out.iter().map(|&x| *s_out * x).collect();
+    let s_out = T::from_f64(*s_out);
+    let v: Vec<T> = w_out.iter().map(|&x| s_out * x).collect();
     sum.add_factored_gram_host(
         &transpose(&d1t, width, n1),
         d2t.as_deref(),
@@ -363,7 +362,14 @@ fn kernel_in<T: Real>(net: &Network, x1: &HostArray, x2: Option<&HostArray>) -> 
     let mut g2 = d2t.as_deref().map(|d| expand(d, n2));
     for l in (lowest..=hidden).rev() {
         match &layers[l] {
-            HostLayer::Dense { w, s, out, inp, .. } => {
+            HostLayer::Dense {
+                w,
+                weight_scale,
+                out,
+                inp,
+                ..
+            } => {
+                let s = T::from_f64(*weight_scale);
                 if l != hidden {
                     let coeff = pair_coefficient(&layers[l], &t1.inputs[l], inputs2(l), (n1, n2));
                     sum.add_gram_feature_major(&g1, g2.as_deref(), *out, &coeff);
@@ -384,7 +390,7 @@ fn kernel_in<T: Real>(net: &Network, x1: &HostArray, x2: Option<&HostArray>) -> 
                             row_stride: 1,
                         },
                         Operand::rows(gt, n * k),
-                        *s,
+                        s,
                         true,
                     );
                     gx

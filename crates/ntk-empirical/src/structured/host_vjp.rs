@@ -25,6 +25,7 @@
 //! Columns are processed in cache-sized chunks of whole samples, all `kh·kw` products
 //! accumulating into the same chunk, chunks in parallel (rayon).
 
+use super::host_gram::host_vec;
 use burn::tensor::{DType, Element, Tensor, TensorData};
 use ntk_nets::layers::Conv2d;
 use rayon::prelude::*;
@@ -55,13 +56,6 @@ pub fn conv_input_vjp(layer: &Conv2d, g: Tensor<4>, h: usize, w: usize) -> Tenso
         let out = vjp::<f64>(layer, g, h, w);
         Tensor::from_data(out, (&device, DType::F64))
     }
-}
-
-fn host<T: Element, const D: usize>(t: Tensor<D>) -> Vec<T> {
-    t.into_data()
-        .convert::<T>()
-        .try_into_vec::<T>()
-        .expect("converted tensor data has the requested type")
 }
 
 trait Scalar: Element + Copy + Send + Sync + 'static + std::ops::Mul<Output = Self> {
@@ -111,7 +105,7 @@ fn vjp<T: Scalar>(layer: &Conv2d, g: Tensor<4>, h: usize, w: usize) -> TensorDat
     let row_len = columns + slack;
 
     let scale = layer.weight_scale;
-    let wv = host::<f64, 4>(weight);
+    let wv = host_vec::<f64, 4>(weight);
     // w_off[(a·kw + b)][ci][co] = s · W[co, ci, kh−1−a, kw−1−b].
     let mut w_off = vec![T::ZERO; kh * kw * ci * co];
     for a in 0..kh {
@@ -125,7 +119,7 @@ fn vjp<T: Scalar>(layer: &Conv2d, g: Tensor<4>, h: usize, w: usize) -> TensorDat
         }
     }
 
-    let gv = host::<T, 4>(g);
+    let gv = host_vec::<T, 4>(g);
     // ĝ[co][n][(y + pt)·wp + x + pl] = g[n, co, y, x].
     let mut padded = vec![T::ZERO; co * row_len];
     padded
@@ -219,8 +213,8 @@ pub fn times_per_sample(g: Tensor<4>, d: Tensor<4>, k: usize) -> Tensor<4> {
 fn product<T: Scalar>(g: Tensor<4>, d: Tensor<4>, k: usize) -> TensorData {
     let [nk, c, h, w] = g.dims();
     let per = c * h * w;
-    let mut gv = host::<T, 4>(g);
-    let dv = host::<T, 4>(d);
+    let mut gv = host_vec::<T, 4>(g);
+    let dv = host_vec::<T, 4>(d);
     gv.par_chunks_mut(k * per)
         .zip(dv.par_chunks(per))
         .for_each(|(rows, factor)| {
@@ -247,7 +241,7 @@ pub fn spread_over_pixels(g: Tensor<2>, h: usize, w: usize) -> Tensor<4> {
 fn spread<T: Scalar>(g: Tensor<2>, h: usize, w: usize) -> TensorData {
     let [r, c] = g.dims();
     let inv = T::from_f64(1.0 / (h * w) as f64);
-    let gv = host::<T, 2>(g);
+    let gv = host_vec::<T, 2>(g);
     let mut out = vec![T::ZERO; r * c * h * w];
     out.par_chunks_mut(h * w)
         .zip(gv.par_iter())
