@@ -17,6 +17,7 @@
 pub mod cost;
 pub mod engine;
 pub mod error;
+pub mod graph;
 pub mod jacobian;
 pub mod kernel;
 pub mod ntk_vp;

@@ -62,9 +62,28 @@ pub enum NetsError {
     /// A backend could not be set up or is not compiled in.
     #[error("backend: {0}")]
     Backend(String),
+    /// An op of a graph network cannot run on its inputs (wrapped in [`NetsError::Node`]
+    /// by the interpreter, which knows the node).
+    #[error("{0}")]
+    Op(String),
+    /// A node of a graph network is wrong: its name, op type and what is wrong.
+    #[error("node {node:?} ({op}): {message}")]
+    Node {
+        node: String,
+        op: String,
+        message: String,
+    },
+    /// An ONNX file cannot be read, or uses what ntk does not support.
+    #[error("onnx {}: {message}", path.display())]
+    Onnx { path: PathBuf, message: String },
 }
 
 impl NetsError {
+    /// An op error (see [`NetsError::Op`]).
+    pub fn op(message: impl Into<String>) -> Self {
+        NetsError::Op(message.into())
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         NetsError::Io {
             path: path.into(),

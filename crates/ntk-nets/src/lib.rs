@@ -16,6 +16,7 @@ pub mod array;
 pub mod backend;
 pub mod builder;
 pub mod error;
+pub mod graph;
 pub mod layers;
 pub mod memory;
 pub mod network;

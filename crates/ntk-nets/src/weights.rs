@@ -28,6 +28,23 @@ pub fn read_safetensors(path: impl AsRef<Path>) -> Result<BTreeMap<String, HostA
 
 /// Parses safetensors bytes; the error is a message without the file name.
 pub fn parse_safetensors(bytes: &[u8]) -> std::result::Result<BTreeMap<String, HostArray>, String> {
+    parse_safetensors_with(bytes, false)
+}
+
+/// Reads the float tensors of a safetensors file, skipping integer and bool entries
+/// (a PyTorch `state_dict` holds `num_batches_tracked` as I64).
+pub fn read_safetensors_floats(path: impl AsRef<Path>) -> Result<BTreeMap<String, HostArray>> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| NetsError::io(path, e))?;
+    parse_safetensors_with(&bytes, true).map_err(|m| werr(path, m))
+}
+
+/// Parses safetensors bytes; with `skip_non_float`, non-float entries are left out
+/// instead of refused.
+pub fn parse_safetensors_with(
+    bytes: &[u8],
+    skip_non_float: bool,
+) -> std::result::Result<BTreeMap<String, HostArray>, String> {
     let st = std::panic::catch_unwind(|| SafeTensors::deserialize(bytes))
         .map_err(|_| "not a valid safetensors file: malformed header".to_string())?
         .map_err(|e| format!("not a valid safetensors file: {e}"))?;
@@ -44,6 +61,11 @@ pub fn parse_safetensors(bytes: &[u8]) -> std::result::Result<BTreeMap<String, H
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
                 .collect(),
+            Dtype::I64 | Dtype::I32 | Dtype::I16 | Dtype::I8 | Dtype::U8 | Dtype::BOOL
+                if skip_non_float =>
+            {
+                continue;
+            }
             other => {
                 return Err(format!(
                     "key {name:?}: dtype {other:?} is not supported (F32 or F64)"

@@ -117,14 +117,14 @@ pub enum Coeff {
 /// The running sum of layer contributions.
 #[derive(Debug)]
 pub struct KernelSum {
-    kind: KernelKind,
-    acc: Option<Accumulator>,
+    pub(crate) kind: KernelKind,
+    pub(crate) acc: Option<Accumulator>,
 }
 
 impl KernelSum {
     /// An empty sum; full kernels on CPU backends are summed on the host ([`host_gram`])
     /// unless `tensor_contraction` is set. `symmetric` means `x2 = x1`.
-    fn new(
+    pub(crate) fn new(
         kind: KernelKind,
         dims: (usize, usize, usize),
         symmetric: bool,

@@ -1,0 +1,591 @@
+//! Graph networks: a DAG of named nodes with one input and one output, from a graph spec
+//! ([`spec`], JSON) or an ONNX file ([`onnx`]); ops in [`ops`], grouped by family.
+//!
+//! ```text
+//! graph spec JSON ─┐                      ┌─ GraphNetwork::forward (burn tensors, autodiff-ready)
+//!                  ├─► Graph (nodes, params,┤
+//! model.onnx ──────┘   constants) ─────────└─ taps for the structured method (inputs and
+//!                                               cotangent probes of parameter consumers)
+//! ```
+//!
+//! Parameters are named (`"{node}.weight"`, or the ONNX initializer names, which are
+//! PyTorch's `named_parameters()` names when exported with `do_constant_folding=False`),
+//! so a `state_dict()` saved with safetensors replaces them by name. Constants (BatchNorm
+//! running statistics, fixed buffers, shape operands) are not parameters.
+
+pub mod onnx;
+pub mod ops;
+pub mod spec;
+pub mod value;
+
+use crate::array::HostArray;
+use crate::backend::Precision;
+use crate::error::{NetsError, Result};
+use crate::network::to_host;
+use burn::module::{Module, Param};
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use ops::{Ctx, Op};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use value::{FloatValue, IntValue, Value};
+
+/// What a node is.
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    /// The network input `[N, *input_shape]`.
+    Input,
+    /// Parameter `i` of [`Graph::params`].
+    Param(usize),
+    /// A constant: float data on the host (uploaded in the computation's dtype) or integers.
+    Constant(Constant),
+    /// An op applied to the node's inputs.
+    Op(Op),
+}
+
+/// A constant of a graph.
+#[derive(Debug, Clone)]
+pub enum Constant {
+    Float(HostArray),
+    Ints(IntValue),
+}
+
+/// A node: a name (unique), what it is, and its inputs (node indices; `None` for an
+/// omitted optional ONNX input).
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub kind: NodeKind,
+    pub inputs: Vec<Option<usize>>,
+}
+
+/// A parameter: its name and PyTorch-layout shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+/// A validated graph: nodes in topological order (every input precedes its consumer).
+#[derive(Debug, Clone)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    pub output: usize,
+    /// Shape of one input sample.
+    pub input_shape: Vec<usize>,
+    pub params: Vec<ParamInfo>,
+    /// The graph was exported with a fixed batch of 1 (see [`ops::Ctx::batch_one_export`]).
+    pub batch_one_export: bool,
+    /// For each node, the last node that reads it (values are dropped after it).
+    pub last_use: Vec<usize>,
+    /// Where the graph came from (for messages).
+    pub source: String,
+}
+
+impl Graph {
+    /// Builds the graph bookkeeping and checks the order, names and references.
+    pub fn new(
+        nodes: Vec<Node>,
+        output: usize,
+        input_shape: Vec<usize>,
+        params: Vec<ParamInfo>,
+        batch_one_export: bool,
+        source: String,
+    ) -> Result<Graph> {
+        let mut last_use: Vec<usize> = (0..nodes.len()).collect();
+        let mut inputs_seen = 0;
+        for (i, n) in nodes.iter().enumerate() {
+            for &j in n.inputs.iter().flatten() {
+                if j >= i {
+                    return Err(NetsError::Node {
+                        node: n.name.clone(),
+                        op: kind_name(&n.kind).into(),
+                        message:
+                            "reads a node that does not precede it (a cycle, or nodes out of order)"
+                                .into(),
+                    });
+                }
+                last_use[j] = i;
+            }
+            match n.kind {
+                NodeKind::Input => inputs_seen += 1,
+                NodeKind::Param(p) if p >= params.len() => {
+                    return Err(NetsError::op(format!(
+                        "node {:?} refers to a missing parameter",
+                        n.name
+                    )));
+                }
+                _ => {}
+            }
+        }
+        if inputs_seen != 1 {
+            return Err(NetsError::op(format!(
+                "a graph needs exactly one input node, found {inputs_seen}"
+            )));
+        }
+        if output >= nodes.len() {
+            return Err(NetsError::op("the graph's output is not one of its nodes"));
+        }
+        last_use[output] = usize::MAX;
+        Ok(Graph {
+            nodes,
+            output,
+            input_shape,
+            params,
+            batch_one_export,
+            last_use,
+            source,
+        })
+    }
+
+    /// Number of parameters.
+    pub fn n_params(&self) -> usize {
+        self.params
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// The parameter reached from node `id` through layout ops only (transposes,
+    /// reshapes of a weight), with the layout nodes passed: `Some((param, chain))`.
+    pub fn param_source(&self, mut id: usize) -> Option<(usize, Vec<usize>)> {
+        let mut chain = Vec::new();
+        loop {
+            let n = &self.nodes[id];
+            match &n.kind {
+                NodeKind::Param(p) => {
+                    chain.reverse();
+                    return Some((*p, chain));
+                }
+                NodeKind::Op(op) if op.is_layout() => {
+                    chain.push(id);
+                    id = n.inputs.first().copied().flatten()?;
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// The name of a node's kind, for messages.
+pub fn kind_name(k: &NodeKind) -> &'static str {
+    match k {
+        NodeKind::Input => "Input",
+        NodeKind::Param(_) => "Parameter",
+        NodeKind::Constant(_) => "Constant",
+        NodeKind::Op(op) => op.type_name(),
+    }
+}
+
+/// Called by [`GraphNetwork::forward_tapped`] on the nodes it was asked to tap, after the
+/// node has run: sees the node's inputs and may replace its output (to add a probe).
+pub trait Tap {
+    fn tap(&mut self, node: usize, inputs: &[Option<&Value>], output: FloatValue) -> FloatValue;
+}
+
+/// A graph network: a burn [`Module`] whose parameters are the graph's, one flat
+/// `Param<Tensor<1>>` per named parameter (reshaped where used).
+#[derive(Module, Debug)]
+pub struct GraphNetwork {
+    pub params: Vec<Param<Tensor<1>>>,
+    #[module(skip)]
+    pub graph: Arc<Graph>,
+    #[module(skip)]
+    pub precision: Precision,
+    /// Which parameters the kernel counts (`--params`/`--frozen`); all by default.
+    #[module(skip)]
+    pub selected: Vec<bool>,
+}
+
+impl GraphNetwork {
+    /// Builds the network from host parameters (every one of `graph.params`, by name, with
+    /// the right shape; extra keys are an error unless `ignore_extra`), then checks it by a
+    /// forward pass of one zero sample, so shape errors surface before any computation.
+    pub fn from_params(
+        graph: Graph,
+        params: &BTreeMap<String, HostArray>,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<GraphNetwork> {
+        let dtype = precision.dtype();
+        let mut out = Vec::with_capacity(graph.params.len());
+        for p in &graph.params {
+            let a = params.get(&p.name).ok_or_else(|| NetsError::Weights {
+                path: graph.source.clone().into(),
+                message: format!("parameter {:?} is missing", p.name),
+            })?;
+            if a.shape != p.shape {
+                return Err(NetsError::Weights {
+                    path: graph.source.clone().into(),
+                    message: format!(
+                        "parameter {:?} has shape {:?}, the network needs {:?}",
+                        p.name, a.shape, p.shape
+                    ),
+                });
+            }
+            a.check_finite(&format!("parameter {:?}", p.name))?;
+            let n = a.data.len();
+            out.push(Param::from_tensor(Tensor::from_data(
+                TensorData::new(a.data.clone(), [n]),
+                (device, dtype),
+            )));
+        }
+        let selected = vec![true; graph.params.len()];
+        let net = GraphNetwork {
+            params: out,
+            graph: Arc::new(graph),
+            precision,
+            selected,
+        };
+        net.check_runs(device)?;
+        Ok(net)
+    }
+
+    /// A forward pass of one (and, for batch handling, two) zero samples; burn panics
+    /// on ops it cannot run are turned into errors naming nothing better than the graph.
+    fn check_runs(&self, device: &Device) -> Result<()> {
+        for n in [1usize, 2] {
+            let numel: usize = self.graph.input_shape.iter().product();
+            let x = HostArray::new(
+                std::iter::once(n)
+                    .chain(self.graph.input_shape.iter().copied())
+                    .collect(),
+                vec![0.0; n * numel],
+            );
+            let input = self.input(&x, device)?;
+            let f = self.forward(input)?;
+            let d = f.dims();
+            if d[0] != n {
+                return Err(NetsError::op(format!(
+                    "the output has {} rows for a batch of {n}: the graph mixes samples (a fixed batch size baked into a reshape?)",
+                    d[0]
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The parameters as named host arrays.
+    pub fn params_host(&self) -> BTreeMap<String, HostArray> {
+        self.graph
+            .params
+            .iter()
+            .zip(&self.params)
+            .map(|(info, p)| {
+                let h = to_host(p.val());
+                (
+                    info.name.clone(),
+                    HostArray::new(info.shape.clone(), h.data),
+                )
+            })
+            .collect()
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> Device {
+        self.devices().into_iter().next().unwrap_or_default()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.precision.dtype()
+    }
+
+    /// Shape of one input sample.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.graph.input_shape
+    }
+
+    /// Number of outputs O (the output's elements per sample), from a dry run.
+    pub fn n_outputs(&self) -> usize {
+        let numel: usize = self.graph.input_shape.iter().product();
+        let x = HostArray::new(
+            std::iter::once(1)
+                .chain(self.graph.input_shape.iter().copied())
+                .collect(),
+            vec![0.0; numel],
+        );
+        let device = self.device();
+        self.input(&x, &device)
+            .and_then(|i| self.forward(i))
+            .map_or(0, |f| f.dims()[1])
+    }
+
+    /// Restricts the kernel to the parameters whose names match `include` (all when
+    /// `None`) and not `exclude`. Errors when nothing is left.
+    pub fn select(
+        &mut self,
+        include: Option<&regex::Regex>,
+        exclude: Option<&regex::Regex>,
+    ) -> Result<()> {
+        self.selected = self
+            .graph
+            .params
+            .iter()
+            .map(|p| {
+                include.is_none_or(|r| r.is_match(&p.name))
+                    && !exclude.is_some_and(|r| r.is_match(&p.name))
+            })
+            .collect();
+        if !self.selected.iter().any(|&s| s) {
+            let names: Vec<&str> = self
+                .graph
+                .params
+                .iter()
+                .map(|p| p.name.as_str())
+                .take(20)
+                .collect();
+            return Err(NetsError::op(format!(
+                "--params/--frozen select no parameter; the parameters are {names:?}{}",
+                if self.graph.params.len() > 20 {
+                    " …"
+                } else {
+                    ""
+                }
+            )));
+        }
+        Ok(())
+    }
+
+    /// Names of the selected parameters.
+    pub fn selected_names(&self) -> Vec<&str> {
+        self.graph
+            .params
+            .iter()
+            .zip(&self.selected)
+            .filter(|(_, s)| **s)
+            .map(|(p, _)| p.name.as_str())
+            .collect()
+    }
+
+    /// Checks a host batch `[N, *input_shape]` (shape and finiteness).
+    pub fn check_input(&self, x: &HostArray) -> Result<()> {
+        if x.shape.len() != self.graph.input_shape.len() + 1
+            || x.shape[1..] != self.graph.input_shape[..]
+        {
+            return Err(NetsError::InputShape {
+                got: x.shape.clone(),
+                expected: self.graph.input_shape.clone(),
+            });
+        }
+        x.check_finite("input")
+    }
+
+    /// Uploads a host batch as `[N, numel]` rows.
+    pub fn input(&self, x: &HostArray, device: &Device) -> Result<Tensor<2>> {
+        self.check_input(x)?;
+        let n = x.shape[0];
+        let numel = x.data.len() / n.max(1);
+        Ok(Tensor::from_data(
+            TensorData::new(x.data.clone(), [n, numel]),
+            (device, self.dtype()),
+        ))
+    }
+
+    /// The outputs `[N, O]` for input rows `[N, numel]`.
+    pub fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>> {
+        self.forward_tapped(x, &[], &mut NoTap)
+    }
+
+    /// Forward pass calling `tap` after each node in `tapped`.
+    pub fn forward_tapped(
+        &self,
+        x: Tensor<2>,
+        tapped: &[bool],
+        tap: &mut dyn Tap,
+    ) -> Result<Tensor<2>> {
+        let g = &self.graph;
+        let [n, _] = x.dims();
+        let device = x.device();
+        let dtype = self.dtype();
+        let ctx = Ctx {
+            device: &device,
+            dtype,
+            batch: n,
+            batch_one_export: g.batch_one_export,
+        };
+        let mut values: Vec<Option<Value>> = vec![None; g.nodes.len()];
+        let mut input_shape = vec![n];
+        input_shape.extend_from_slice(&g.input_shape);
+        let mut x = Some(x);
+        for (i, node) in g.nodes.iter().enumerate() {
+            let v = match &node.kind {
+                NodeKind::Input => {
+                    let t = x.take().expect("one input node");
+                    Value::Float(FloatValue::from_tensor(t).reshape(&input_shape))
+                }
+                NodeKind::Param(p) => Value::Float(
+                    FloatValue::from_tensor(self.params[*p].val()).reshape(&g.params[*p].shape),
+                ),
+                NodeKind::Constant(Constant::Float(a)) => Value::Float(FloatValue::from_host(
+                    &a.shape,
+                    a.data.clone(),
+                    &device,
+                    dtype,
+                )),
+                NodeKind::Constant(Constant::Ints(v)) => Value::Ints(v.clone()),
+                NodeKind::Op(op) => {
+                    let ins: Vec<Option<&Value>> = node
+                        .inputs
+                        .iter()
+                        .map(|j| j.and_then(|j| values[j].as_ref()))
+                        .collect();
+                    let wrap = |e: NetsError| NetsError::Node {
+                        node: node.name.clone(),
+                        op: op.type_name().into(),
+                        message: e.to_string(),
+                    };
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        op.apply(&ins, &ctx)
+                    }))
+                    .map_err(|p| wrap(NetsError::op(panic_message(p))))?
+                    .map_err(wrap)?;
+                    match out {
+                        Value::Float(f) if tapped.get(i).copied().unwrap_or(false) => {
+                            Value::Float(tap.tap(i, &ins, f))
+                        }
+                        v => v,
+                    }
+                }
+            };
+            values[i] = Some(v);
+            for &j in node.inputs.iter().flatten() {
+                if g.last_use[j] == i {
+                    values[j] = None;
+                }
+            }
+        }
+        let out = values[g.output]
+            .take()
+            .ok_or_else(|| NetsError::op("the output was not computed"))?;
+        let f = out.float("the network output")?;
+        let s = f.shape();
+        if s.first() != Some(&n) {
+            return Err(NetsError::op(format!(
+                "the network output {s:?} does not have the batch ({n}) as its first axis"
+            )));
+        }
+        let o = f.numel() / n.max(1);
+        Ok(f.t.clone().reshape([n, o]))
+    }
+
+    /// Convenience: outputs `[N, O]` on the host for a host batch.
+    pub fn forward_host(&self, x: &HostArray) -> Result<HostArray> {
+        let device = self.device();
+        Ok(to_host(self.forward(self.input(x, &device)?)?))
+    }
+
+    /// Saves the parameters as safetensors (F64, or F32 with `f32_out`).
+    pub fn save(&self, path: impl AsRef<std::path::Path>, f32_out: bool) -> Result<()> {
+        crate::weights::write_safetensors(path, &self.params_host(), f32_out)
+    }
+}
+
+struct NoTap;
+impl Tap for NoTap {
+    fn tap(&mut self, _: usize, _: &[Option<&Value>], output: FloatValue) -> FloatValue {
+        output
+    }
+}
+
+/// The message of a caught panic.
+pub fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    let m = p
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "the op failed".into());
+    format!(
+        "cannot run on these inputs: {}",
+        m.lines().next().unwrap_or("")
+    )
+}
+
+/// Loads an ONNX file as a [`GraphNetwork`], its parameters from the file's initializers
+/// or, with `weights`, from a safetensors state dict (PyTorch names; every parameter must
+/// be there, BatchNorm statistics are replaced when present, integer entries such as
+/// `num_batches_tracked` and unknown keys are ignored).
+pub fn load_onnx(
+    path: impl AsRef<std::path::Path>,
+    weights: Option<&std::path::Path>,
+    device: &Device,
+    precision: Precision,
+) -> Result<GraphNetwork> {
+    let mut model = onnx::load(path)?;
+    if let Some(w) = weights {
+        apply_state_dict(&mut model.graph, &mut model.params, &model.buffers, w)?;
+    }
+    GraphNetwork::from_params(model.graph, &model.params, device, precision)
+}
+
+/// Replaces parameters (all required) and buffers (when present) from a state dict file.
+pub fn apply_state_dict(
+    graph: &mut Graph,
+    params: &mut BTreeMap<String, HostArray>,
+    buffers: &BTreeMap<String, usize>,
+    file: &std::path::Path,
+) -> Result<()> {
+    let dict = crate::weights::read_safetensors_floats(file)?;
+    let werr = |message: String| NetsError::Weights {
+        path: file.to_path_buf(),
+        message,
+    };
+    let missing: Vec<&str> = graph
+        .params
+        .iter()
+        .map(|p| p.name.as_str())
+        .filter(|n| !dict.contains_key(*n))
+        .collect();
+    if !missing.is_empty() {
+        let found: Vec<&str> = dict.keys().map(|k| k.as_str()).take(8).collect();
+        let hint = graph
+            .params
+            .first()
+            .and_then(|p| dict.keys().find(|k| k.ends_with(&format!(".{}", p.name))))
+            .map(|k| {
+                let prefix = &k[..k.len() - graph.params[0].name.len()];
+                format!("; the keys seem to carry the prefix {prefix:?} (save the inner module's state_dict)")
+            })
+            .unwrap_or_default();
+        return Err(werr(format!(
+            "{} of {} parameters are missing, e.g. {:?}; the file has {} float keys, e.g. {found:?}{hint}",
+            missing.len(),
+            graph.params.len(),
+            &missing[..missing.len().min(5)],
+            dict.len()
+        )));
+    }
+    for p in &graph.params {
+        let a = &dict[&p.name];
+        if a.data.len() != p.shape.iter().product::<usize>() {
+            return Err(werr(format!(
+                "key {:?} has shape {:?}, the network needs {:?}",
+                p.name, a.shape, p.shape
+            )));
+        }
+        params.insert(
+            p.name.clone(),
+            HostArray::new(p.shape.clone(), a.data.clone()),
+        );
+    }
+    let graph_nodes = &mut graph.nodes;
+    for (name, &node) in buffers {
+        if let Some(a) = dict.get(name) {
+            if let NodeKind::Constant(Constant::Float(old)) = &mut graph_nodes[node].kind {
+                if old.data.len() != a.data.len() {
+                    return Err(werr(format!(
+                        "buffer {name:?} has shape {:?}, the network needs {:?}",
+                        a.shape, old.shape
+                    )));
+                }
+                a.check_finite(&format!("buffer {name:?}"))?;
+                *old = HostArray::new(old.shape.clone(), a.data.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a path names an ONNX file (by extension).
+pub fn is_onnx(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}

@@ -1,0 +1,1 @@
+//! The graph spec (JSON) — see docs/graph-spec.md.
