@@ -137,3 +137,78 @@ fn onnx_kernels_match_torch_func() {
         }
     }
 }
+
+/// The graph-spec versions of the ONNX cases (node names = PyTorch names) with the
+/// cases' state dicts give the ONNX files' kernels, and torch.func's.
+#[test]
+fn graph_specs_match_their_onnx_files() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/graph-specs");
+    for (spec, case) in [
+        ("preact-resnet.json", "onnx-preact-resnet"),
+        ("tiny-encoder.json", "onnx-tiny-encoder"),
+    ] {
+        let case = cases_dir().join(case);
+        let device = BackendKind::Flex.device(Precision::F64).unwrap();
+        let w = case.join("state_dict.safetensors");
+        let net = ntk::nets::graph::load(docs.join(spec), Some(&w), 0, &device, Precision::F64)
+            .unwrap_or_else(|e| panic!("{spec}: {e}"));
+        let x1 = npy(case.join("x1.npy"));
+        let x2 = npy(case.join("x2.npy"));
+        let f = net.forward_host(&x1).unwrap();
+        eprintln!(
+            "{spec} forward err {:.3e}",
+            rel_err(&f, &npy(case.join("expected_f_x1.npy")))
+        );
+        assert!(
+            rel_err(&f, &npy(case.join("expected_f_x1.npy"))) < 1e-10,
+            "{spec} forward"
+        );
+        let onnx = load(&case, "model.onnx", true, Precision::F64);
+        for method in [Method::Structured, Method::Jacobian] {
+            let k = kernel(&net, &x1, Some(&x2), method, KernelKind::Full);
+            let err = rel_err(&k, &npy(case.join("expected_ntk_full.npy")));
+            let ko = kernel(&onnx, &x1, Some(&x2), method, KernelKind::Full);
+            eprintln!(
+                "{spec} {method:?}: spec {err:.3e}, onnx {:.3e}, between {:.3e}",
+                rel_err(&ko, &npy(case.join("expected_ntk_full.npy"))),
+                rel_err(&k, &ko)
+            );
+            assert!(err < 1e-10, "{spec} {method:?}: {err:.3e}");
+            let ko = kernel(&onnx, &x1, Some(&x2), method, KernelKind::Full);
+            assert!(rel_err(&k, &ko) < 1e-12, "{spec} vs its onnx file");
+        }
+    }
+}
+
+/// Every example spec of docs/graph-specs loads, and its structured kernel (every kind)
+/// agrees with Jacobian contraction.
+#[test]
+fn doc_graph_specs_methods_agree() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/graph-specs");
+    for e in std::fs::read_dir(&docs).unwrap() {
+        let path = e.unwrap().path();
+        let device = BackendKind::Flex.device(Precision::F64).unwrap();
+        let net = ntk::nets::graph::load(&path, None, 3, &device, Precision::F64)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let numel: usize = net.input_shape().iter().product();
+        let mut shape = vec![2];
+        shape.extend(net.input_shape());
+        let x = ntk::nets::HostArray::new(
+            shape,
+            (0..2 * numel)
+                .map(|i| ((i * 7919) % 97) as f64 / 48.0 - 1.0)
+                .collect(),
+        );
+        for kind in [
+            KernelKind::Full,
+            KernelKind::Trace,
+            KernelKind::Diagonal,
+            KernelKind::SumOfLogits,
+        ] {
+            let a = kernel(&net, &x, None, Method::Structured, kind);
+            let b = kernel(&net, &x, None, Method::Jacobian, kind);
+            let err = rel_err(&a, &b);
+            assert!(err < 1e-10, "{} {kind:?}: {err:.3e}", path.display());
+        }
+    }
+}

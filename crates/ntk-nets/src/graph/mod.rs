@@ -584,6 +584,27 @@ pub fn apply_state_dict(
     Ok(())
 }
 
+/// Loads a graph network from an ONNX file or a graph spec (JSON with `nodes`); weights
+/// from a safetensors state dict, else the ONNX initializers or random from `seed`.
+pub fn load(
+    path: impl AsRef<std::path::Path>,
+    weights: Option<&std::path::Path>,
+    seed: u64,
+    device: &Device,
+    precision: Precision,
+) -> Result<GraphNetwork> {
+    let path = path.as_ref();
+    if is_onnx(path) {
+        return load_onnx(path, weights, device, precision);
+    }
+    let mut s = spec::GraphSpec::from_file(path)?;
+    let mut params = s.random_params(seed)?;
+    if let Some(w) = weights {
+        apply_state_dict(&mut s.graph, &mut params, &s.buffers, w)?;
+    }
+    GraphNetwork::from_params(s.graph, &params, device, precision)
+}
+
 /// Whether a path names an ONNX file (by extension).
 pub fn is_onnx(path: &std::path::Path) -> bool {
     path.extension()

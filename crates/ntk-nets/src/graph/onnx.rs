@@ -349,7 +349,10 @@ impl<'a> Attrs<'a> {
         self.map.get(name).map_or(default, |a| a.i)
     }
     fn float(&self, name: &str, default: f64) -> f64 {
-        self.map.get(name).map_or(default, |a| a.f as f64)
+        // Float attributes are float32 (epsilon 1e-5, alpha 0.01): widened like constants.
+        self.map
+            .get(name)
+            .map_or(default, |a| widen_f32_constant(a.f))
     }
     fn ints(&self, name: &str) -> Option<Vec<i64>> {
         self.map.get(name).map(|a| a.ints.clone())

@@ -1,1 +1,800 @@
-//! The graph spec (JSON) — see docs/graph-spec.md.
+//! The graph spec: a network as a JSON list of named nodes (docs/graph-spec.md).
+//!
+//! ```json
+//! {"input_shape": [3, 32, 32],
+//!  "nodes": [
+//!    {"name": "conv1", "type": "conv2d", "out_channels": 16, "kernel_size": 3, "padding": 1, "bias": false},
+//!    {"name": "bn1", "type": "batch_norm"},
+//!    {"name": "relu1", "type": "relu"},
+//!    {"name": "res", "type": "add", "inputs": ["relu1", "input"]}, ...]}
+//! ```
+//!
+//! Each node has a `name` (unique; PyTorch module paths such as `layer1.0.conv1` make a
+//! `state_dict` load by name), a `type`, its fields, and `inputs` (node names; default:
+//! the previous node; `"input"` is the network input). The output is `"output"` or the
+//! last node. Parameters are `"{name}.weight"`, `"{name}.bias"` (`parameter` nodes:
+//! `"{name}"`); BatchNorm also has the buffers `"{name}.running_mean"`/`.running_var`.
+//! Axes (`dim`) count the batch as axis 0, as in PyTorch.
+//!
+//! Random initialisation from a seed (ChaCha8, nodes in order): weights
+//! `N(0, w_std²/fan_in)` (`w_std` default 1), biases `N(0, b_std²)` (`b_std` default 0),
+//! norms' scale 1 and shift 0, running mean 0 and variance 1, `parameter` nodes
+//! `N(0, std²)` (`std` default 0.02).
+
+use super::ops::conv::Conv;
+use super::ops::elementwise::{Binary, ElementwiseOp, Unary};
+use super::ops::linear::LinearOp;
+use super::ops::normalization::NormOp;
+use super::ops::pooling::{PoolOp, Reduction, Window};
+use super::ops::shape::ShapeOp;
+use super::ops::{Ctx, Op};
+use super::value::{FloatValue, IntValue, Value};
+use super::{Constant, Graph, Node, NodeKind, ParamInfo};
+use crate::array::HostArray;
+use crate::error::{NetsError, Result};
+use burn::tensor::{DType, Device};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use serde_json::{Map, Value as Json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// A parsed graph spec: the graph, its buffers by name, and how to draw its parameters.
+#[derive(Debug, Clone)]
+pub struct GraphSpec {
+    pub graph: Graph,
+    pub buffers: BTreeMap<String, usize>,
+    /// Per parameter: the standard deviation of its random initialisation, or a constant
+    /// fill (norm scales and shifts).
+    pub init: Vec<Init>,
+}
+
+/// How a parameter is drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    Normal(f64),
+    Fill(f64),
+}
+
+/// Whether JSON text is a graph spec (it has `nodes`) rather than a sequential one.
+pub fn is_graph_spec(text: &str) -> bool {
+    serde_json::from_str::<Json>(text).is_ok_and(|v| v.get("nodes").is_some())
+}
+
+fn field_err(node: &str, ty: &str, field: &str, message: impl Into<String>) -> NetsError {
+    NetsError::Node {
+        node: node.into(),
+        op: ty.into(),
+        message: format!("field `{field}`: {}", message.into()),
+    }
+}
+
+struct Fields<'a> {
+    name: &'a str,
+    ty: &'a str,
+    map: &'a Map<String, Json>,
+}
+
+impl Fields<'_> {
+    fn err(&self, field: &str, m: impl Into<String>) -> NetsError {
+        field_err(self.name, self.ty, field, m)
+    }
+    fn uint(&self, field: &str, default: Option<usize>) -> Result<usize> {
+        match self.map.get(field) {
+            None => default.ok_or_else(|| self.err(field, "is required")),
+            Some(v) => v
+                .as_u64()
+                .filter(|&x| x > 0 && x < 1 << 31)
+                .map(|x| x as usize)
+                .ok_or_else(|| self.err(field, format!("must be a positive integer, got {v}"))),
+        }
+    }
+    fn pair(&self, field: &str, default: Option<[usize; 2]>, zero_ok: bool) -> Result<[usize; 2]> {
+        let one = |v: &Json| {
+            v.as_u64()
+                .filter(|&x| (zero_ok || x > 0) && x < 1 << 20)
+                .map(|x| x as usize)
+        };
+        match self.map.get(field) {
+            None => default.ok_or_else(|| self.err(field, "is required")),
+            Some(Json::Array(a)) if a.len() == 2 => match (one(&a[0]), one(&a[1])) {
+                (Some(x), Some(y)) => Ok([x, y]),
+                _ => Err(self.err(field, "must hold two non-negative integers")),
+            },
+            Some(v) => one(v)
+                .map(|x| [x, x])
+                .ok_or_else(|| self.err(field, format!("must be an integer or [h, w], got {v}"))),
+        }
+    }
+    fn float(&self, field: &str, default: f64) -> Result<f64> {
+        match self.map.get(field) {
+            None => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| self.err(field, format!("must be a finite number, got {v}"))),
+        }
+    }
+    fn boolean(&self, field: &str, default: bool) -> Result<bool> {
+        match self.map.get(field) {
+            None => Ok(default),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| self.err(field, format!("must be true or false, got {v}"))),
+        }
+    }
+    fn int(&self, field: &str, default: Option<i64>) -> Result<i64> {
+        match self.map.get(field) {
+            None => default.ok_or_else(|| self.err(field, "is required")),
+            Some(v) => v
+                .as_i64()
+                .ok_or_else(|| self.err(field, format!("must be an integer, got {v}"))),
+        }
+    }
+    fn ints(&self, field: &str) -> Result<Vec<i64>> {
+        match self.map.get(field) {
+            Some(Json::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_i64()
+                        .ok_or_else(|| self.err(field, "must be a list of integers"))
+                })
+                .collect(),
+            Some(v) => v
+                .as_i64()
+                .map(|x| vec![x])
+                .ok_or_else(|| self.err(field, "must be a list of integers")),
+            None => Err(self.err(field, "is required")),
+        }
+    }
+}
+
+const KNOWN_TYPES: &str = "linear, conv2d, batch_norm, layer_norm, relu, gelu, tanh, sigmoid, erf, elu, leaky_relu, softmax, identity, dropout, max_pool2d, avg_pool2d, global_avg_pool, flatten, mean, sum, add, sub, mul, div, matmul, scale, zero, reshape, permute, concat, select, parameter";
+
+/// Builds the graph of a spec, checking every node on a zero sample as it goes (so a shape
+/// error names the node that causes it).
+pub fn parse(text: &str, source: &str) -> Result<GraphSpec> {
+    let root: Json = serde_json::from_str(text).map_err(|e| NetsError::SpecJson(e.to_string()))?;
+    let obj = root
+        .as_object()
+        .ok_or_else(|| NetsError::SpecJson("a graph spec is a JSON object".into()))?;
+    let input_shape: Vec<usize> = obj
+        .get("input_shape")
+        .and_then(|v| v.as_array())
+        .and_then(|a| {
+            a.iter()
+                .map(|d| {
+                    d.as_u64()
+                        .filter(|&x| x > 0 && x < 1 << 24)
+                        .map(|x| x as usize)
+                })
+                .collect::<Option<Vec<_>>>()
+        })
+        .filter(|s| !s.is_empty() && s.len() < 6 && s.iter().product::<usize>() < 1 << 28)
+        .ok_or_else(|| NetsError::SpecField {
+            field: "input_shape".into(),
+            message: "must be a list of 1 to 5 positive integers (one sample's shape)".into(),
+        })?;
+    let specs = obj
+        .get("nodes")
+        .and_then(|v| v.as_array())
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| NetsError::SpecField {
+            field: "nodes".into(),
+            message: "must be a non-empty list".into(),
+        })?;
+    if specs.len() > 100_000 {
+        return Err(NetsError::SpecField {
+            field: "nodes".into(),
+            message: format!("{} nodes: at most 100000", specs.len()),
+        });
+    }
+    let mut b = Builder::new(input_shape.clone());
+    let mut last = "input".to_string();
+    for (i, s) in specs.iter().enumerate() {
+        let map = s.as_object().ok_or_else(|| NetsError::SpecField {
+            field: format!("nodes[{i}]"),
+            message: "must be an object".into(),
+        })?;
+        let name =
+            map.get("name")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| NetsError::SpecField {
+                    field: format!("nodes[{i}].name"),
+                    message: "is required (a string)".into(),
+                })?;
+        let ty = map
+            .get("type")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| field_err(name, "?", "type", "is required (a string)"))?;
+        if name == "input" || b.names.contains_key(name) {
+            return Err(field_err(
+                name,
+                ty,
+                "name",
+                "is used twice (\"input\" is the network input)",
+            ));
+        }
+        let inputs: Vec<String> = match map.get("inputs") {
+            None => vec![last.clone()],
+            Some(Json::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str().map(String::from).ok_or_else(|| {
+                        field_err(name, ty, "inputs", "must be a list of node names")
+                    })
+                })
+                .collect::<Result<_>>()?,
+            Some(Json::String(s)) => vec![s.clone()],
+            Some(_) => {
+                return Err(field_err(
+                    name,
+                    ty,
+                    "inputs",
+                    "must be a list of node names",
+                ));
+            }
+        };
+        let mut ids = Vec::with_capacity(inputs.len());
+        for n in &inputs {
+            ids.push(*b.names.get(n.as_str()).ok_or_else(|| {
+                field_err(
+                    name,
+                    ty,
+                    "inputs",
+                    format!("{n:?} is not an earlier node (or \"input\")"),
+                )
+            })?);
+        }
+        let f = Fields { name, ty, map };
+        b.node(&f, &ids)?;
+        last = name.to_string();
+    }
+    let output = match obj.get("output") {
+        None => last,
+        Some(v) => v
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| NetsError::SpecField {
+                field: "output".into(),
+                message: "must be a node name".into(),
+            })?,
+    };
+    let out_id = *b
+        .names
+        .get(output.as_str())
+        .ok_or_else(|| NetsError::SpecField {
+            field: "output".into(),
+            message: format!("{output:?} is not a node"),
+        })?;
+    let graph = Graph::new(
+        b.nodes,
+        out_id,
+        input_shape,
+        b.params,
+        false,
+        source.to_string(),
+    )?;
+    Ok(GraphSpec {
+        graph,
+        buffers: b.buffers,
+        init: b.init,
+    })
+}
+
+impl GraphSpec {
+    /// Reads a graph spec file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<GraphSpec> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| NetsError::io(path, e))?;
+        parse(&text, &path.display().to_string())
+    }
+
+    /// Random parameters from a seed (see the module doc).
+    pub fn random_params(&self, seed: u64) -> Result<BTreeMap<String, HostArray>> {
+        crate::memory::check_fits(
+            &format!("the {} parameters of this network", self.graph.n_params()),
+            self.graph.n_params() as u128 * 24,
+        )?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut out = BTreeMap::new();
+        for (p, init) in self.graph.params.iter().zip(&self.init) {
+            let n: usize = p.shape.iter().product();
+            let data = match *init {
+                Init::Fill(v) => vec![v; n],
+                Init::Normal(s) => (0..n)
+                    .map(|_| {
+                        s * <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut rng)
+                    })
+                    .collect(),
+            };
+            out.insert(p.name.clone(), HostArray::new(p.shape.clone(), data));
+        }
+        Ok(out)
+    }
+}
+
+struct Builder {
+    nodes: Vec<Node>,
+    names: HashMap<String, usize>,
+    params: Vec<ParamInfo>,
+    init: Vec<Init>,
+    buffers: BTreeMap<String, usize>,
+    /// Each node's value on a zero sample (batch 1), for shapes.
+    values: Vec<Value>,
+    device: Device,
+}
+
+impl Builder {
+    fn new(input_shape: Vec<usize>) -> Self {
+        let device = Device::flex();
+        let mut shape = vec![1];
+        shape.extend(&input_shape);
+        let n: usize = shape.iter().product();
+        let x = FloatValue::from_host(&shape, vec![0.0; n], &device, DType::F32);
+        Builder {
+            nodes: vec![Node {
+                name: "input".into(),
+                kind: NodeKind::Input,
+                inputs: vec![],
+            }],
+            names: HashMap::from([("input".to_string(), 0)]),
+            params: vec![],
+            init: vec![],
+            buffers: BTreeMap::new(),
+            values: vec![Value::Float(x)],
+            device,
+        }
+    }
+
+    fn shape(&self, id: usize) -> Vec<usize> {
+        self.values[id].shape()
+    }
+
+    fn param(&mut self, name: String, shape: Vec<usize>, init: Init) -> usize {
+        let n: usize = shape.iter().product();
+        let v = FloatValue::from_host(
+            &shape,
+            vec![if let Init::Fill(f) = init { f } else { 0.0 }; n],
+            &self.device,
+            DType::F32,
+        );
+        self.params.push(ParamInfo {
+            name: name.clone(),
+            shape,
+        });
+        self.init.push(init);
+        self.push(
+            name,
+            NodeKind::Param(self.params.len() - 1),
+            vec![],
+            Value::Float(v),
+        )
+    }
+
+    fn constant(&mut self, name: String, value: Constant) -> usize {
+        let v = match &value {
+            Constant::Float(h) => Value::Float(FloatValue::from_host(
+                &h.shape,
+                h.data.clone(),
+                &self.device,
+                DType::F32,
+            )),
+            Constant::Ints(i) => Value::Ints(i.clone()),
+        };
+        self.push(name, NodeKind::Constant(value), vec![], v)
+    }
+
+    fn push(
+        &mut self,
+        name: String,
+        kind: NodeKind,
+        inputs: Vec<Option<usize>>,
+        value: Value,
+    ) -> usize {
+        self.nodes.push(Node {
+            name: name.clone(),
+            kind,
+            inputs,
+        });
+        self.values.push(value);
+        let id = self.nodes.len() - 1;
+        self.names.insert(name, id);
+        id
+    }
+
+    /// Adds an op node, running it on the zero sample.
+    fn op(&mut self, name: String, ty: &str, op: Op, inputs: Vec<usize>) -> Result<usize> {
+        let ins: Vec<Option<&Value>> = inputs.iter().map(|&i| Some(&self.values[i])).collect();
+        let ctx = Ctx {
+            device: &self.device,
+            dtype: DType::F32,
+            batch: 1,
+            batch_one_export: false,
+        };
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.apply(&ins, &ctx)))
+            .map_err(|p| NetsError::op(super::panic_message(p)))
+            .and_then(|r| r)
+            .map_err(|e| NetsError::Node {
+                node: name.clone(),
+                op: ty.into(),
+                message: e.to_string(),
+            })?;
+        Ok(self.push(
+            name,
+            NodeKind::Op(op),
+            inputs.into_iter().map(Some).collect(),
+            out,
+        ))
+    }
+
+    fn ints(&mut self, name: String, data: Vec<i64>) -> usize {
+        self.constant(name, Constant::Ints(IntValue::vector(data)))
+    }
+
+    fn node(&mut self, f: &Fields, ins: &[usize]) -> Result<()> {
+        let (name, ty) = (f.name.to_string(), f.ty);
+        let need = |k: usize| -> Result<()> {
+            if ins.len() != k {
+                Err(f.err("inputs", format!("takes {k} input(s), got {}", ins.len())))
+            } else {
+                Ok(())
+            }
+        };
+        let unary = |b: &mut Builder, u: Unary| -> Result<()> {
+            need(1)?;
+            b.op(
+                name.clone(),
+                ty,
+                Op::Elementwise(ElementwiseOp::Unary(u)),
+                ins.to_vec(),
+            )
+            .map(|_| ())
+        };
+        let w_std = f.float("w_std", 1.0)?;
+        let b_std = f.float("b_std", 0.0)?;
+        match ty {
+            "linear" => {
+                need(1)?;
+                let s = self.shape(ins[0]);
+                let d = *s.last().unwrap_or(&0);
+                if s.len() < 2 {
+                    return Err(f.err(
+                        "inputs",
+                        format!("a linear layer needs [N, ..., features], got {s:?}"),
+                    ));
+                }
+                let out = f.uint("out_features", None)?;
+                let w = self.param(
+                    format!("{name}.weight"),
+                    vec![out, d],
+                    Init::Normal(w_std / (d as f64).sqrt()),
+                );
+                let wt = self.op(
+                    format!("{name}/weight_t"),
+                    "Transpose",
+                    Op::Shape(ShapeOp::Transpose {
+                        perm: Some(vec![1, 0]),
+                    }),
+                    vec![w],
+                )?;
+                if f.boolean("bias", true)? {
+                    let mm = self.op(
+                        format!("{name}/matmul"),
+                        "MatMul",
+                        Op::Linear(LinearOp::MatMul),
+                        vec![ins[0], wt],
+                    )?;
+                    let b = self.param(format!("{name}.bias"), vec![out], Init::Normal(b_std));
+                    self.op(
+                        name,
+                        "Add",
+                        Op::Elementwise(ElementwiseOp::Binary(Binary::Add)),
+                        vec![mm, b],
+                    )?;
+                } else {
+                    self.op(
+                        name,
+                        "MatMul",
+                        Op::Linear(LinearOp::MatMul),
+                        vec![ins[0], wt],
+                    )?;
+                }
+            }
+            "conv2d" => {
+                need(1)?;
+                let s = self.shape(ins[0]);
+                if s.len() != 4 {
+                    return Err(f.err("inputs", format!("conv2d needs [N, C, H, W], got {s:?}")));
+                }
+                let out = f.uint("out_channels", None)?;
+                let k = f.pair("kernel_size", None, false)?;
+                let groups = f.uint("groups", Some(1))?;
+                if s[1] % groups != 0 || out % groups != 0 {
+                    return Err(f.err(
+                        "groups",
+                        format!(
+                            "{groups} does not divide {} input and {out} output channels",
+                            s[1]
+                        ),
+                    ));
+                }
+                let stride = f.pair("stride", Some([1, 1]), false)?;
+                let dilation = f.pair("dilation", Some([1, 1]), false)?;
+                let mut conv = Conv {
+                    strides: stride,
+                    dilations: dilation,
+                    groups,
+                    ..Conv::default()
+                };
+                match f.map.get("padding") {
+                    Some(Json::String(p)) if p == "same" => {
+                        conv.auto_pad = super::ops::conv::AutoPad::SameUpper
+                    }
+                    Some(Json::String(p)) if p == "valid" => {}
+                    _ => {
+                        let p = f.pair("padding", Some([0, 0]), true)?;
+                        conv.pads = [p[0], p[1], p[0], p[1]];
+                    }
+                }
+                let fan_in = s[1] / groups * k[0] * k[1];
+                let w = self.param(
+                    format!("{name}.weight"),
+                    vec![out, s[1] / groups, k[0], k[1]],
+                    Init::Normal(w_std / (fan_in as f64).sqrt()),
+                );
+                let mut inputs = vec![ins[0], w];
+                if f.boolean("bias", true)? {
+                    inputs.push(self.param(format!("{name}.bias"), vec![out], Init::Normal(b_std)));
+                }
+                self.op(name, ty, Op::Conv(conv), inputs)?;
+            }
+            "batch_norm" => {
+                need(1)?;
+                let s = self.shape(ins[0]);
+                if s.len() < 2 {
+                    return Err(f.err("inputs", format!("batch_norm needs [N, C, ...], got {s:?}")));
+                }
+                let c = s[1];
+                let w = self.param(format!("{name}.weight"), vec![c], Init::Fill(1.0));
+                let b = self.param(format!("{name}.bias"), vec![c], Init::Fill(0.0));
+                let m = self.constant(
+                    format!("{name}.running_mean"),
+                    Constant::Float(HostArray::new(vec![c], vec![0.0; c])),
+                );
+                let v = self.constant(
+                    format!("{name}.running_var"),
+                    Constant::Float(HostArray::new(vec![c], vec![1.0; c])),
+                );
+                self.buffers.insert(format!("{name}.running_mean"), m);
+                self.buffers.insert(format!("{name}.running_var"), v);
+                self.op(
+                    name,
+                    ty,
+                    Op::Norm(NormOp::BatchNorm {
+                        eps: f.float("eps", 1e-5)?,
+                    }),
+                    vec![ins[0], w, b, m, v],
+                )?;
+            }
+            "layer_norm" => {
+                need(1)?;
+                let d = *self.shape(ins[0]).last().unwrap_or(&1);
+                let eps = f.float("eps", 1e-5)?;
+                if f.boolean("elementwise_affine", true)? {
+                    let w = self.param(format!("{name}.weight"), vec![d], Init::Fill(1.0));
+                    let b = self.param(format!("{name}.bias"), vec![d], Init::Fill(0.0));
+                    self.op(
+                        name,
+                        ty,
+                        Op::Norm(NormOp::LayerNorm { axis: -1, eps }),
+                        vec![ins[0], w, b],
+                    )?;
+                } else {
+                    let one = self.constant(
+                        format!("{name}/one"),
+                        Constant::Float(HostArray::new(vec![1], vec![1.0])),
+                    );
+                    self.op(
+                        name,
+                        ty,
+                        Op::Norm(NormOp::LayerNorm { axis: -1, eps }),
+                        vec![ins[0], one],
+                    )?;
+                }
+            }
+            "relu" => unary(self, Unary::Relu)?,
+            "gelu" => {
+                let tanh = match f.map.get("approximate").and_then(|v| v.as_str()) {
+                    None | Some("none") => false,
+                    Some("tanh") => true,
+                    Some(o) => return Err(f.err("approximate", format!("{o:?}: none or tanh"))),
+                };
+                unary(self, Unary::Gelu { tanh })?
+            }
+            "tanh" => unary(self, Unary::Tanh)?,
+            "sigmoid" => unary(self, Unary::Sigmoid)?,
+            "erf" => unary(self, Unary::Erf)?,
+            "elu" => unary(self, Unary::Elu(f.float("alpha", 1.0)?))?,
+            "leaky_relu" => unary(self, Unary::LeakyRelu(f.float("negative_slope", 0.01)?))?,
+            "identity" | "dropout" => {
+                need(1)?;
+                self.op(name, ty, Op::Shape(ShapeOp::Identity), ins.to_vec())?;
+            }
+            "softmax" => {
+                need(1)?;
+                self.op(
+                    name,
+                    ty,
+                    Op::Elementwise(ElementwiseOp::Softmax {
+                        axis: f.int("dim", Some(-1))?,
+                    }),
+                    ins.to_vec(),
+                )?;
+            }
+            "max_pool2d" | "avg_pool2d" => {
+                need(1)?;
+                let kernel = f.pair("kernel_size", None, false)?;
+                let p = f.pair("padding", Some([0, 0]), true)?;
+                let w = Window {
+                    kernel,
+                    strides: f.pair("stride", Some(kernel), false)?,
+                    pads: [p[0], p[1], p[0], p[1]],
+                    dilations: f.pair("dilation", Some([1, 1]), false)?,
+                    ceil_mode: f.boolean("ceil_mode", false)?,
+                    auto_pad: Default::default(),
+                };
+                let op = if ty == "max_pool2d" {
+                    PoolOp::MaxPool(w)
+                } else {
+                    PoolOp::AveragePool {
+                        window: w,
+                        count_include_pad: f.boolean("count_include_pad", true)?,
+                    }
+                };
+                self.op(name, ty, Op::Pool(op), ins.to_vec())?;
+            }
+            "global_avg_pool" => {
+                need(1)?;
+                self.op(name, ty, Op::Pool(PoolOp::GlobalAveragePool), ins.to_vec())?;
+            }
+            "flatten" => {
+                need(1)?;
+                self.op(
+                    name,
+                    ty,
+                    Op::Shape(ShapeOp::Flatten {
+                        axis: f.int("start_dim", Some(1))?,
+                    }),
+                    ins.to_vec(),
+                )?;
+            }
+            "mean" | "sum" => {
+                need(1)?;
+                let axes = f.ints("dim")?;
+                if axes
+                    .iter()
+                    .any(|&a| a == 0 || a == -(self.shape(ins[0]).len() as i64))
+                {
+                    return Err(f.err("dim", "cannot reduce over the batch axis 0"));
+                }
+                let op = PoolOp::Reduce {
+                    op: if ty == "mean" {
+                        Reduction::Mean
+                    } else {
+                        Reduction::Sum
+                    },
+                    axes: Some(axes),
+                    keepdims: f.boolean("keepdim", false)?,
+                    noop_with_empty_axes: false,
+                };
+                self.op(name, ty, Op::Pool(op), ins.to_vec())?;
+            }
+            "add" | "sub" | "mul" | "div" | "matmul" => {
+                need(2)?;
+                let op = match ty {
+                    "add" => Op::Elementwise(ElementwiseOp::Binary(Binary::Add)),
+                    "sub" => Op::Elementwise(ElementwiseOp::Binary(Binary::Sub)),
+                    "mul" => Op::Elementwise(ElementwiseOp::Binary(Binary::Mul)),
+                    "div" => Op::Elementwise(ElementwiseOp::Binary(Binary::Div)),
+                    _ => Op::Linear(LinearOp::MatMul),
+                };
+                self.op(name, ty, op, ins.to_vec())?;
+            }
+            "scale" | "zero" => {
+                need(1)?;
+                let v = if ty == "zero" {
+                    0.0
+                } else {
+                    f.float("value", 1.0)?
+                };
+                let c = self.constant(
+                    format!("{name}/value"),
+                    Constant::Float(HostArray::new(vec![], vec![v])),
+                );
+                self.op(
+                    name,
+                    ty,
+                    Op::Elementwise(ElementwiseOp::Binary(Binary::Mul)),
+                    vec![ins[0], c],
+                )?;
+            }
+            "reshape" => {
+                need(1)?;
+                let shape = f.ints("shape")?;
+                let s = self.ints(format!("{name}/shape"), shape);
+                self.op(
+                    name,
+                    ty,
+                    Op::Shape(ShapeOp::Reshape { allowzero: false }),
+                    vec![ins[0], s],
+                )?;
+            }
+            "permute" => {
+                need(1)?;
+                let dims = f.ints("dims")?;
+                if dims.first() != Some(&0) || dims.iter().any(|&d| d < 0) {
+                    return Err(f.err(
+                        "dims",
+                        "must start with 0 (the batch stays first) and be non-negative",
+                    ));
+                }
+                self.op(
+                    name,
+                    ty,
+                    Op::Shape(ShapeOp::Transpose {
+                        perm: Some(dims.iter().map(|&d| d as usize).collect()),
+                    }),
+                    ins.to_vec(),
+                )?;
+            }
+            "concat" => {
+                if ins.is_empty() {
+                    return Err(f.err("inputs", "needs at least one input"));
+                }
+                self.op(
+                    name,
+                    ty,
+                    Op::Shape(ShapeOp::Concat {
+                        axis: f.int("dim", Some(1))?,
+                    }),
+                    ins.to_vec(),
+                )?;
+            }
+            "select" => {
+                need(1)?;
+                let dim = f.int("dim", None)?;
+                let idx = self.constant(
+                    format!("{name}/index"),
+                    Constant::Ints(IntValue::scalar(f.int("index", None)?)),
+                );
+                self.op(
+                    name,
+                    ty,
+                    Op::Shape(ShapeOp::Gather { axis: dim }),
+                    vec![ins[0], idx],
+                )?;
+            }
+            "parameter" => {
+                if !ins.is_empty() && f.map.contains_key("inputs") {
+                    return Err(f.err("inputs", "a parameter node takes no inputs"));
+                }
+                let shape: Vec<usize> = f
+                    .ints("shape")?
+                    .iter()
+                    .map(|&d| usize::try_from(d).ok().filter(|&d| d > 0))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| f.err("shape", "must be positive integers"))?;
+                let std = f.float("std", 0.02)?;
+                self.param(name, shape, Init::Normal(std));
+            }
+            other => {
+                return Err(f.err(
+                    "type",
+                    format!("{other:?} is unknown (known: {KNOWN_TYPES})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

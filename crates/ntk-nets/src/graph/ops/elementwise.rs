@@ -248,9 +248,11 @@ pub fn unary(op: Unary, t: Tensor<MAX_RANK>) -> Tensor<MAX_RANK> {
             t.clone().clamp_min(0.0) + (t.clamp_max(0.0).exp().sub_scalar(1.0)).mul_scalar(a)
         }
         Unary::Gelu { tanh: false } => {
+            // × 1/√2 rather than div_scalar: burn 0.22's div_scalar backward rounds the
+            // scalar to f32, which costs f64 kernels ~1e-9.
             let phi = t
                 .clone()
-                .div_scalar(std::f64::consts::SQRT_2)
+                .mul_scalar(std::f64::consts::FRAC_1_SQRT_2)
                 .erf()
                 .add_scalar(1.0);
             t.mul(phi).mul_scalar(0.5)
