@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use ntk::empirical::{ConvStrategy, EmpiricalOptions, KernelKind, Method, empirical_kernel};
 use ntk::nets::array::{read_inputs, write_npy};
+use ntk::nets::graph::GraphNetwork;
 use ntk::nets::{BackendKind, FloatKind, Network, NetworkConfig, NetworkSpec, Precision};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -110,10 +111,18 @@ struct CommonArgs {
 
 #[derive(Args)]
 struct NetArgs {
-    /// Network spec (JSON).
+    /// The network: a sequential spec (JSON with `layers`), a graph spec (JSON with `nodes`,
+    /// docs/graph-spec.md) or an ONNX file exported from PyTorch (`.onnx`). Export with
+    /// `torch.onnx.export(model.eval(), x, "m.onnx", do_constant_folding=False,
+    /// dynamic_axes={...: {0: "batch"}})` (dynamo exporter: `optimize=False`): constant
+    /// folding folds BatchNorm into the convolutions, which changes the NTK and cannot be
+    /// detected afterwards.
     #[arg(long)]
     spec: PathBuf,
-    /// PyTorch-layout safetensors weights ({i}.weight, {i}.bias); without it the network is random from --seed.
+    /// Safetensors weights: {i}.weight/{i}.bias for sequential specs; for graph specs and
+    /// ONNX files a PyTorch state_dict (names as model.state_dict(); integer entries such as
+    /// num_batches_tracked are ignored). Without it: the ONNX file's own weights, or random
+    /// from --seed.
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Seed of the random initialisation (ignored with --weights).
@@ -174,6 +183,13 @@ struct EmpiricalArgs {
     /// Output .npy (with --tiles and no --tile: the merged kernel, optional).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Graph networks: count only the parameters whose names match this regex (e.g.
+    /// 'weight$' for TE-NAS, '^fc\.' for the last layer).
+    #[arg(long)]
+    params: Option<String>,
+    /// Graph networks: leave out the parameters whose names match this regex (frozen).
+    #[arg(long)]
+    frozen: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
     /// dtype of the written file: f64 (default) or f32.
@@ -231,11 +247,44 @@ fn load_network(args: &NetArgs, common: &CommonArgs) -> Result<(Network, burn::t
     Ok((net, device))
 }
 
+/// Whether `--spec` names a graph network (an ONNX file or a graph spec).
+fn is_graph(path: &std::path::Path) -> Result<bool> {
+    if ntk::nets::graph::is_onnx(path) {
+        return Ok(true);
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--spec {}", path.display()))?;
+    Ok(ntk::nets::graph::spec::is_graph_spec(&text))
+}
+
+fn load_graph(args: &NetArgs, common: &CommonArgs) -> Result<GraphNetwork> {
+    let (device, precision) = device(common)?;
+    Ok(ntk::nets::graph::load(
+        &args.spec,
+        args.weights.as_deref(),
+        args.seed,
+        &device,
+        precision,
+    )?)
+}
+
+fn regex_arg(flag: &str, r: &Option<String>) -> Result<Option<regex::Regex>> {
+    r.as_deref()
+        .map(|s| regex::Regex::new(s).with_context(|| format!("{flag} {s:?} is not a valid regex")))
+        .transpose()
+}
+
 fn forward(a: ForwardArgs) -> Result<()> {
     let kind = out_kind(&a.out_dtype)?;
-    let (net, _) = load_network(&a.net, &a.common)?;
-    let x = read_inputs(&a.x, net.input_shape())?;
-    let f = net.forward_host(&x)?;
+    let f = if is_graph(&a.net.spec)? {
+        let net = load_graph(&a.net, &a.common)?;
+        let x = read_inputs(&a.x, net.input_shape())?;
+        net.forward_host(&x)?
+    } else {
+        let (net, _) = load_network(&a.net, &a.common)?;
+        let x = read_inputs(&a.x, net.input_shape())?;
+        net.forward_host(&x)?
+    };
     if let Some((i, v)) = f.first_non_finite() {
         bail!(
             "the network output is non-finite ({v} at flat index {i}): it overflows on these inputs"
@@ -275,6 +324,63 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
     if share.is_some() && a.out.is_some() {
         bail!(
             "--out with --tile: a share does not hold the whole kernel; run `ntk merge DIR --out K.npy` after all shares"
+        );
+    }
+    let (include, exclude) = (
+        regex_arg("--params", &a.params)?,
+        regex_arg("--frozen", &a.frozen)?,
+    );
+    if is_graph(&a.net.spec)? {
+        if a.tiles.is_some() {
+            bail!(
+                "--tiles is not available for graph networks yet; use --max-memory (tiles in memory)"
+            );
+        }
+        let mut net = load_graph(&a.net, &a.common)?;
+        net.select(include.as_ref(), exclude.as_ref())?;
+        let x1 = read_inputs(&a.x1, net.input_shape())?;
+        let x2 =
+            a.x2.as_ref()
+                .map(|p| read_inputs(p, net.input_shape()))
+                .transpose()?;
+        let out_path = a.out.as_ref().expect("checked above");
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {pos}/{len} tiles, {elapsed} elapsed, eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_message(format!("{} kernel", options.kind.name()));
+        let t0 = Instant::now();
+        let out = ntk::empirical::graph::empirical_kernel(
+            &net,
+            &x1,
+            x2.as_ref(),
+            &options,
+            &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+        )?;
+        bar.finish_and_clear();
+        write_npy(out_path, &out.kernel, kind_out)?;
+        eprintln!(
+            "wrote {} {:?} ({} method, {} of {} parameters, {} tile(s) of {} rows, {:.3} s)",
+            out_path.display(),
+            out.kernel.shape,
+            out.method.name(),
+            net.selected_names().len(),
+            net.graph.params.len(),
+            out.tiles,
+            out.tile_rows,
+            t0.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    if include.is_some() || exclude.is_some() {
+        bail!(
+            "--params/--frozen select parameters of graph networks (graph specs, ONNX files) only"
         );
     }
     let (net, _) = load_network(&a.net, &a.common)?;

@@ -385,7 +385,22 @@ impl NetworkSpec {
     /// Reads, parses and validates a spec file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        let not_sequential = |what: &str| {
+            NetsError::SpecJson(format!(
+                "{} is {what}: this command takes sequential specs (`layers`) only; `ntk forward`, \
+                 `ntk empirical` take graph networks too. The infinite-width commands (infinite, \
+                 features, compare) need per-layer standard deviations (w_std, b_std) that an ONNX \
+                 file does not have: write the architecture as a sequential spec",
+                path.display()
+            ))
+        };
+        if crate::graph::is_onnx(path) {
+            return Err(not_sequential("an ONNX file"));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| NetsError::io(path, e))?;
+        if crate::graph::spec::is_graph_spec(&text) {
+            return Err(not_sequential("a graph spec (`nodes`)"));
+        }
         Self::from_json(&text).map_err(|e| match e {
             NetsError::SpecJson(m) => NetsError::SpecJson(format!("{}: {m}", path.display())),
             other => other,

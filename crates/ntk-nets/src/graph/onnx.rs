@@ -933,3 +933,176 @@ fn input_dims(input: &onnx_ir::ValueInfoProto) -> std::result::Result<Vec<Option
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cases() -> std::path::PathBuf {
+        std::env::var("NTK_CASES_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/cases"))
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        let mut n = NodeProto::new();
+        n.op_type = op.into();
+        n.name = output.into();
+        n.input = inputs.iter().map(|s| s.to_string()).collect();
+        n.output = vec![output.to_string()];
+        n
+    }
+
+    fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+        let mut t = TensorProto::new();
+        t.name = name.into();
+        t.dims = dims.to_vec();
+        t.data_type = 1;
+        t.raw_data = values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into();
+        t
+    }
+
+    /// A model with input `x: [batch, d]` and output `out`.
+    fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, d: i64) -> Vec<u8> {
+        let mut m = ModelProto::new();
+        m.opset_import.push(Default::default());
+        m.opset_import[0].version = 17;
+        let g = m.graph.mut_or_insert_default();
+        g.node = nodes;
+        g.initializer = inits;
+        let mut x = onnx_ir::ValueInfoProto::new();
+        x.name = "x".into();
+        let tt = x.type_.mut_or_insert_default().mut_tensor_type();
+        tt.elem_type = 1;
+        let shape = tt.shape.mut_or_insert_default();
+        shape.dim.push(Default::default());
+        shape.dim.last_mut().unwrap().set_dim_param("batch".into());
+        shape.dim.push(Default::default());
+        shape.dim.last_mut().unwrap().set_dim_value(d);
+        g.input.push(x);
+        let mut y = onnx_ir::ValueInfoProto::new();
+        y.name = "out".into();
+        g.output.push(y);
+        m.write_to_bytes().unwrap()
+    }
+
+    fn load_bytes(bytes: &[u8]) -> Result<crate::graph::GraphNetwork> {
+        let m = parse(bytes, Path::new("test.onnx"))?;
+        crate::graph::GraphNetwork::from_params(
+            m.graph,
+            &m.params,
+            &burn::tensor::Device::flex(),
+            crate::Precision::F64,
+        )
+    }
+
+    fn err_of(bytes: &[u8]) -> String {
+        match load_bytes(bytes) {
+            Ok(_) => panic!("loaded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_small_model_runs() {
+        let w = f32_tensor("fc.weight", &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let b = f32_tensor("fc.bias", &[2], &[0.5, -0.5]);
+        let mut gemm = node("Gemm", &["h", "fc.weight", "fc.bias"], "out");
+        let mut t = AttributeProto::new();
+        t.name = "transB".into();
+        t.i = 1;
+        gemm.attribute.push(t);
+        let bytes = model(vec![node("Relu", &["x"], "h"), gemm], vec![w, b], 3);
+        let net = load_bytes(&bytes).unwrap();
+        let f = net
+            .forward_host(&HostArray::new(vec![1, 3], vec![1.0, -1.0, 2.0]))
+            .unwrap();
+        assert_eq!(f.data, vec![1.0 + 6.0 + 0.5, 4.0 + 12.0 - 0.5]);
+        assert_eq!(net.graph.params.len(), 2);
+    }
+
+    #[test]
+    fn hostile_files_are_errors() {
+        // Truncated and garbage bytes.
+        let good = std::fs::read(cases().join("onnx-preact-resnet/model.onnx")).unwrap();
+        for cut in [1, 7, good.len() / 3, good.len() / 2, good.len() - 5] {
+            let e = err_of(&good[..cut]);
+            assert!(
+                e.contains("onnx") || e.contains("input") || e.contains("tensor"),
+                "cut {cut}: {e}"
+            );
+        }
+        assert!(err_of(b"definitely not protobuf \xff\xff\xff").contains("not an ONNX model"));
+        // Unsupported op: named with its node.
+        let e = err_of(&model(vec![node("LSTM", &["x"], "out")], vec![], 3));
+        assert!(
+            e.contains("\"out\"") && e.contains("LSTM") && e.contains("not supported"),
+            "{e}"
+        );
+        // A cycle.
+        let e = err_of(&model(
+            vec![
+                node("Relu", &["b"], "a"),
+                node("Relu", &["a"], "b"),
+                node("Add", &["x", "b"], "out"),
+            ],
+            vec![],
+            3,
+        ));
+        assert!(e.contains("cycle"), "{e}");
+        // A missing input.
+        let e = err_of(&model(vec![node("Add", &["x", "ghost"], "out")], vec![], 3));
+        assert!(e.contains("ghost") && e.contains("nothing produces"), "{e}");
+        // A huge declared tensor with 4 bytes of data: refused before allocating.
+        let mut huge = f32_tensor("w", &[1 << 20, 1 << 20], &[1.0]);
+        huge.dims = vec![1 << 20, 1 << 20];
+        let e = err_of(&model(
+            vec![node("MatMul", &["x", "w"], "out")],
+            vec![huge],
+            3,
+        ));
+        assert!(e.contains("declares shape"), "{e}");
+        // Mismatched shapes: found by the load-time check, naming the node.
+        let w = f32_tensor("w", &[4, 2], &[0.0; 8]);
+        let e = err_of(&model(vec![node("MatMul", &["x", "w"], "out")], vec![w], 3));
+        assert!(
+            e.contains("\"out\"") && e.contains("inner dimensions"),
+            "{e}"
+        );
+        // No output producer.
+        let e = err_of(&model(vec![node("Relu", &["x"], "h")], vec![], 3));
+        assert!(e.contains("produced by no node"), "{e}");
+    }
+
+    #[test]
+    fn a_long_chain_loads_in_linear_time() {
+        let n = 100_000;
+        let mut nodes: Vec<NodeProto> = (0..n - 1)
+            .map(|i| {
+                node(
+                    "Relu",
+                    &[&if i == 0 {
+                        "x".to_string()
+                    } else {
+                        format!("h{i}")
+                    }],
+                    &format!("h{}", i + 1),
+                )
+            })
+            .collect();
+        nodes.push(node("Identity", &[&format!("h{}", n - 1)], "out"));
+        let bytes = model(nodes, vec![], 2);
+        let t = std::time::Instant::now();
+        let net = load_bytes(&bytes).unwrap();
+        assert_eq!(net.graph.nodes.len(), n + 1);
+        let f = net
+            .forward_host(&HostArray::new(vec![1, 2], vec![-1.0, 2.0]))
+            .unwrap();
+        assert_eq!(f.data, vec![0.0, 2.0]);
+        assert!(t.elapsed().as_secs() < 60, "took {:?}", t.elapsed());
+    }
+}
