@@ -91,12 +91,21 @@ pub fn probe_sizes(net: &GraphNetwork) -> Result<(usize, usize)> {
     for c in &cons {
         tapped[c.node] = true;
     }
-    struct Count(usize);
+    // Counts the activations a row keeps: each consumer's output (and its cotangent) and
+    // its inputs other than the parameters.
+    struct Count(usize, std::collections::HashSet<(usize, usize)>);
     impl Tap for Count {
-        fn tap(&mut self, _: usize, inputs: &[Option<&Value>], output: FloatValue) -> FloatValue {
+        fn tap(
+            &mut self,
+            node: usize,
+            inputs: &[Option<&Value>],
+            output: FloatValue,
+        ) -> FloatValue {
             self.0 += output.numel();
-            for v in inputs.iter().flatten() {
-                if let Value::Float(f) = v {
+            for (slot, v) in inputs.iter().enumerate() {
+                if let Some(Value::Float(f)) = v
+                    && !self.1.contains(&(node, slot))
+                {
                     self.0 += f.numel();
                 }
             }
@@ -111,7 +120,7 @@ pub fn probe_sizes(net: &GraphNetwork) -> Result<(usize, usize)> {
         vec![0.0; numel],
     );
     let device = net.device();
-    let mut count = Count(0);
+    let mut count = Count(0, cons.iter().map(|c| (c.node, c.slot)).collect());
     let f = net.forward_tapped(net.input(&x, &device)?, &tapped, &mut count)?;
     Ok((f.dims()[1], count.0))
 }
@@ -241,6 +250,7 @@ pub fn kernel(
                 inputs: &probes.saved[&c.node],
                 g: &cot[&c.node],
                 rows,
+                seeds: k,
             };
             let grad = rules::param_gradient(&site)
                 .map_err(|e| name_node(e, &node.name, op.type_name()))?;

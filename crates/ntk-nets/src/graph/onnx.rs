@@ -793,19 +793,35 @@ fn import(model: &ModelProto, path: &Path) -> Result<OnnxModel> {
 
     let mut nodes: Vec<Node> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
-    let mut params: Vec<ParamInfo> = Vec::new();
-    let mut values: BTreeMap<String, HostArray> = BTreeMap::new();
-    let mut buffers: BTreeMap<String, usize> = BTreeMap::new();
+    let params: Vec<ParamInfo> = Vec::new();
+    let values: BTreeMap<String, HostArray> = BTreeMap::new();
+    let buffers: BTreeMap<String, usize> = BTreeMap::new();
     nodes.push(Node {
         name: input.name.clone(),
         kind: NodeKind::Input,
         inputs: vec![],
     });
     index.insert(input.name.clone(), 0);
-    let mut resolve = |name: &str,
-                       nodes: &mut Vec<Node>,
-                       index: &mut HashMap<String, usize>|
+    struct Out {
+        params: Vec<ParamInfo>,
+        values: BTreeMap<String, HostArray>,
+        buffers: BTreeMap<String, usize>,
+    }
+    let mut acc = Out {
+        params,
+        values,
+        buffers,
+    };
+    let resolve = |name: &str,
+                   nodes: &mut Vec<Node>,
+                   index: &mut HashMap<String, usize>,
+                   acc: &mut Out|
      -> Result<Option<usize>> {
+        let Out {
+            params,
+            values,
+            buffers,
+        } = acc;
         if name.is_empty() {
             return Ok(None);
         }
@@ -865,6 +881,30 @@ fn import(model: &ModelProto, path: &Path) -> Result<OnnxModel> {
                 ))));
             }
         }
+        // The TorchScript exporter deduplicates equal initializers (BatchNorm scales all
+        // ones at init, say): `layer1.0.bn2.weight = Identity(layer1.0.bn1.weight)`. Those
+        // are distinct PyTorch parameters: the Identity's output becomes a parameter of
+        // its own, with the same value (real weight tying reuses the initializer itself).
+        if node.op_type == "Identity"
+            && let Some(src) = node.input.first()
+            && let Some(out) = node.output.first().filter(|o| !o.is_empty())
+            && let Some(id) = resolve(src, &mut nodes, &mut index, &mut acc)?
+            && let NodeKind::Param(p) = nodes[id].kind
+        {
+            let value = acc.values[&acc.params[p].name].clone();
+            acc.params.push(ParamInfo {
+                name: out.clone(),
+                shape: value.shape.clone(),
+            });
+            acc.values.insert(out.clone(), value);
+            nodes.push(Node {
+                name: out.clone(),
+                kind: NodeKind::Param(acc.params.len() - 1),
+                inputs: vec![],
+            });
+            index.insert(out.clone(), nodes.len() - 1);
+            continue;
+        }
         let kind = if node.op_type == "Constant" {
             let (value, is_f32) = constant_of(node, path).map_err(wrap)?;
             match widen(value, is_f32) {
@@ -876,7 +916,7 @@ fn import(model: &ModelProto, path: &Path) -> Result<OnnxModel> {
         };
         let mut ins = Vec::with_capacity(node.input.len());
         for i in &node.input {
-            ins.push(resolve(i, &mut nodes, &mut index)?);
+            ins.push(resolve(i, &mut nodes, &mut index, &mut acc)?);
         }
         nodes.push(Node {
             name: name.clone(),
@@ -888,8 +928,13 @@ fn import(model: &ModelProto, path: &Path) -> Result<OnnxModel> {
             index.insert(o.clone(), id);
         }
     }
-    let output =
-        resolve(out_name, &mut nodes, &mut index)?.ok_or_else(|| err(path, "empty output name"))?;
+    let output = resolve(out_name, &mut nodes, &mut index, &mut acc)?
+        .ok_or_else(|| err(path, "empty output name"))?;
+    let Out {
+        params,
+        values,
+        buffers,
+    } = acc;
     let graph = Graph::new(
         nodes,
         output,
@@ -1023,6 +1068,24 @@ mod tests {
             .unwrap();
         assert_eq!(f.data, vec![1.0 + 6.0 + 0.5, 4.0 + 12.0 - 0.5]);
         assert_eq!(net.graph.params.len(), 2);
+    }
+
+    #[test]
+    fn deduplicated_initializers_stay_distinct_parameters() {
+        // torch's exporter writes equal initializers once: b = Identity(a).
+        let a = f32_tensor("bn1.weight", &[3], &[1.0, 1.0, 1.0]);
+        let bytes = model(
+            vec![
+                node("Identity", &["bn1.weight"], "bn2.weight"),
+                node("Mul", &["x", "bn1.weight"], "h"),
+                node("Mul", &["h", "bn2.weight"], "out"),
+            ],
+            vec![a],
+            3,
+        );
+        let net = load_bytes(&bytes).unwrap();
+        let names: Vec<&str> = net.graph.params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["bn1.weight", "bn2.weight"]);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Site<'a> {
     pub inputs: &'a [Option<FloatValue>],
     pub g: &'a FloatValue,
     pub rows: usize,
+    /// Seeds per sample: rows `n·K .. n·K + K` share sample `n` (its inputs are repeated).
+    pub seeds: usize,
 }
 
 impl Site<'_> {
