@@ -495,3 +495,107 @@ fn the_cli_survives_random_argument_lists() {
     assert!(runs > 20, "only {runs} runs");
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// Mutated ONNX files (the shared onnx cases) and graph specs (docs/graph-specs): import,
+/// build and one forward pass, or an error — never a panic, a hang or a huge allocation.
+#[test]
+fn graph_networks_survive_mutated_files() {
+    let (per_target, mut rng) = budget();
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/cases");
+    let cases = std::env::var("NTK_CASES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or(cases);
+    let onnx: Vec<Vec<u8>> = [
+        "onnx-preact-resnet/model.onnx",
+        "onnx-tiny-encoder/model_b1.onnx",
+    ]
+    .iter()
+    .map(|f| std::fs::read(cases.join(f)).unwrap())
+    .collect();
+    let device = ntk::nets::BackendKind::Flex.device(Precision::F64).unwrap();
+    let run = |net: ntk::nets::graph::GraphNetwork| {
+        let mut shape = vec![2];
+        shape.extend(net.input_shape());
+        let n: usize = shape.iter().product();
+        match net.forward_host(&ntk::nets::HostArray::new(shape, vec![0.25; n])) {
+            Ok(_) => Outcome::Accepted,
+            Err(_) => Outcome::Refused,
+        }
+    };
+    let mut total =
+        fuzz(
+            "onnx",
+            &onnx,
+            per_target,
+            &mut rng,
+            |b| match ntk::nets::graph::onnx::parse(b, Path::new("fuzz.onnx")) {
+                Ok(m) if m.graph.n_params() < 1 << 20 => {
+                    match ntk::nets::graph::GraphNetwork::from_params(
+                        m.graph,
+                        &m.params,
+                        &device,
+                        Precision::F64,
+                    ) {
+                        Ok(net) => run(net),
+                        Err(_) => Outcome::Refused,
+                    }
+                }
+                _ => Outcome::Refused,
+            },
+        )
+        .tried;
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/graph-specs");
+    let specs: Vec<Vec<u8>> = std::fs::read_dir(docs)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    total += fuzz("graph-spec", &specs, per_target, &mut rng, |b| {
+        let Ok(text) = std::str::from_utf8(b) else {
+            return Outcome::Refused;
+        };
+        // Valid but large networks are real work, not a failure: keep inputs small.
+        fn max_number(v: &serde_json::Value) -> f64 {
+            match v {
+                serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::INFINITY).abs(),
+                serde_json::Value::Array(a) => a.iter().map(max_number).fold(0.0, f64::max),
+                serde_json::Value::Object(o) => o.values().map(max_number).fold(0.0, f64::max),
+                _ => 0.0,
+            }
+        }
+        let small = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| {
+                let sizes_ok = max_number(&v["nodes"]) <= 64.0;
+                v["input_shape"].as_array().map(|a| {
+                    sizes_ok
+                        && a.iter()
+                            .map(|d| d.as_u64().unwrap_or(u64::MAX))
+                            .fold(1u64, |p, d| p.saturating_mul(d))
+                            <= 4096
+                })
+            });
+        if small != Some(true) {
+            return Outcome::Refused;
+        }
+        match ntk::nets::graph::spec::parse(text, "fuzz") {
+            Ok(s) if s.graph.n_params() < 1 << 20 => match s.random_params(0) {
+                Ok(p) => match ntk::nets::graph::GraphNetwork::from_params(
+                    s.graph,
+                    &p,
+                    &device,
+                    Precision::F64,
+                ) {
+                    Ok(net) => run(net),
+                    Err(_) => Outcome::Refused,
+                },
+                Err(_) => Outcome::Refused,
+            },
+            _ => Outcome::Refused,
+        }
+    })
+    .tried;
+    let rss = peak_rss_mib();
+    println!("fuzz graphs: {total} inputs, peak RSS {rss:.0} MiB");
+    assert!(total > 100, "only {total} inputs tried");
+    assert!(rss < 4096.0, "peak RSS {rss} MiB");
+}

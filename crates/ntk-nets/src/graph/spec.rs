@@ -247,6 +247,7 @@ pub fn parse(text: &str, source: &str) -> Result<GraphSpec> {
             })?);
         }
         let f = Fields { name, ty, map };
+        check_fields(&f)?;
         b.node(&f, &ids)?;
         last = name.to_string();
     }
@@ -314,6 +315,65 @@ impl GraphSpec {
     }
 }
 
+/// Refuses fields a node type does not have (a typo would otherwise fall back silently to
+/// the default).
+fn check_fields(f: &Fields) -> Result<()> {
+    let own: &[&str] = match f.ty {
+        "linear" => &["out_features", "bias"],
+        "conv2d" => &[
+            "out_channels",
+            "kernel_size",
+            "stride",
+            "padding",
+            "dilation",
+            "groups",
+            "bias",
+        ],
+        "batch_norm" => &["eps"],
+        "layer_norm" => &["eps", "elementwise_affine"],
+        "gelu" => &["approximate"],
+        "elu" => &["alpha"],
+        "leaky_relu" => &["negative_slope"],
+        "softmax" => &["dim"],
+        "max_pool2d" | "avg_pool2d" => &[
+            "kernel_size",
+            "stride",
+            "padding",
+            "dilation",
+            "ceil_mode",
+            "count_include_pad",
+        ],
+        "flatten" => &["start_dim"],
+        "mean" | "sum" => &["dim", "keepdim"],
+        "scale" => &["value"],
+        "reshape" => &["shape"],
+        "permute" => &["dims"],
+        "concat" => &["dim"],
+        "select" => &["dim", "index"],
+        "parameter" => &["shape", "std"],
+        _ => &[],
+    };
+    let init: &[&str] = if matches!(f.ty, "linear" | "conv2d") {
+        &["w_std", "b_std"]
+    } else {
+        &[]
+    };
+    for key in f.map.keys() {
+        if !["name", "type", "inputs"].contains(&key.as_str())
+            && !own.contains(&key.as_str())
+            && !init.contains(&key.as_str())
+        {
+            let mut known: Vec<&str> = own.iter().chain(init).copied().collect();
+            known.push("inputs");
+            return Err(f.err(
+                key,
+                format!("is not a field of {} (fields: {})", f.ty, known.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
 struct Builder {
     nodes: Vec<Node>,
     names: HashMap<String, usize>,
@@ -351,7 +411,18 @@ impl Builder {
         self.values[id].shape()
     }
 
-    fn param(&mut self, name: String, shape: Vec<usize>, init: Init) -> usize {
+    fn param(&mut self, name: String, shape: Vec<usize>, init: Init) -> Result<usize> {
+        super::value::check_size(&shape, &format!("parameter {name:?}"))?;
+        let total: u128 = self
+            .params
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>() as u128)
+            .sum::<u128>()
+            + shape.iter().product::<usize>() as u128;
+        crate::memory::check_fits(
+            &format!("the {total} parameters of this network"),
+            total * 24,
+        )?;
         let n: usize = shape.iter().product();
         let v = FloatValue::from_host(
             &shape,
@@ -364,12 +435,12 @@ impl Builder {
             shape,
         });
         self.init.push(init);
-        self.push(
+        Ok(self.push(
             name,
             NodeKind::Param(self.params.len() - 1),
             vec![],
             Value::Float(v),
-        )
+        ))
     }
 
     fn constant(&mut self, name: String, value: Constant) -> usize {
@@ -469,7 +540,7 @@ impl Builder {
                     format!("{name}.weight"),
                     vec![out, d],
                     Init::Normal(w_std / (d as f64).sqrt()),
-                );
+                )?;
                 let wt = self.op(
                     format!("{name}/weight_t"),
                     "Transpose",
@@ -485,7 +556,7 @@ impl Builder {
                         Op::Linear(LinearOp::MatMul),
                         vec![ins[0], wt],
                     )?;
-                    let b = self.param(format!("{name}.bias"), vec![out], Init::Normal(b_std));
+                    let b = self.param(format!("{name}.bias"), vec![out], Init::Normal(b_std))?;
                     self.op(
                         name,
                         "Add",
@@ -542,10 +613,14 @@ impl Builder {
                     format!("{name}.weight"),
                     vec![out, s[1] / groups, k[0], k[1]],
                     Init::Normal(w_std / (fan_in as f64).sqrt()),
-                );
+                )?;
                 let mut inputs = vec![ins[0], w];
                 if f.boolean("bias", true)? {
-                    inputs.push(self.param(format!("{name}.bias"), vec![out], Init::Normal(b_std)));
+                    inputs.push(self.param(
+                        format!("{name}.bias"),
+                        vec![out],
+                        Init::Normal(b_std),
+                    )?);
                 }
                 self.op(name, ty, Op::Conv(conv), inputs)?;
             }
@@ -556,8 +631,8 @@ impl Builder {
                     return Err(f.err("inputs", format!("batch_norm needs [N, C, ...], got {s:?}")));
                 }
                 let c = s[1];
-                let w = self.param(format!("{name}.weight"), vec![c], Init::Fill(1.0));
-                let b = self.param(format!("{name}.bias"), vec![c], Init::Fill(0.0));
+                let w = self.param(format!("{name}.weight"), vec![c], Init::Fill(1.0))?;
+                let b = self.param(format!("{name}.bias"), vec![c], Init::Fill(0.0))?;
                 let m = self.constant(
                     format!("{name}.running_mean"),
                     Constant::Float(HostArray::new(vec![c], vec![0.0; c])),
@@ -582,8 +657,8 @@ impl Builder {
                 let d = *self.shape(ins[0]).last().unwrap_or(&1);
                 let eps = f.float("eps", 1e-5)?;
                 if f.boolean("elementwise_affine", true)? {
-                    let w = self.param(format!("{name}.weight"), vec![d], Init::Fill(1.0));
-                    let b = self.param(format!("{name}.bias"), vec![d], Init::Fill(0.0));
+                    let w = self.param(format!("{name}.weight"), vec![d], Init::Fill(1.0))?;
+                    let b = self.param(format!("{name}.bias"), vec![d], Init::Fill(0.0))?;
                     self.op(
                         name,
                         ty,
@@ -786,7 +861,7 @@ impl Builder {
                     .collect::<Option<_>>()
                     .ok_or_else(|| f.err("shape", "must be positive integers"))?;
                 let std = f.float("std", 0.02)?;
-                self.param(name, shape, Init::Normal(std));
+                self.param(name, shape, Init::Normal(std))?;
             }
             other => {
                 return Err(f.err(

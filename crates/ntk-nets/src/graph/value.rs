@@ -35,6 +35,24 @@ pub enum Value {
     Ints(IntValue),
 }
 
+/// Most elements one tensor of a graph may hold (2 GiB in f64): ops whose output would be
+/// larger (a broadcast, a product, a convolution with a huge padding) refuse to run
+/// instead of aborting on the allocation.
+pub const MAX_ELEMENTS: u128 = 1 << 28;
+
+/// Errors when a tensor of `shape` would exceed [`MAX_ELEMENTS`].
+pub fn check_size(shape: &[usize], what: &str) -> Result<(), GraphError> {
+    let n = shape
+        .iter()
+        .fold(1u128, |a, &d| a.saturating_mul(d as u128));
+    if n > MAX_ELEMENTS {
+        return Err(GraphError::op(format!(
+            "{what}: the result {shape:?} would hold {n} values, more than ntk allows in one tensor ({MAX_ELEMENTS})"
+        )));
+    }
+    Ok(())
+}
+
 /// `shape` left-padded with ones to [`MAX_RANK`].
 pub fn padded(shape: &[usize]) -> [usize; MAX_RANK] {
     let mut out = [1; MAX_RANK];

@@ -108,6 +108,24 @@ impl Conv {
             )));
         }
         let pad = self.padding([x[2], x[3]], [w[2], w[3]]);
+        crate::graph::value::check_size(
+            &[
+                x[0],
+                x[1],
+                x[2] + pad[0].0 + pad[0].1,
+                x[3] + pad[1].0 + pad[1].1,
+            ],
+            "Conv (padded input)",
+        )?;
+        crate::graph::value::check_size(
+            &[
+                x[0],
+                w[0],
+                x[2] + pad[0].0 + pad[0].1,
+                x[3] + pad[1].0 + pad[1].1,
+            ],
+            "Conv",
+        )?;
         for a in 0..2 {
             let dk = self.dilations[a] * (w[2 + a] - 1) + 1;
             if x[2 + a] + pad[a].0 + pad[a].1 < dk || self.strides[a] == 0 {

@@ -184,6 +184,7 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
             }
         };
     }
+    crate::graph::value::check_size(&out, "broadcast")?;
     Ok(out)
 }
 

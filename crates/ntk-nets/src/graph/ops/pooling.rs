@@ -74,6 +74,15 @@ impl Window {
             )));
         }
         let pad = self.padding([s[2], s[3]]);
+        crate::graph::value::check_size(
+            &[
+                s[0],
+                s[1],
+                s[2] + pad[0].0 + pad[0].1,
+                s[3] + pad[1].0 + pad[1].1,
+            ],
+            what,
+        )?;
         for a in 0..2 {
             let dk = self.dilations[a] * (self.kernel[a].max(1) - 1) + 1;
             if self.kernel[a] == 0 || self.strides[a] == 0 || s[2 + a] + pad[a].0 + pad[a].1 < dk {
