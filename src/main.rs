@@ -247,6 +247,19 @@ fn load_network(args: &NetArgs, common: &CommonArgs) -> Result<(Network, burn::t
     Ok((net, device))
 }
 
+/// The progress bar of a tiled kernel computation.
+fn tile_bar(kind: KernelKind) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} tiles, {elapsed} elapsed, eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_message(format!("{} kernel", kind.name()));
+    bar
+}
+
 /// Whether `--spec` names a graph network (an ONNX file or a graph spec).
 fn is_graph(path: &std::path::Path) -> Result<bool> {
     if ntk::nets::graph::is_onnx(path) {
@@ -344,14 +357,7 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
                 .map(|p| read_inputs(p, net.input_shape()))
                 .transpose()?;
         let out_path = a.out.as_ref().expect("checked above");
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {pos}/{len} tiles, {elapsed} elapsed, eta {eta}",
-            )
-            .expect("valid template"),
-        );
-        bar.set_message(format!("{} kernel", options.kind.name()));
+        let bar = tile_bar(options.kind);
         let t0 = Instant::now();
         let out = ntk::empirical::graph::empirical_kernel(
             &net,
@@ -389,14 +395,7 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         a.x2.as_ref()
             .map(|p| read_inputs(p, net.input_shape()))
             .transpose()?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:30}] {pos}/{len} tiles, {elapsed} elapsed, eta {eta}",
-        )
-        .expect("valid template"),
-    );
-    bar.set_message(format!("{} kernel", options.kind.name()));
+    let bar = tile_bar(options.kind);
     let t0 = Instant::now();
     if let Some(dir) = &a.tiles {
         let summary = ntk::empirical::tiles::run(

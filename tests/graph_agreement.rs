@@ -3,29 +3,14 @@
 //! derivatives agree with Jacobian contraction in f64 to 1e-10, for every kernel kind,
 //! with x2 = x1 and x2 ≠ x1, and with a parameter selection.
 
+mod common;
+
+use common::{inputs, rel_err};
 use ntk::empirical::{EmpiricalOptions, KernelKind, Method};
 use ntk::nets::graph::{GraphNetwork, spec};
 use ntk::nets::{HostArray, Precision};
 use proptest::prelude::*;
 use serde_json::{Value, json};
-
-fn inputs(shape: &[usize], n: usize, seed: u64) -> HostArray {
-    let per: usize = shape.iter().product();
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let data = (0..n * per)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect();
-    let mut full = vec![n];
-    full.extend_from_slice(shape);
-    HostArray::new(full, data)
-}
 
 fn act() -> impl Strategy<Value = &'static str> {
     prop_oneof![
@@ -129,19 +114,6 @@ fn build(s: &Value, seed: u64) -> GraphNetwork {
     GraphNetwork::from_params(g.graph, &params, &device, Precision::F64).unwrap()
 }
 
-fn rel(a: &HostArray, b: &HostArray) -> f64 {
-    let scale = b
-        .data
-        .iter()
-        .fold(0.0f64, |m, v| m.max(v.abs()))
-        .max(f64::MIN_POSITIVE);
-    a.data
-        .iter()
-        .zip(&b.data)
-        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
-        / scale
-}
-
 fn check(net: &GraphNetwork, shape: &[usize], seed: u64) -> Result<(), TestCaseError> {
     let x1 = inputs(shape, 3, seed);
     let x2 = inputs(shape, 2, seed + 1);
@@ -163,7 +135,7 @@ fn check(net: &GraphNetwork, shape: &[usize], seed: u64) -> Result<(), TestCaseE
                     .kernel
             };
             let (a, b) = (k(Method::Structured), k(Method::Jacobian));
-            let err = rel(&a, &b);
+            let err = rel_err(&a, &b);
             prop_assert!(err < 1e-10, "{kind:?} x2 {}: {err:.3e}", x2.is_some());
         }
     }

@@ -1,6 +1,9 @@
 //! Property tests: on random networks of every layer type, the three methods (and both conv
 //! contractions) agree — f64 to 1e-10, f32 to 1e-4 — and Θ(x, x) is symmetric and PSD.
 
+mod common;
+
+use common::inputs;
 use faer::Mat;
 use ntk::empirical::{ConvStrategy, EmpiricalOptions, KernelKind, Method, empirical_kernel};
 use ntk::nets::{
@@ -8,24 +11,6 @@ use ntk::nets::{
 };
 use proptest::prelude::*;
 use serde_json::{Value, json};
-
-fn inputs(shape: &[usize], n: usize, seed: u64) -> HostArray {
-    let per: usize = shape.iter().product();
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let data = (0..n * per)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect();
-    let mut full = vec![n];
-    full.extend_from_slice(shape);
-    HostArray::new(full, data)
-}
 
 fn act() -> impl Strategy<Value = &'static str> {
     prop_oneof![

@@ -53,3 +53,22 @@ pub fn rel_err(a: &HostArray, b: &HostArray) -> f64 {
         .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
         / scale
 }
+
+/// Deterministic inputs in [-1, 1): `[n, *shape]` from an LCG seeded with `seed`.
+pub fn inputs(shape: &[usize], n: usize, seed: u64) -> HostArray {
+    let per: usize = shape.iter().product();
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let data = (0..n * per)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        })
+        .collect();
+    let mut full = vec![n];
+    full.extend_from_slice(shape);
+    HostArray::new(full, data)
+}

@@ -288,18 +288,7 @@ pub fn plan(
                 / parallel_tiles as u64,
         )?,
     };
-    let symmetric = match x2 {
-        None => true,
-        Some(x2) => x2.shape == x1.shape && x2.data == x1.data,
-    };
-    let mut jobs = Vec::new();
-    for i in 0..n1.div_ceil(tile_rows) {
-        for j in 0..n2.div_ceil(tile_rows) {
-            if !(symmetric && j < i) {
-                jobs.push((i, j));
-            }
-        }
-    }
+    let (symmetric, jobs) = tile_jobs(x1, x2, tile_rows);
     Ok(TilePlan {
         kind,
         method,
@@ -315,6 +304,29 @@ pub fn plan(
             tensor_contraction: options.tensor_contraction,
         },
     })
+}
+
+/// Whether `x2` is `x1` (omitted, or the same shape and values), and the `(i, j)` tiles
+/// of `tile_rows` rows to compute, row-major (only `j ≥ i` when symmetric).
+pub fn tile_jobs(
+    x1: &HostArray,
+    x2: Option<&HostArray>,
+    tile_rows: usize,
+) -> (bool, Vec<(usize, usize)>) {
+    let symmetric = match x2 {
+        None => true,
+        Some(x2) => x2.shape == x1.shape && x2.data == x1.data,
+    };
+    let (n1, n2) = (x1.len(), x2.map_or(x1.len(), |x| x.len()));
+    let mut jobs = Vec::new();
+    for i in 0..n1.div_ceil(tile_rows) {
+        for j in 0..n2.div_ceil(tile_rows) {
+            if !(symmetric && j < i) {
+                jobs.push((i, j));
+            }
+        }
+    }
+    (symmetric, jobs)
 }
 
 /// Computes tile `(i, j)` of a plan: `[l1, l2, per_pair]`.

@@ -13,7 +13,7 @@ pub mod rules;
 pub mod structured;
 
 use crate::cost::Method;
-use crate::engine::{EmpiricalOptions, KernelOutput, TilePlan, place_tile};
+use crate::engine::{EmpiricalOptions, KernelOutput, TilePlan, place_tile, tile_jobs};
 use crate::error::{EmpiricalError, Result, option_err};
 use crate::kernel::KernelKind;
 use crate::structured::{Accumulator, KernelSum, StructuredOptions, finish};
@@ -243,18 +243,7 @@ pub fn plan(
             t
         }
     };
-    let symmetric = match x2 {
-        None => true,
-        Some(x2) => x2.shape == x1.shape && x2.data == x1.data,
-    };
-    let mut jobs = Vec::new();
-    for i in 0..n1.div_ceil(tile_rows) {
-        for j in 0..n2.div_ceil(tile_rows) {
-            if !(symmetric && j < i) {
-                jobs.push((i, j));
-            }
-        }
-    }
+    let (symmetric, jobs) = tile_jobs(x1, x2, tile_rows);
     Ok(TilePlan {
         kind,
         method,
