@@ -775,18 +775,17 @@ fn import(model: &ModelProto, path: &Path) -> Result<OnnxModel> {
         }
     }
 
-    // Which float initializers are buffers: BatchNorm statistics and Pow exponents.
-    let mut buffer_inits: HashSet<&str> = HashSet::new();
+    // Buffers are classified per use: BatchNorm statistics (inputs 3, 4) and Pow
+    // exponents are constants, every other use of a float initializer is a parameter (the
+    // exporter may let one initializer of ones serve as a BatchNorm scale and a variance).
+    let is_buffer_slot =
+        |op: &str, slot: usize| matches!((op, slot), ("BatchNormalization", 3 | 4) | ("Pow", 1));
+    let mut param_uses: HashSet<&str> = HashSet::from([out_name]);
     for &n in &order {
         let node = &g.node[n];
-        let slots: &[usize] = match node.op_type.as_str() {
-            "BatchNormalization" => &[3, 4],
-            "Pow" => &[1],
-            _ => &[],
-        };
-        for &s in slots {
-            if let Some(name) = node.input.get(s) {
-                buffer_inits.insert(name.as_str());
+        for (slot, name) in node.input.iter().enumerate() {
+            if !is_buffer_slot(&node.op_type, slot) {
+                param_uses.insert(name.as_str());
             }
         }
     }
@@ -813,6 +812,7 @@ fn import(model: &ModelProto, path: &Path) -> Result<OnnxModel> {
         buffers,
     };
     let resolve = |name: &str,
+                   as_buffer: bool,
                    nodes: &mut Vec<Node>,
                    index: &mut HashMap<String, usize>,
                    acc: &mut Out|
@@ -825,6 +825,38 @@ fn import(model: &ModelProto, path: &Path) -> Result<OnnxModel> {
         if name.is_empty() {
             return Ok(None);
         }
+        let buffer_key = format!("{name}\u{1}buffer");
+        if as_buffer {
+            if let Some(&i) = index.get(&buffer_key) {
+                return Ok(Some(i));
+            }
+            // A constant copy of an initializer (or of a parameter it also feeds).
+            let value = match (inits.get(name), index.get(name)) {
+                (Some(t), _) => match widen(decode_tensor(t, path)?, t.data_type == 1) {
+                    Decoded::Float(h) => Some(h),
+                    Decoded::Ints(_) => None,
+                },
+                (None, Some(&i)) => match nodes[i].kind {
+                    NodeKind::Param(p) => Some(values[&params[p].name].clone()),
+                    _ => return Ok(Some(i)),
+                },
+                (None, None) => None,
+            };
+            if let Some(h) = value {
+                // A name that is also a parameter is not registered as a buffer: a state
+                // dict's entry of that name holds the parameter.
+                if !param_uses.contains(name) {
+                    buffers.insert(name.to_string(), nodes.len());
+                }
+                nodes.push(Node {
+                    name: name.to_string(),
+                    kind: NodeKind::Constant(Constant::Float(h)),
+                    inputs: vec![],
+                });
+                index.insert(buffer_key, nodes.len() - 1);
+                return Ok(Some(nodes.len() - 1));
+            }
+        }
         if let Some(&i) = index.get(name) {
             return Ok(Some(i));
         }
@@ -836,10 +868,6 @@ fn import(model: &ModelProto, path: &Path) -> Result<OnnxModel> {
         })?;
         let kind = match widen(decode_tensor(t, path)?, t.data_type == 1) {
             Decoded::Ints(v) => NodeKind::Constant(Constant::Ints(v)),
-            Decoded::Float(h) if buffer_inits.contains(name) => {
-                buffers.insert(name.to_string(), nodes.len());
-                NodeKind::Constant(Constant::Float(h))
-            }
             Decoded::Float(h) => {
                 params.push(ParamInfo {
                     name: name.to_string(),
@@ -885,10 +913,22 @@ fn import(model: &ModelProto, path: &Path) -> Result<OnnxModel> {
         // ones at init, say): `layer1.0.bn2.weight = Identity(layer1.0.bn1.weight)`. Those
         // are distinct PyTorch parameters: the Identity's output becomes a parameter of
         // its own, with the same value (real weight tying reuses the initializer itself).
+        // An Identity whose output only feeds buffer slots is that buffer.
         if node.op_type == "Identity"
             && let Some(src) = node.input.first()
             && let Some(out) = node.output.first().filter(|o| !o.is_empty())
-            && let Some(id) = resolve(src, &mut nodes, &mut index, &mut acc)?
+            && !param_uses.contains(out.as_str())
+            && inits.contains_key(src.as_str())
+            && let Some(id) = resolve(src, true, &mut nodes, &mut index, &mut acc)?
+        {
+            index.insert(out.clone(), id);
+            continue;
+        }
+        if node.op_type == "Identity"
+            && let Some(src) = node.input.first()
+            && let Some(out) = node.output.first().filter(|o| !o.is_empty())
+            && param_uses.contains(out.as_str())
+            && let Some(id) = resolve(src, false, &mut nodes, &mut index, &mut acc)?
             && let NodeKind::Param(p) = nodes[id].kind
         {
             let value = acc.values[&acc.params[p].name].clone();
@@ -915,8 +955,9 @@ fn import(model: &ModelProto, path: &Path) -> Result<OnnxModel> {
             NodeKind::Op(op_of(node, opset).map_err(wrap)?)
         };
         let mut ins = Vec::with_capacity(node.input.len());
-        for i in &node.input {
-            ins.push(resolve(i, &mut nodes, &mut index, &mut acc)?);
+        for (slot, i) in node.input.iter().enumerate() {
+            let as_buffer = is_buffer_slot(&node.op_type, slot);
+            ins.push(resolve(i, as_buffer, &mut nodes, &mut index, &mut acc)?);
         }
         nodes.push(Node {
             name: name.clone(),
@@ -928,7 +969,7 @@ fn import(model: &ModelProto, path: &Path) -> Result<OnnxModel> {
             index.insert(o.clone(), id);
         }
     }
-    let output = resolve(out_name, &mut nodes, &mut index, &mut acc)?
+    let output = resolve(out_name, false, &mut nodes, &mut index, &mut acc)?
         .ok_or_else(|| err(path, "empty output name"))?;
     let Out {
         params,
@@ -1086,6 +1127,28 @@ mod tests {
         let net = load_bytes(&bytes).unwrap();
         let names: Vec<&str> = net.graph.params.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["bn1.weight", "bn2.weight"]);
+    }
+
+    #[test]
+    fn a_deduplicated_buffer_stays_a_buffer() {
+        // At init a BatchNorm's variance (ones) equals its scale: the exporter may write
+        // `running_var = Identity(weight)`, or point the variance slot at the scale itself.
+        let w = f32_tensor("bn.weight", &[3], &[1.0; 3]);
+        let b = f32_tensor("bn.bias", &[3], &[0.0; 3]);
+        for var in ["bn.running_var", "bn.weight"] {
+            let mut nodes = vec![node("Identity", &["bn.bias"], "bn.running_mean")];
+            if var == "bn.running_var" {
+                nodes.push(node("Identity", &["bn.weight"], "bn.running_var"));
+            }
+            nodes.push(node(
+                "BatchNormalization",
+                &["x", "bn.weight", "bn.bias", "bn.running_mean", var],
+                "out",
+            ));
+            let net = load_bytes(&model(nodes, vec![w.clone(), b.clone()], 3)).unwrap();
+            let names: Vec<&str> = net.graph.params.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(names, ["bn.weight", "bn.bias"], "variance slot {var}");
+        }
     }
 
     #[test]
