@@ -255,6 +255,18 @@ pub fn kernel(
             let grad = rules::param_gradient(&site)
                 .map_err(|e| name_node(e, &node.name, op.type_name()))?;
             let grad = back_to_param(net, c, grad)?;
+            let want = net.graph.params[p].shape.iter().product::<usize>();
+            if grad.shape().first() != Some(&rows) || grad.numel() != rows * want {
+                return Err(name_node(
+                    unsupported(format!(
+                        "the per-row gradient {:?} of parameter {:?} does not fit {rows} rows × {want} values",
+                        grad.shape(),
+                        net.graph.params[p].name
+                    )),
+                    &node.name,
+                    op.type_name(),
+                ));
+            }
             let flat = grad
                 .t
                 .reshape([rows, net.graph.params[p].shape.iter().product::<usize>()]);

@@ -47,6 +47,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "AveragePool",
     "BatchNormalization",
     "Cast",
+    "CastLike",
     "Concat",
     "Constant",
     "ConstantOfShape",
@@ -153,6 +154,74 @@ fn dtype_info(t: i32) -> Option<(usize, bool)> {
     }
 }
 
+/// The bytes of a tensor stored as external data (the dynamo exporter's default:
+/// `model.onnx.data` beside the model): `location` relative to the model's folder (no
+/// absolute path, no `..`), `offset` and `length` checked against the file.
+fn read_external(t: &TensorProto, path: &Path) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let name = &t.name;
+    let get = |k: &str| {
+        t.external_data
+            .iter()
+            .find(|e| e.key == k)
+            .map(|e| e.value.clone())
+    };
+    let location = get("location").ok_or_else(|| {
+        err(
+            path,
+            format!("tensor {name:?}: external data without a location"),
+        )
+    })?;
+    let rel = Path::new(&location);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(err(
+            path,
+            format!(
+                "tensor {name:?}: external data location {location:?} must be a plain file name beside the model"
+            ),
+        ));
+    }
+    let file = path.parent().unwrap_or(Path::new(".")).join(rel);
+    let num = |k: &str| -> Result<Option<u64>> {
+        get(k)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    err(
+                        path,
+                        format!("tensor {name:?}: external {k} {v:?} is not a number"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let offset = num("offset")?.unwrap_or(0);
+    let len_file = std::fs::metadata(&file)
+        .map_err(|e| NetsError::io(&file, e))?
+        .len();
+    let length = num("length")?.unwrap_or(len_file.saturating_sub(offset));
+    if offset.checked_add(length).is_none_or(|end| end > len_file) {
+        return Err(err(
+            path,
+            format!(
+                "tensor {name:?}: external data {}+{length} is beyond the end of {} ({len_file} bytes)",
+                offset,
+                file.display()
+            ),
+        ));
+    }
+    let mut f = std::fs::File::open(&file).map_err(|e| NetsError::io(&file, e))?;
+    f.seek(SeekFrom::Start(offset))
+        .map_err(|e| NetsError::io(&file, e))?;
+    let mut buf = vec![0u8; length as usize];
+    f.read_exact(&mut buf)
+        .map_err(|e| NetsError::io(&file, e))?;
+    Ok(buf)
+}
+
 /// A decoded initializer or constant tensor.
 enum Decoded {
     Float(HostArray),
@@ -161,14 +230,11 @@ enum Decoded {
 
 fn decode_tensor(t: &TensorProto, path: &Path) -> Result<Decoded> {
     let name = &t.name;
-    if !t.external_data.is_empty() || t.data_location.value() == 1 {
-        return Err(err(
-            path,
-            format!(
-                "tensor {name:?} has external data; save the model with the weights inside (onnx.save(..., save_as_external_data=False))"
-            ),
-        ));
-    }
+    let external = if !t.external_data.is_empty() || t.data_location.value() == 1 {
+        Some(read_external(t, path)?)
+    } else {
+        None
+    };
     let mut shape = Vec::with_capacity(t.dims.len());
     let mut count: u128 = 1;
     for &d in &t.dims {
@@ -190,7 +256,7 @@ fn decode_tensor(t: &TensorProto, path: &Path) -> Result<Decoded> {
             ),
         )
     })?;
-    let raw: &[u8] = &t.raw_data;
+    let raw: &[u8] = external.as_deref().unwrap_or(&t.raw_data);
     // Check the declared size against the data actually there before allocating.
     let available: u128 = if !raw.is_empty() {
         (raw.len() / size) as u128
@@ -560,6 +626,7 @@ fn op_of(node: &NodeProto, opset: i64) -> Result<Op> {
             sh(ShapeOp::Cast { to_float: is_float })
         }
         "Expand" => sh(ShapeOp::Expand),
+        "CastLike" => sh(ShapeOp::CastLike),
         "ConstantOfShape" => {
             let (value, float) = match a.map.get("value").and_then(|v| v.t.as_ref()) {
                 None => (0.0, true),
@@ -1149,6 +1216,38 @@ mod tests {
             let names: Vec<&str> = net.graph.params.iter().map(|p| p.name.as_str()).collect();
             assert_eq!(names, ["bn.weight", "bn.bias"], "variance slot {var}");
         }
+    }
+
+    #[test]
+    fn external_data_is_read_beside_the_model() {
+        // The dynamo exporter's default: weights in `model.onnx.data`.
+        let dir = std::env::temp_dir().join(format!("ntk-onnx-ext-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let values = [1.0f32, 2.0, 3.0];
+        let mut data = vec![0u8; 8]; // an offset
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        std::fs::write(dir.join("model.onnx.data"), &data).unwrap();
+        let with_location = |location: &str, length: &str| {
+            let mut t = TensorProto::new();
+            t.name = "scale".into();
+            t.dims = vec![3];
+            t.data_type = 1;
+            for (k, v) in [("location", location), ("offset", "8"), ("length", length)] {
+                t.external_data.push(Default::default());
+                let e = t.external_data.last_mut().unwrap();
+                e.key = k.into();
+                e.value = v.into();
+            }
+            model(vec![node("Mul", &["x", "scale"], "out")], vec![t], 3)
+        };
+        let path = dir.join("model.onnx");
+        let m = parse(&with_location("model.onnx.data", "12"), &path).unwrap();
+        assert_eq!(m.params["scale"].data, vec![1.0, 2.0, 3.0]);
+        for (loc, len, why) in [("../model.onnx.data", "12", "plain file name"), ("/etc/passwd", "12", "plain file name"), ("model.onnx.data", "400", "beyond the end")] {
+            let e = parse(&with_location(loc, len), &path).unwrap_err().to_string();
+            assert!(e.contains(why), "{loc}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

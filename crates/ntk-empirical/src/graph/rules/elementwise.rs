@@ -30,5 +30,5 @@ pub fn gradient(op: &ElementwiseOp, s: &Site) -> Result<FloatValue> {
         (Binary::Div, _) => binary(Binary::Div, s.g, other).map_err(nets)?,
         (Binary::Pow, _) => return Err(unsupported("a parameter in a Pow")),
     };
-    reduce_to(&v, &p.shape())
+    reduce_to(&v, &p.shape(), s.rows)
 }

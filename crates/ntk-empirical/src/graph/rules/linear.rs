@@ -63,9 +63,10 @@ pub fn gradient(op: &LinearOp, s: &Site) -> Result<FloatValue> {
                 if *trans_a {
                     return Err(unsupported("Gemm with transA and a parameter B"));
                 }
-                let a = s.input(0)?.to_rank::<2>(); // [R, K]
-                let g = s.g.to_rank::<2>(); // [R, N]
-                let outer = a.unsqueeze_dim::<3>(2) * g.unsqueeze_dim::<3>(1); // [R, K, N]
+                // A: [R·T, K] (T > 1 when tokens were merged into rows), g: [R·T, N].
+                let a = rows_tokens(s.input(0)?, r)?.to_rank::<3>(); // [R, T, K]
+                let g = rows_tokens(s.g, r)?.to_rank::<3>(); // [R, T, N]
+                let outer = a.swap_dims(1, 2).matmul(g); // [R, K, N]
                 let outer = if *trans_b {
                     outer.swap_dims(1, 2)
                 } else {
@@ -80,7 +81,7 @@ pub fn gradient(op: &LinearOp, s: &Site) -> Result<FloatValue> {
             }
             2 => {
                 let c = s.input(2)?.shape();
-                let red = reduce_to(s.g, &c)?;
+                let red = reduce_to(s.g, &c, s.rows)?;
                 Ok(if *beta != 1.0 {
                     red.map(|t| t.mul_scalar(*beta))
                 } else {

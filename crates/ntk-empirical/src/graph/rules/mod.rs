@@ -19,7 +19,7 @@ pub mod normalization;
 
 use crate::error::{EmpiricalError, Result};
 use ntk_nets::graph::ops::Op;
-use ntk_nets::graph::value::FloatValue;
+use ntk_nets::graph::value::{FloatValue, MAX_RANK};
 
 /// The op inputs and output cotangent of one parameter consumer, for `rows` rows.
 pub struct Site<'a> {
@@ -68,7 +68,25 @@ pub fn param_gradient(site: &Site) -> Result<FloatValue> {
 /// Sums a per-row tensor `v: [R, ...out]` over the axes a parameter of shape `pshape` is
 /// broadcast along, giving `[R, ...pshape]` (NumPy alignment: trailing axes; a leading
 /// axis of the parameter that meets the batch axis must be 1).
-pub fn reduce_to(v: &FloatValue, pshape: &[usize]) -> Result<FloatValue> {
+pub fn reduce_to(v: &FloatValue, pshape: &[usize], rows: usize) -> Result<FloatValue> {
+    // Rows merged with tokens (`[R·T, N]`, as exports of a linear layer on tokens
+    // reshape): split them, sample-major, so the tokens are summed too.
+    let split;
+    let v = match v.shape().first() {
+        Some(&d) if d != rows && rows > 0 && d % rows == 0 && v.rank < MAX_RANK => {
+            let mut shape = vec![rows, d / rows];
+            shape.extend_from_slice(&v.shape()[1..]);
+            split = v.clone().reshape(&shape);
+            &split
+        }
+        Some(&d) if d != rows => {
+            return Err(unsupported(format!(
+                "an operand {:?} does not keep the batch of {rows} rows on its first axis",
+                v.shape()
+            )));
+        }
+        _ => v,
+    };
     let out = v.shape();
     let r = out.len();
     if pshape.len() > r {

@@ -23,7 +23,7 @@ pub fn gradient(op: &NormOp, s: &Site) -> Result<FloatValue> {
             // Sum over everything but rows and channels: [R, 1, C, 1...] → [R, C].
             let mut shape = vec![1; x.rank];
             shape[1] = c;
-            Ok(reduce_to(&v, &shape[1..])?.reshape(&[s.rows, c]))
+            Ok(reduce_to(&v, &shape[1..], s.rows)?.reshape(&[s.rows, c]))
         }
         (NormOp::LayerNorm { axis, eps }, 1 | 2) => {
             let p = s.input(s.slot)?.shape();
@@ -33,7 +33,7 @@ pub fn gradient(op: &NormOp, s: &Site) -> Result<FloatValue> {
             } else {
                 s.g.clone()
             };
-            reduce_to(&v, &p)
+            reduce_to(&v, &p, s.rows)
         }
         _ => Err(unsupported(
             "BatchNorm running statistics as parameters (they are buffers)",

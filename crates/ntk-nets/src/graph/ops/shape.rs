@@ -49,6 +49,8 @@ pub enum ShapeOp {
     Cast {
         to_float: bool,
     },
+    /// Cast to the type (float or integer) of input 1.
+    CastLike,
     Expand,
     ConstantOfShape {
         value: f64,
@@ -70,6 +72,7 @@ impl ShapeOp {
             ShapeOp::Gather { .. } => "Gather",
             ShapeOp::Shape { .. } => "Shape",
             ShapeOp::Cast { .. } => "Cast",
+            ShapeOp::CastLike => "CastLike",
             ShapeOp::Expand => "Expand",
             ShapeOp::ConstantOfShape { .. } => "ConstantOfShape",
             ShapeOp::Identity => "Identity",
@@ -186,6 +189,10 @@ impl ShapeOp {
                 let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
                 let (a, b) = (clamp(*start), clamp(end.unwrap_or(r)));
                 Ok(Value::Ints(IntValue::vector(s[a..b.max(a)].to_vec())))
+            }
+            ShapeOp::CastLike => {
+                let to_float = matches!(input(inputs, 1, "target_type")?, Value::Float(_));
+                ShapeOp::Cast { to_float }.apply(&inputs[..1], ctx)
             }
             ShapeOp::Cast { to_float } => match (x, to_float) {
                 (Value::Float(_), true) | (Value::Ints(_), false) => Ok(x.clone()),
