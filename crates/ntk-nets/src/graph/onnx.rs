@@ -1243,8 +1243,14 @@ mod tests {
         let path = dir.join("model.onnx");
         let m = parse(&with_location("model.onnx.data", "12"), &path).unwrap();
         assert_eq!(m.params["scale"].data, vec![1.0, 2.0, 3.0]);
-        for (loc, len, why) in [("../model.onnx.data", "12", "plain file name"), ("/etc/passwd", "12", "plain file name"), ("model.onnx.data", "400", "beyond the end")] {
-            let e = parse(&with_location(loc, len), &path).unwrap_err().to_string();
+        for (loc, len, why) in [
+            ("../model.onnx.data", "12", "plain file name"),
+            ("/etc/passwd", "12", "plain file name"),
+            ("model.onnx.data", "400", "beyond the end"),
+        ] {
+            let e = parse(&with_location(loc, len), &path)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(why), "{loc}: {e}");
         }
         std::fs::remove_dir_all(&dir).ok();
