@@ -349,6 +349,17 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
                 "--tiles is not available for graph networks yet; use --max-memory (tiles in memory)"
             );
         }
+        let out_path = a.out.as_ref().expect("checked above");
+        if let Some(dir) = out_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+        {
+            bail!(
+                "--out {}: the folder {} does not exist",
+                out_path.display(),
+                dir.display()
+            );
+        }
         let mut net = load_graph(&a.net, &a.common)?;
         net.select(include.as_ref(), exclude.as_ref())?;
         let x1 = read_inputs(&a.x1, net.input_shape())?;
@@ -356,7 +367,6 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
             a.x2.as_ref()
                 .map(|p| read_inputs(p, net.input_shape()))
                 .transpose()?;
-        let out_path = a.out.as_ref().expect("checked above");
         let bar = tile_bar(options.kind);
         let t0 = Instant::now();
         let out = ntk::empirical::graph::empirical_kernel(

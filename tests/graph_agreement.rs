@@ -155,7 +155,7 @@ proptest! {
     fn token_graphs_methods_agree(s in token_spec(), seed in 0u64..1000) {
         let mut net = build(&s, seed);
         check(&net, &[3, 5], seed)?;
-        // Weights only (TE-NAS): still agrees, and differs from the whole kernel.
+        // Weights only (TE-NAS): the methods still agree.
         let re = regex::Regex::new("weight$").unwrap();
         net.select(Some(&re), None).unwrap();
         check(&net, &[3, 5], seed)?;

@@ -212,3 +212,38 @@ fn doc_graph_specs_methods_agree() {
         }
     }
 }
+
+/// `ntk empirical --spec model.onnx` end to end: the kernel file equals torch.func's; a
+/// missing output folder is refused before any work; `--params` narrows the kernel.
+#[test]
+fn cli_empirical_on_onnx() {
+    let case = cases_dir().join("onnx-preact-resnet");
+    let dir = std::env::temp_dir().join(format!("ntk-graph-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |extra: &[&str], out: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ntk"))
+            .args(["empirical", "--spec"])
+            .arg(case.join("model.onnx"))
+            .arg("--x1")
+            .arg(case.join("x1.npy"))
+            .arg("--x2")
+            .arg(case.join("x2.npy"))
+            .args(extra)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = dir.join("K.npy");
+    let r = run(&[], &out);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let err = rel_err(&npy(&out), &npy(case.join("expected_ntk_full.npy")));
+    assert!(err < 1e-10, "cli kernel: {err:.3e}");
+    let r = run(&["--params", "^fc\\."], &out);
+    assert!(r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("2 of 12 parameters"));
+    let r = run(&[], &dir.join("missing/K.npy"));
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("does not exist"));
+    std::fs::remove_dir_all(&dir).ok();
+}

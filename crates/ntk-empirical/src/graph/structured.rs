@@ -172,16 +172,7 @@ pub fn kernel(
     };
     let n = both.len();
     let base = net.device();
-    let o = {
-        let numel: usize = net.input_shape().iter().product();
-        let one = HostArray::new(
-            std::iter::once(1)
-                .chain(net.input_shape().iter().copied())
-                .collect(),
-            vec![0.0; numel],
-        );
-        net.forward(net.input(&one, &base)?)?.dims()[1]
-    };
+    let o = net.n_outputs();
     let sol = kind == KernelKind::SumOfLogits;
     let k = if sol { 1 } else { o };
     let rows = n * k;

@@ -194,6 +194,9 @@ pub struct GraphNetwork {
     /// Which parameters the kernel counts (`--params`/`--frozen`); all by default.
     #[module(skip)]
     pub selected: Vec<bool>,
+    /// Outputs O per sample, found by the load-time check.
+    #[module(skip)]
+    pub outputs: usize,
 }
 
 impl GraphNetwork {
@@ -230,19 +233,21 @@ impl GraphNetwork {
             )));
         }
         let selected = vec![true; graph.params.len()];
-        let net = GraphNetwork {
+        let mut net = GraphNetwork {
             params: out,
             graph: Arc::new(graph),
             precision,
             selected,
+            outputs: 0,
         };
-        net.check_runs(device)?;
+        net.outputs = net.check_runs(device)?;
         Ok(net)
     }
 
-    /// A forward pass of one (and, for batch handling, two) zero samples; burn panics
-    /// on ops it cannot run are turned into errors naming nothing better than the graph.
-    fn check_runs(&self, device: &Device) -> Result<()> {
+    /// A forward pass of one (and, for batch handling, two) zero samples, so shape errors
+    /// surface before any computation; returns the outputs per sample.
+    fn check_runs(&self, device: &Device) -> Result<usize> {
+        let mut outputs = 0;
         for n in [1usize, 2] {
             let numel: usize = self.graph.input_shape.iter().product();
             let x = HostArray::new(
@@ -260,8 +265,9 @@ impl GraphNetwork {
                     d[0]
                 )));
             }
+            outputs = d[1];
         }
-        Ok(())
+        Ok(outputs)
     }
 
     /// The parameters as named host arrays.
@@ -294,19 +300,9 @@ impl GraphNetwork {
         &self.graph.input_shape
     }
 
-    /// Number of outputs O (the output's elements per sample), from a dry run.
+    /// Number of outputs O (the output's elements per sample).
     pub fn n_outputs(&self) -> usize {
-        let numel: usize = self.graph.input_shape.iter().product();
-        let x = HostArray::new(
-            std::iter::once(1)
-                .chain(self.graph.input_shape.iter().copied())
-                .collect(),
-            vec![0.0; numel],
-        );
-        let device = self.device();
-        self.input(&x, &device)
-            .and_then(|i| self.forward(i))
-            .map_or(0, |f| f.dims()[1])
+        self.outputs
     }
 
     /// Restricts the kernel to the parameters whose names match `include` (all when

@@ -551,12 +551,8 @@ fn op_of(node: &NodeProto, opset: i64) -> Result<Op> {
             axis: a.int("axis", -1),
             eps: a.float("epsilon", 1e-5),
         })),
-        "MaxPool" => {
-            if node.output.len() > 1 && !node.output[1].is_empty() {
-                // Indices output: checked by the caller only if used.
-            }
-            Ok(Op::Pool(PoolOp::MaxPool(window(&a)?)))
-        }
+        // A used indices output is refused by the caller (only first outputs are computed).
+        "MaxPool" => Ok(Op::Pool(PoolOp::MaxPool(window(&a)?))),
         "AveragePool" => Ok(Op::Pool(PoolOp::AveragePool {
             window: window(&a)?,
             count_include_pad: a.int("count_include_pad", 0) != 0,

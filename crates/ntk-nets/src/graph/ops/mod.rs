@@ -67,9 +67,9 @@ impl Op {
         }
     }
 
-    /// Whether the op's output is a linear function of input `slot` with the others fixed
-    /// and no parameter-dependent nonlinearity in between (the ops a parameter may pass
-    /// through on its way to its consumer: transposes and reshapes of a weight).
+    /// Whether the op only relays its first input's values in another layout (transposes,
+    /// reshapes, casts, identity): the ops a parameter may pass through on its way to the
+    /// op that consumes it.
     pub fn is_layout(&self) -> bool {
         matches!(
             self,
