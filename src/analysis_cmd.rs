@@ -18,12 +18,14 @@ pub struct AnalyzeArgs {
     /// Kernel .npy: [n, n], or a full kernel [n, n, O, O] (flattened to [n·O, n·O]).
     #[arg(long, required_unless_present = "checkpoints")]
     pub kernel: Option<PathBuf>,
-    /// Instead of --kernel: a `ntk train --out` folder; the trace NTK on --x at every
+    /// Instead of --kernel: a folder of checkpoints epoch-{e}.safetensors (a `ntk train
+    /// --out` folder, or PyTorch state dicts saved so); the trace NTK on --x at every
     /// checkpoint, its spectrum, kernel distance from init and velocity (with --spec, --x;
     /// --json and --plot P.png for the results).
     #[arg(long, conflicts_with = "kernel")]
     pub checkpoints: Option<PathBuf>,
-    /// With --checkpoints: the network spec of the checkpoints.
+    /// With --checkpoints: the network of the checkpoints: a sequential or graph spec, or
+    /// an ONNX file (its parameters replaced by each checkpoint's, by name).
     #[arg(long, requires = "checkpoints")]
     pub spec: Option<PathBuf>,
     /// With --checkpoints: inputs .npy of the kernel [n, *input_shape].

@@ -15,6 +15,7 @@ pub use ntk_infinite as infinite;
 pub use ntk_nets as nets;
 
 pub mod analysis_cmd;
+pub mod arch;
 pub mod bench;
 pub mod compare_cmd;
 pub mod data;

@@ -13,12 +13,13 @@
 //! parallel (rayon); a candidate that fails (bad JSON, a bad layer, a non-finite kernel, a
 //! panic) gets a row with the message in the `error` column and the others go on.
 
+use crate::arch::Architecture;
 use crate::train::{Targets, reshape_inputs};
 use anyhow::{Context, Result, bail};
 use ntk_analysis::{alignment, spectrum};
-use ntk_empirical::{EmpiricalOptions, KernelKind, empirical_kernel};
+use ntk_empirical::KernelKind;
 use ntk_nets::array::write_atomic;
-use ntk_nets::{HostArray, NetworkConfig, NetworkSpec, Precision};
+use ntk_nets::{HostArray, Precision};
 use rayon::prelude::*;
 use std::path::Path;
 use std::time::Instant;
@@ -27,19 +28,23 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct Candidate {
     pub name: String,
-    pub spec: std::result::Result<NetworkSpec, String>,
+    pub spec: std::result::Result<Architecture, String>,
 }
 
-/// Reads candidates from a folder of `*.json` specs (sorted by file name) or a JSONL file
-/// (one spec per line, or `{"name": ..., "spec": {...}}`). A spec that does not parse is
-/// kept as a candidate with its error.
+/// Reads candidates from a folder of `*.json` specs (sequential or graph) and `*.onnx`
+/// files (sorted by file name) or a JSONL file (one spec per line, or
+/// `{"name": ..., "spec": {...}}`). A spec that does not parse is kept as a candidate with
+/// its error.
 pub fn load_candidates(path: &Path) -> Result<Vec<Candidate>> {
     let mut out = Vec::new();
     if path.is_dir() {
         let mut files: Vec<_> = std::fs::read_dir(path)
             .with_context(|| format!("reading {}", path.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|e| e == "json" || e.eq_ignore_ascii_case("onnx"))
+            })
             .collect();
         files.sort();
         for f in files {
@@ -47,11 +52,14 @@ pub fn load_candidates(path: &Path) -> Result<Vec<Candidate>> {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let spec = NetworkSpec::from_file(&f).map_err(|e| e.to_string());
+            let spec = Architecture::from_file(&f).map_err(|e| format!("{e:#}"));
             out.push(Candidate { name, spec });
         }
         if out.is_empty() {
-            bail!("{}: no *.json specs in this folder", path.display());
+            bail!(
+                "{}: no *.json specs or *.onnx files in this folder",
+                path.display()
+            );
         }
         return Ok(out);
     }
@@ -62,7 +70,7 @@ pub fn load_candidates(path: &Path) -> Result<Vec<Candidate>> {
             continue;
         }
         let default_name = format!("line-{}", ln + 1);
-        let parsed: std::result::Result<(String, NetworkSpec), String> =
+        let parsed: std::result::Result<(String, Architecture), String> =
             match serde_json::from_str::<serde_json::Value>(line) {
                 Err(e) => Err(format!("{}:{}: invalid JSON: {e}", path.display(), ln + 1)),
                 Ok(v) => {
@@ -75,9 +83,10 @@ pub fn load_candidates(path: &Path) -> Result<Vec<Candidate>> {
                         ),
                         (None, _) => (default_name.clone(), v),
                     };
-                    NetworkSpec::from_value(&spec_value)
+                    let source = format!("{}:{}", path.display(), ln + 1);
+                    Architecture::from_value(&spec_value, &source)
                         .map(|s| (name, s))
-                        .map_err(|e| format!("{}:{}: {e}", path.display(), ln + 1))
+                        .map_err(|e| format!("{source}: {e:#}"))
                 }
             };
         out.push(match parsed {
@@ -184,7 +193,7 @@ pub fn write_csv(path: &Path, rows: &[ScoreRow]) -> Result<()> {
 /// with optional labels `y`.
 pub fn score_spec(
     name: &str,
-    spec: &NetworkSpec,
+    spec: &Architecture,
     x: &HostArray,
     y: Option<&Targets>,
     options: &ScoreOptions,
@@ -193,27 +202,27 @@ pub fn score_spec(
         bail!("--seeds must be at least 1");
     }
     let t0 = Instant::now();
-    let n_params = spec.n_params()?;
-    let x = reshape_inputs(x, &spec.input_shape)?;
+    // An ONNX file carries its weights: one network, whatever --seeds says.
+    let seeds = if spec.seeded() { options.seeds } else { 1 };
+    let first = spec.build(0, None, &options.device, options.precision)?;
+    let n_params = first.n_params();
+    let x = reshape_inputs(x, &first.input_shape())?;
     let n = x.len();
     if n < 2 {
         bail!("need at least 2 input samples, got {n}");
     }
     let mut sums = [0.0f64; 6];
-    for seed in 0..options.seeds {
-        let net = NetworkConfig::new(spec.clone())
-            .with_seed(seed)
-            .with_precision(options.precision)
-            .init(&options.device)?;
+    let mut built = Some(first);
+    for seed in 0..seeds {
+        let net = match built.take() {
+            Some(net) => net,
+            None => spec.build(seed as u64, None, &options.device, options.precision)?,
+        };
         let o = net.n_outputs();
-        let kernel = |kind| -> Result<Vec<f64>> {
-            let opts = EmpiricalOptions {
-                kind,
-                ..Default::default()
-            };
-            Ok(empirical_kernel(&net, &x, None, &opts, &mut |_, _| {})
+        let kernel = |kind: KernelKind| -> Result<Vec<f64>> {
+            Ok(net
+                .kernel(&x, kind)
                 .with_context(|| format!("seed {seed}: {} kernel", kind.name()))?
-                .kernel
                 .data)
         };
         let sol = kernel(KernelKind::SumOfLogits)?;
@@ -236,11 +245,11 @@ pub fn score_spec(
                 .with_context(|| format!("seed {seed}: label alignment"))?;
         }
     }
-    let k = options.seeds as f64;
+    let k = seeds as f64;
     let row = ScoreRow {
         name: name.to_string(),
         n_params: Some(n_params),
-        seeds: options.seeds,
+        seeds,
         te_nas_condition: sums[0] / k,
         ntk_trace_norm: sums[1] / k,
         label_alignment: y.map(|_| sums[5] / k),
@@ -293,7 +302,7 @@ pub fn score_all(
             done(&c.name);
             result.unwrap_or_else(|e| ScoreRow {
                 name: c.name.clone(),
-                n_params: c.spec.as_ref().ok().and_then(|s| s.n_params().ok()),
+                n_params: c.spec.as_ref().ok().and_then(Architecture::n_params),
                 seeds: options.seeds,
                 seconds: t0.elapsed().as_secs_f64(),
                 error: Some(e),

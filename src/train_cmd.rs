@@ -10,7 +10,7 @@ use crate::train::{
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ntk_analysis::{distance, spectrum};
-use ntk_empirical::{EmpiricalOptions, KernelKind, empirical_kernel};
+use ntk_empirical::KernelKind;
 use ntk_nets::array::{read_inputs, write_atomic};
 use ntk_nets::{BackendKind, HostArray, Network, NetworkConfig, NetworkSpec, Precision};
 use std::path::{Path, PathBuf};
@@ -144,7 +144,9 @@ pub struct TrainArgs {
 /// Arguments of `ntk score`.
 #[derive(clap::Args, Debug)]
 pub struct ScoreArgs {
-    /// A folder of *.json specs, or a JSONL file (one spec, or {"name", "spec"}, per line).
+    /// A folder of *.json specs (sequential or graph) and *.onnx files, or a JSONL file (one
+    /// spec, or {"name", "spec"}, per line). An ONNX file is scored at its own weights
+    /// (one seed).
     #[arg(long)]
     pub specs: PathBuf,
     /// Inputs .npy [N, ...] (reshaped to each spec's input_shape when the sizes agree).
@@ -329,6 +331,9 @@ pub fn run_score(a: ScoreArgs) -> Result<()> {
         x.len(),
         t0.elapsed().as_secs_f64()
     );
+    if failed == rows.len() {
+        bail!("every candidate failed (their errors are above and in the CSV)");
+    }
     Ok(())
 }
 
@@ -374,7 +379,7 @@ pub struct CheckpointReport {
 /// (`[n, c]` row-major, e.g. one-hot labels) when given. `progress(done, total)`.
 pub fn analyze_checkpoints(
     dir: &Path,
-    spec: &NetworkSpec,
+    spec: &crate::arch::Architecture,
     x: &HostArray,
     y: Option<(&[f64], usize)>,
     device: &burn::tensor::Device,
@@ -385,14 +390,11 @@ pub fn analyze_checkpoints(
     let n = x.len();
     let mut kernels = Vec::with_capacity(list.len());
     for (i, (_, path)) in list.iter().enumerate() {
-        let net = Network::load(spec.clone(), path, device, precision)?;
-        let opts = EmpiricalOptions {
-            kind: KernelKind::Trace,
-            ..Default::default()
-        };
-        let k = empirical_kernel(&net, x, None, &opts, &mut |_, _| {})
+        let k = spec
+            .build(0, Some(path), device, precision)
+            .and_then(|net| net.kernel(x, KernelKind::Trace))
             .with_context(|| format!("{}", path.display()))?;
-        kernels.push(k.kernel.data);
+        kernels.push(k.data);
         progress(i + 1, list.len());
     }
     let mut checkpoints = Vec::with_capacity(list.len());
@@ -488,15 +490,21 @@ pub fn run_analyze_checkpoints(
     let spec = spec.context("--checkpoints needs --spec S.json")?;
     let x = x.context("--checkpoints needs --x X.npy (the inputs of the kernel)")?;
     let (dev, precision) = device("flex", dtype)?;
-    let spec = NetworkSpec::from_file(spec)?;
-    let xa = match read_inputs(x, &spec.input_shape) {
+    let spec = crate::arch::Architecture::from_file(spec)?;
+    // The input shape, from the first checkpoint's network (before any kernel).
+    let first = list_checkpoints(dir)?;
+    let input_shape = spec
+        .build(0, Some(&first[0].1), &dev, precision)
+        .with_context(|| format!("{}", first[0].1.display()))?
+        .input_shape();
+    let xa = match read_inputs(x, &input_shape) {
         Ok(a) => a,
         Err(e) => {
             let (raw, _) = ntk_nets::array::read_npy(x)?;
             if raw.shape.len() < 2 {
                 return Err(e.into());
             }
-            reshape_inputs(&raw, &spec.input_shape).with_context(|| format!("{}", x.display()))?
+            reshape_inputs(&raw, &input_shape).with_context(|| format!("{}", x.display()))?
         }
     };
     let bar = ProgressBar::new(0);

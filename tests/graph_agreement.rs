@@ -7,8 +7,8 @@ mod common;
 
 use common::{inputs, rel_err};
 use ntk::empirical::{EmpiricalOptions, KernelKind, Method};
+use ntk::nets::Precision;
 use ntk::nets::graph::{GraphNetwork, spec};
-use ntk::nets::{HostArray, Precision};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -134,9 +134,15 @@ fn check(net: &GraphNetwork, shape: &[usize], seed: u64) -> Result<(), TestCaseE
                     .unwrap()
                     .kernel
             };
-            let (a, b) = (k(Method::Structured), k(Method::Jacobian));
-            let err = rel_err(&a, &b);
-            prop_assert!(err < 1e-10, "{kind:?} x2 {}: {err:.3e}", x2.is_some());
+            let b = k(Method::Jacobian);
+            for method in [Method::Structured, Method::NtkVp] {
+                let err = rel_err(&k(method), &b);
+                prop_assert!(
+                    err < 1e-10,
+                    "{method:?} {kind:?} x2 {}: {err:.3e}",
+                    x2.is_some()
+                );
+            }
         }
     }
     Ok(())

@@ -117,7 +117,7 @@ fn onnx_kernels_match_torch_func() {
         for file in ["model.onnx", "model_b1.onnx"] {
             for (precision, tol) in [(Precision::F64, 1e-10), (Precision::F32, 1e-4)] {
                 let net = load(&case, file, false, precision);
-                for method in [Method::Structured, Method::Jacobian] {
+                for method in [Method::Structured, Method::Jacobian, Method::NtkVp] {
                     let k = kernel(&net, &x1, Some(&x2), method, KernelKind::Full);
                     let err = rel_err(&k, &full);
                     assert!(
@@ -164,7 +164,7 @@ fn graph_specs_match_their_onnx_files() {
             "{spec} forward"
         );
         let onnx = load(&case, "model.onnx", true, Precision::F64);
-        for method in [Method::Structured, Method::Jacobian] {
+        for method in [Method::Structured, Method::Jacobian, Method::NtkVp] {
             let k = kernel(&net, &x1, Some(&x2), method, KernelKind::Full);
             let err = rel_err(&k, &npy(case.join("expected_ntk_full.npy")));
             let ko = kernel(&onnx, &x1, Some(&x2), method, KernelKind::Full);
@@ -180,8 +180,8 @@ fn graph_specs_match_their_onnx_files() {
     }
 }
 
-/// Every example spec of docs/graph-specs loads, and its structured kernel (every kind)
-/// agrees with Jacobian contraction.
+/// Every example spec of docs/graph-specs loads, and its structured and NTK-vector-product
+/// kernels (every kind) agree with Jacobian contraction.
 #[test]
 fn doc_graph_specs_methods_agree() {
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/graph-specs");
@@ -205,10 +205,16 @@ fn doc_graph_specs_methods_agree() {
             KernelKind::Diagonal,
             KernelKind::SumOfLogits,
         ] {
-            let a = kernel(&net, &x, None, Method::Structured, kind);
             let b = kernel(&net, &x, None, Method::Jacobian, kind);
-            let err = rel_err(&a, &b);
-            assert!(err < 1e-10, "{} {kind:?}: {err:.3e}", path.display());
+            for method in [Method::Structured, Method::NtkVp] {
+                let a = kernel(&net, &x, None, method, kind);
+                let err = rel_err(&a, &b);
+                assert!(
+                    err < 1e-10,
+                    "{} {method:?} {kind:?}: {err:.3e}",
+                    path.display()
+                );
+            }
         }
     }
 }
@@ -245,5 +251,141 @@ fn cli_empirical_on_onnx() {
     let r = run(&[], &dir.join("missing/K.npy"));
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("does not exist"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The trace kernel of `net` on `x` by Jacobian contraction (the reference method).
+fn trace_by_jacobian(net: &GraphNetwork, x: &ntk::nets::HostArray) -> f64 {
+    let k = kernel(net, x, None, Method::Jacobian, KernelKind::Trace);
+    let n = x.len();
+    (0..n).map(|i| k.data[i * n + i]).sum()
+}
+
+/// `ntk score` takes ONNX files and graph specs beside sequential specs (an ONNX file is
+/// scored at its own weights, one seed), and fails when every candidate fails;
+/// `ntk analyze --checkpoints` takes an ONNX file with PyTorch-named state dicts.
+#[test]
+fn cli_score_and_checkpoints_on_graphs() {
+    let case = cases_dir().join("onnx-preact-resnet");
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/graph-specs");
+    let dir = std::env::temp_dir().join(format!("ntk-graph-score-{}", std::process::id()));
+    let cands = dir.join("cands");
+    std::fs::create_dir_all(&cands).unwrap();
+    std::fs::copy(case.join("model.onnx"), cands.join("a-resnet.onnx")).unwrap();
+    std::fs::copy(
+        docs.join("preact-resnet.json"),
+        cands.join("b-resnet-spec.json"),
+    )
+    .unwrap();
+    std::fs::write(cands.join("c-broken.json"), "{\"nodes\": [{\"name\": 3}]}").unwrap();
+    let ntk = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ntk"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let x1 = case.join("x1.npy");
+    let csv = dir.join("scores.csv");
+    let r = ntk(&[
+        "score".as_ref(),
+        "--specs".as_ref(),
+        cands.as_os_str(),
+        "--x".as_ref(),
+        x1.as_os_str(),
+        "--seeds".as_ref(),
+        "2".as_ref(),
+        "--out".as_ref(),
+        csv.as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{stderr}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let col = |line: &str, name: &str| -> String {
+        let i = header.iter().position(|h| *h == name).unwrap();
+        line.split(',').nth(i).unwrap_or("").to_string()
+    };
+    assert!(lines[1].starts_with("a-resnet"), "{text}");
+    assert_eq!(col(lines[1], "seeds"), "1", "an ONNX file is one network");
+    assert_eq!(col(lines[2], "seeds"), "2");
+    assert!(lines[3].starts_with("c-broken,"), "{text}");
+    assert!(stderr.contains("c-broken: error"), "{stderr}");
+    // The ONNX candidate's trace score against the Jacobian-contraction kernel.
+    let x = npy(&x1);
+    let net = load(&case, "model.onnx", false, Precision::F64);
+    let expected = trace_by_jacobian(&net, &x) * net.n_outputs() as f64 / x.len() as f64;
+    let got: f64 = col(lines[1], "ntk_trace_norm").parse().unwrap();
+    assert!(
+        ((got - expected) / expected).abs() < 1e-8,
+        "score trace {got} vs {expected}"
+    );
+    // Every candidate failing is a failure of the command.
+    let only_broken = dir.join("broken");
+    std::fs::create_dir_all(&only_broken).unwrap();
+    std::fs::copy(cands.join("c-broken.json"), only_broken.join("c.json")).unwrap();
+    let r = ntk(&[
+        "score".as_ref(),
+        "--specs".as_ref(),
+        only_broken.as_os_str(),
+        "--x".as_ref(),
+        x1.as_os_str(),
+        "--out".as_ref(),
+        dir.join("s2.csv").as_os_str(),
+    ]);
+    assert_eq!(r.status.code(), Some(1), "all failed must not exit 0");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("every candidate failed"));
+
+    // Checkpoints: the case's own state dict, then a re-initialised one (graph spec, seed 7,
+    // PyTorch names), against the ONNX file.
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::copy(
+        case.join("state_dict.safetensors"),
+        run.join("epoch-0.safetensors"),
+    )
+    .unwrap();
+    let device = BackendKind::Flex.device(Precision::F64).unwrap();
+    let other = ntk::nets::graph::load(
+        docs.join("preact-resnet.json"),
+        None,
+        7,
+        &device,
+        Precision::F64,
+    )
+    .unwrap();
+    other.save(run.join("epoch-2.safetensors"), false).unwrap();
+    let json = dir.join("ck.json");
+    let r = ntk(&[
+        "analyze".as_ref(),
+        "--checkpoints".as_ref(),
+        run.as_os_str(),
+        "--spec".as_ref(),
+        case.join("model.onnx").as_os_str(),
+        "--x".as_ref(),
+        x1.as_os_str(),
+        "--json".as_ref(),
+        json.as_os_str(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cks = report["checkpoints"].as_array().unwrap();
+    assert_eq!(cks.len(), 2);
+    let with =
+        |w: &Path| load_onnx(case.join("model.onnx"), Some(w), &device, Precision::F64).unwrap();
+    for (ck, file) in cks
+        .iter()
+        .zip(["epoch-0.safetensors", "epoch-2.safetensors"])
+    {
+        let expected = trace_by_jacobian(&with(&run.join(file)), &x);
+        let got = ck["trace"].as_f64().unwrap();
+        assert!(
+            ((got - expected) / expected).abs() < 1e-8,
+            "{file}: trace {got} vs {expected}"
+        );
+    }
+    assert!(cks[1]["distance_from_init"].as_f64().unwrap() > 1e-6);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -85,8 +85,8 @@ fn ntk_score_on_50_specs_writes_every_row_and_an_error_row_for_the_broken_one() 
     std::fs::create_dir_all(&specs).unwrap();
     for c in nas_scores::candidates(50, 1) {
         let text = match c.spec {
-            Ok(s) => s.to_json().to_string(),
-            Err(_) => r#"{"input_shape":[64],"layers":[{"type":"dense","width":-4}]}"#.into(),
+            Ok(ntk::arch::Architecture::Sequential(s)) => s.to_json().to_string(),
+            _ => r#"{"input_shape":[64],"layers":[{"type":"dense","width":-4}]}"#.into(),
         };
         std::fs::write(specs.join(format!("{}.json", c.name)), text).unwrap();
     }

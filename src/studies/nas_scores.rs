@@ -5,6 +5,7 @@
 //! between every score and the test accuracy says which scores rank architectures.
 //! One deliberately broken candidate is included: it must come back as an error row.
 
+use crate::arch::Architecture;
 use crate::score::{CSV_HEADER, Candidate, ScoreOptions, ScoreRow, score_all, spearman};
 use crate::train::{Loss, OptimizerKind, TrainOptions, builtin, evaluate, train};
 use anyhow::{Context, Result};
@@ -97,7 +98,9 @@ pub fn candidates(n: usize, seed: u64) -> Vec<Candidate> {
     let mut out: Vec<Candidate> = (0..n)
         .map(|i| Candidate {
             name: format!("cand-{i:02}"),
-            spec: NetworkSpec::from_json(&random_spec(&mut rng)).map_err(|e| e.to_string()),
+            spec: NetworkSpec::from_json(&random_spec(&mut rng))
+                .map(Architecture::Sequential)
+                .map_err(|e| e.to_string()),
         })
         .collect();
     out.push(Candidate {
@@ -105,6 +108,7 @@ pub fn candidates(n: usize, seed: u64) -> Vec<Candidate> {
         spec: NetworkSpec::from_json(
             r#"{"input_shape":[64],"layers":[{"type":"dense","width":-4},{"type":"relu"},{"type":"dense","width":10}]}"#,
         )
+        .map(Architecture::Sequential)
         .map_err(|e| e.to_string()),
     });
     out
@@ -137,7 +141,7 @@ pub fn run(cfg: &Config, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Rep
         .zip(&rows)
         .map(|(c, row)| {
             let out = match (&c.spec, &row.error) {
-                (Ok(spec), None) => (|| -> Result<f64> {
+                (Ok(Architecture::Sequential(spec)), None) => (|| -> Result<f64> {
                     let net = NetworkConfig::new(spec.clone())
                         .with_seed(cfg.seed)
                         .with_precision(Precision::F32)

@@ -310,7 +310,7 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     let probe_y = probe.y.matrix(10)?;
     let checkpoints = analyze_checkpoints(
         &ckpt,
-        &spec,
+        &crate::arch::Architecture::Sequential(spec.clone()),
         &probe.x,
         Some((&probe_y, 10)),
         &device,

@@ -170,10 +170,33 @@ pub fn kernel(
             columns.push(ntk_vector_product(net, x1, x2, v)?);
         }
     }
+    Ok(accumulate_columns(
+        columns,
+        (n1, n2, o),
+        kind,
+        &device,
+        dtype,
+    ))
+}
+
+/// Arranges the kernel's columns `Θ·v_c` (`[N1, O]` each, `c = n2·K + k`, K = O or 1 for
+/// sum-of-logits) in the accumulator layout of [`crate::structured::finish`].
+pub(crate) fn accumulate_columns(
+    columns: Vec<Tensor<2>>,
+    (n1, n2, o): (usize, usize, usize),
+    kind: KernelKind,
+    device: &burn::tensor::Device,
+    dtype: burn::tensor::DType,
+) -> Accumulator {
+    let k = if kind == KernelKind::SumOfLogits {
+        1
+    } else {
+        o
+    };
     // [N2·K, N1, O] → [N1, O, N2, K]
     let cols: Tensor<3> = Tensor::stack(columns, 0);
     let full = cols.reshape([n2, k, n1, o]).permute([2, 3, 0, 1]);
-    Ok(match kind {
+    match kind {
         KernelKind::Full => Accumulator::Full(full),
         KernelKind::SumOfLogits => Accumulator::Pairs(full.sum_dim(1).reshape([n1, n2])),
         KernelKind::Diagonal | KernelKind::Trace => {
@@ -185,7 +208,7 @@ pub fn kernel(
                         .collect::<Vec<f64>>(),
                     [o, o],
                 ),
-                (&device, dtype),
+                (device, dtype),
             );
             let d: Tensor<3> = (full * eye.reshape([1, o, 1, o]))
                 .sum_dim(3)
@@ -196,5 +219,5 @@ pub fn kernel(
             }
         }
         KernelKind::Nngp => unreachable!("handled by the engine"),
-    })
+    }
 }

@@ -388,9 +388,10 @@ impl NetworkSpec {
         let not_sequential = |what: &str| {
             NetsError::SpecJson(format!(
                 "{} is {what}: this command takes sequential specs (`layers`) only; `ntk forward`, \
-                 `ntk empirical` take graph networks too. The infinite-width commands (infinite, \
-                 features, compare) need per-layer standard deviations (w_std, b_std) that an ONNX \
-                 file does not have: write the architecture as a sequential spec",
+                 `ntk empirical`, `ntk score` and `ntk analyze --checkpoints` take graph networks \
+                 too. The infinite-width commands (infinite, features, compare) need per-layer \
+                 standard deviations (w_std, b_std) that an ONNX file does not have: write the \
+                 architecture as a sequential spec",
                 path.display()
             ))
         };

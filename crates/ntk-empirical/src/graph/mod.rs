@@ -1,14 +1,17 @@
 //! Empirical NTKs of graph networks ([`ntk_nets::graph::GraphNetwork`]: ONNX imports and
 //! graph specs) by Jacobian contraction ([`jacobian`], burn autodiff per sample and
-//! output: the reference) and structured derivatives ([`structured`]: one batched
+//! output: the reference), structured derivatives ([`structured`]: one batched
 //! backward pass gives the cotangents at every parameter-consuming node, per-op rules in
-//! [`rules`] turn them into per-row parameter gradients one parameter at a time).
+//! [`rules`] turn them into per-row parameter gradients one parameter at a time) and
+//! NTK-vector products ([`ntk_vp`]: a VJP by autodiff, then a JVP by the ops' forward-mode
+//! rules, per column).
 //!
 //! Kernel kinds, tiling and symmetry are as for sequential networks
 //! ([`crate::engine`]); `--params`/`--frozen` ([`GraphNetwork::select`]) restrict the
 //! kernel to some parameters.
 
 pub mod jacobian;
+pub mod ntk_vp;
 pub mod rules;
 pub mod structured;
 
@@ -27,10 +30,7 @@ pub fn resolve_method(method: Method) -> Result<Method> {
     match method {
         Method::Auto | Method::Structured => Ok(Method::Structured),
         Method::Jacobian => Ok(Method::Jacobian),
-        Method::NtkVp => Err(option_err(
-            "method",
-            "ntk-vp is not available for graph networks yet (their JVP rules are not written); use structured or jacobian",
-        )),
+        Method::NtkVp => Ok(Method::NtkVp),
     }
 }
 
@@ -66,6 +66,12 @@ pub fn tile_bytes(
     let out = (t * t * kind.per_pair(outputs)) as f64 * 8.0;
     match method {
         Method::Jacobian => rows * net.graph.n_params() as f64 * elem * 2.0 + out,
+        // The columns, a forward pass of t samples with tangents, and one VJP.
+        Method::NtkVp => {
+            ((t * k * t * outputs) as f64 + 4.0 * t as f64 * activations as f64) * elem
+                + 3.0 * net.graph.n_params() as f64 * elem
+                + out
+        }
         _ => rows * (3.0 * activations as f64 + 2.0 * largest) * elem + out,
     }
 }
@@ -95,14 +101,22 @@ pub fn tile_kernel(
         o = f1.dims()[1];
         to_host(f1.matmul(f2.transpose()).div_scalar(o as f64))
     } else {
-        let (sum, outputs) = match resolve_method(method)? {
-            Method::Jacobian => jacobian::kernel(net, x1, x2, kind)?,
-            _ => structured::kernel(net, x1, x2, kind)?,
+        let (acc, outputs) = match resolve_method(method)? {
+            Method::Jacobian => {
+                let (sum, o) = jacobian::kernel(net, x1, x2, kind)?;
+                (sum.acc, o)
+            }
+            Method::NtkVp => {
+                let (acc, o) = ntk_vp::kernel(net, x1, x2, kind)?;
+                (Some(acc), o)
+            }
+            _ => {
+                let (sum, o) = structured::kernel(net, x1, x2, kind)?;
+                (sum.acc, o)
+            }
         };
         o = outputs;
-        let acc = sum
-            .acc
-            .unwrap_or_else(|| zero_accumulator(kind, n1, n2, o, net));
+        let acc = acc.unwrap_or_else(|| zero_accumulator(kind, n1, n2, o, net));
         finish(acc, kind, o)
     };
     if let Some((i, v)) = host.first_non_finite() {

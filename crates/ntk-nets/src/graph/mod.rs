@@ -463,6 +463,139 @@ impl GraphNetwork {
         Ok(f.t.clone().reshape([n, o]))
     }
 
+    /// Forward mode: the outputs `[N, O]` and their directional derivative
+    /// `J(x)·u = Σ_p ∂f(x)/∂θ_p · u_p` `[N, O]` along parameter tangents `u` (one per
+    /// parameter, flat in PyTorch layout; `None`: zero), by each op's [`Op::jvp`] rule.
+    /// A network whose output does not depend on `u` returns a zero derivative.
+    ///
+    /// # Shapes
+    /// `x: [N, numel]`, `u[p]: [numel(θ_p)]` → `([N, O], [N, O])`
+    pub fn forward_jvp(
+        &self,
+        x: Tensor<2>,
+        u: &[Option<Tensor<1>>],
+    ) -> Result<(Tensor<2>, Tensor<2>)> {
+        let g = &self.graph;
+        if u.len() != g.params.len() {
+            return Err(NetsError::op(format!(
+                "{} parameter tangents given for {} parameters",
+                u.len(),
+                g.params.len()
+            )));
+        }
+        let [n, _] = x.dims();
+        let device = x.device();
+        let dtype = self.dtype();
+        let ctx = Ctx {
+            device: &device,
+            dtype,
+            batch: n,
+            batch_one_export: g.batch_one_export,
+        };
+        let mut values: Vec<Option<Value>> = vec![None; g.nodes.len()];
+        let mut tangents: Vec<Option<FloatValue>> = vec![None; g.nodes.len()];
+        let mut input_shape = vec![n];
+        input_shape.extend_from_slice(&g.input_shape);
+        let mut x = Some(x);
+        for (i, node) in g.nodes.iter().enumerate() {
+            let (v, t) = match &node.kind {
+                NodeKind::Input => {
+                    let t = x.take().expect("one input node");
+                    (
+                        Value::Float(FloatValue::from_tensor(t).reshape(&input_shape)),
+                        None,
+                    )
+                }
+                NodeKind::Param(p) => {
+                    let shape = &g.params[*p].shape;
+                    let t = match &u[*p] {
+                        Some(t) if t.dims()[0] != shape.iter().product::<usize>() => {
+                            return Err(NetsError::op(format!(
+                                "the tangent of parameter {:?} has {} values, the parameter {shape:?}",
+                                g.params[*p].name,
+                                t.dims()[0]
+                            )));
+                        }
+                        Some(t) => Some(FloatValue::from_tensor(t.clone()).reshape(shape)),
+                        None => None,
+                    };
+                    (
+                        Value::Float(FloatValue::from_tensor(self.params[*p].val()).reshape(shape)),
+                        t,
+                    )
+                }
+                NodeKind::Constant(Constant::Float(a)) => (
+                    Value::Float(FloatValue::from_host(
+                        &a.shape,
+                        a.data.clone(),
+                        &device,
+                        dtype,
+                    )),
+                    None,
+                ),
+                NodeKind::Constant(Constant::Ints(v)) => (Value::Ints(v.clone()), None),
+                NodeKind::Op(op) => {
+                    let ins: Vec<Option<&Value>> = node
+                        .inputs
+                        .iter()
+                        .map(|j| j.and_then(|j| values[j].as_ref()))
+                        .collect();
+                    let tins: Vec<Option<&FloatValue>> = node
+                        .inputs
+                        .iter()
+                        .map(|j| j.and_then(|j| tangents[j].as_ref()))
+                        .collect();
+                    let wrap = |e: NetsError| NetsError::Node {
+                        node: node.name.clone(),
+                        op: op.type_name().into(),
+                        message: e.to_string(),
+                    };
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let out = op.apply(&ins, &ctx)?;
+                        let t = op.jvp(&ins, &tins, &out, &ctx)?;
+                        if let Some(t) = &t
+                            && t.shape() != out.shape()
+                        {
+                            return Err(NetsError::op(format!(
+                                "the tangent {:?} does not match the output {:?} (an unsupported broadcast)",
+                                t.shape(),
+                                out.shape()
+                            )));
+                        }
+                        Ok((out, t))
+                    }))
+                    .map_err(|p| wrap(NetsError::op(panic_message(p))))?
+                    .map_err(wrap)?
+                }
+            };
+            values[i] = Some(v);
+            tangents[i] = t;
+            for &j in node.inputs.iter().flatten() {
+                if g.last_use[j] == i {
+                    values[j] = None;
+                    tangents[j] = None;
+                }
+            }
+        }
+        let out = values[g.output]
+            .take()
+            .ok_or_else(|| NetsError::op("the output was not computed"))?;
+        let f = out.float("the network output")?;
+        let s = f.shape();
+        if s.first() != Some(&n) {
+            return Err(NetsError::op(format!(
+                "the network output {s:?} does not have the batch ({n}) as its first axis"
+            )));
+        }
+        let o = f.numel() / n.max(1);
+        let y = f.t.clone().reshape([n, o]);
+        let dy = match tangents[g.output].take() {
+            Some(t) => t.t.reshape([n, o]),
+            None => y.zeros_like(),
+        };
+        Ok((y, dy))
+    }
+
     /// Convenience: outputs `[N, O]` on the host for a host batch.
     pub fn forward_host(&self, x: &HostArray) -> Result<HostArray> {
         let device = self.device();
@@ -593,7 +726,24 @@ pub fn load(
     if is_onnx(path) {
         return load_onnx(path, weights, device, precision);
     }
-    let mut s = spec::GraphSpec::from_file(path)?;
+    from_spec(
+        spec::GraphSpec::from_file(path)?,
+        weights,
+        seed,
+        device,
+        precision,
+    )
+}
+
+/// Builds a graph network from a parsed graph spec: weights from a safetensors state dict,
+/// else random from `seed`.
+pub fn from_spec(
+    mut s: spec::GraphSpec,
+    weights: Option<&std::path::Path>,
+    seed: u64,
+    device: &Device,
+    precision: Precision,
+) -> Result<GraphNetwork> {
     let mut params = s.random_params(seed)?;
     if let Some(w) = weights {
         apply_state_dict(&mut s.graph, &mut params, &s.buffers, w)?;

@@ -6,7 +6,7 @@
 //! `H' = ⌊(H + pad_top + pad_bottom − dilation·(kh − 1) − 1) / stride⌋ + 1`.
 
 use crate::error::{NetsError, Result};
-use crate::graph::ops::float_input;
+use crate::graph::ops::{float_input, sum_terms, tangent};
 use crate::graph::value::{FloatValue, Value};
 use burn::tensor::Tensor;
 use burn::tensor::module::conv2d;
@@ -181,5 +181,33 @@ impl Conv {
             self.options(pad, self.groups),
         );
         Ok(FloatValue::from_tensor(y))
+    }
+
+    /// Forward mode (see [`crate::graph::ops::Op::jvp`]): `conv(x, W) + b` is bilinear in
+    /// `(x, W)` and linear in `b`: `ẏ = conv(ẋ, W) + conv(x, Ẇ) + ḃ` (per channel).
+    pub fn jvp(
+        &self,
+        inputs: &[Option<&Value>],
+        tangents: &[Option<&FloatValue>],
+        out: &FloatValue,
+    ) -> Result<Option<FloatValue>> {
+        let x = inputs.first().copied().flatten();
+        let w = inputs.get(1).copied().flatten();
+        let tx = tangent(tangents, 0).map(|t| Value::Float(t.clone()));
+        let tw = tangent(tangents, 1).map(|t| Value::Float(t.clone()));
+        let first = tx
+            .as_ref()
+            .map(|t| self.apply(&[Some(t), w, None]))
+            .transpose()?;
+        let second = tw
+            .as_ref()
+            .map(|t| self.apply(&[x, Some(t), None]))
+            .transpose()?;
+        let bias = tangent(tangents, 2).map(|tb| {
+            let mut shape = vec![1; out.rank];
+            shape[1] = tb.numel();
+            crate::graph::ops::elementwise::expand_to(&tb.clone().reshape(&shape), &out.shape())
+        });
+        Ok(sum_terms([first, second, bias]))
     }
 }

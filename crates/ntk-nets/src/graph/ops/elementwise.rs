@@ -8,7 +8,7 @@
 //! the shape.
 
 use crate::error::{NetsError, Result};
-use crate::graph::ops::{Ctx, float_input, input};
+use crate::graph::ops::{Ctx, float_input, input, sum_terms, tangent};
 use crate::graph::value::{FloatValue, IntValue, MAX_RANK, Value, padded};
 use burn::tensor::{Tensor, activation};
 
@@ -145,6 +145,155 @@ impl ElementwiseOp {
                 Ok(Value::Ints(IntValue { shape, data }))
             }
         }
+    }
+}
+
+impl ElementwiseOp {
+    /// Forward mode (see [`crate::graph::ops::Op::jvp`]):
+    /// - `Add`/`Sub`: `ȧ ± ḃ`; `Mul`: `ȧ·b + a·ḃ`; `Div`: `ȧ/b − y·ḃ/b`; `Pow` with a
+    ///   constant exponent `p`: `p·a^(p−1)·ȧ` (an exponent that depends on the parameters is
+    ///   refused);
+    /// - activations: `φ'(x)·ẋ` ([`unary_derivative`]);
+    /// - `Softmax`: `s ⊙ (ẋ − Σ_axis s ⊙ ẋ)`, `s` the output.
+    ///
+    /// Broadcast operands are stretched to the output's shape.
+    pub fn jvp(
+        &self,
+        inputs: &[Option<&Value>],
+        tangents: &[Option<&FloatValue>],
+        out: &FloatValue,
+        ctx: &Ctx,
+    ) -> Result<Option<FloatValue>> {
+        let shape = out.shape();
+        let operand = |i: usize, what: &str| -> Result<FloatValue> {
+            Ok(match input(inputs, i, what)? {
+                Value::Float(f) => f.clone(),
+                Value::Ints(v) => ints_to_float(v, ctx),
+            })
+        };
+        let stretched = |t: &FloatValue| expand_to(t, &shape);
+        match self {
+            ElementwiseOp::Binary(op) => {
+                let (ta, tb) = (tangent(tangents, 0), tangent(tangents, 1));
+                let (a, b) = (operand(0, "A")?, operand(1, "B")?);
+                Ok(match op {
+                    Binary::Add => sum_terms([ta.map(stretched), tb.map(stretched)]),
+                    Binary::Sub => {
+                        sum_terms([ta.map(stretched), tb.map(|t| stretched(t).map(|x| x.neg()))])
+                    }
+                    Binary::Mul => sum_terms([
+                        ta.map(|t| binary(Binary::Mul, t, &b)).transpose()?,
+                        tb.map(|t| binary(Binary::Mul, &a, t)).transpose()?,
+                    ]),
+                    Binary::Div => {
+                        let first = ta.map(|t| binary(Binary::Div, t, &b)).transpose()?;
+                        let second = match tb {
+                            None => None,
+                            Some(t) => {
+                                let q = binary(Binary::Div, t, &b)?;
+                                Some(binary(Binary::Mul, out, &q)?.map(|x| x.neg()))
+                            }
+                        };
+                        sum_terms([first, second])
+                    }
+                    Binary::Pow => {
+                        if tb.is_some() {
+                            return Err(NetsError::op(
+                                "Pow whose exponent depends on the parameters is not supported",
+                            ));
+                        }
+                        match ta {
+                            None => None,
+                            Some(t) => {
+                                let d = if b.numel() == 1 {
+                                    let e = scalar_of(&b);
+                                    a.clone().map(|x| pow_scalar(x, e - 1.0).mul_scalar(e))
+                                } else {
+                                    let e1 = b.clone().map(|x| x.sub_scalar(1.0));
+                                    binary(Binary::Mul, &binary(Binary::Pow, &a, &e1)?, &b)?
+                                };
+                                Some(binary(Binary::Mul, t, &d)?)
+                            }
+                        }
+                    }
+                })
+            }
+            ElementwiseOp::Unary(op) => Ok(match tangent(tangents, 0) {
+                None => None,
+                Some(t) => {
+                    let x = float_input(inputs, 0, "X")?;
+                    let d = unary_derivative(*op, x.t.clone(), out.t.clone());
+                    Some(FloatValue::new(t.t.clone() * d, out.rank))
+                }
+            }),
+            ElementwiseOp::Softmax { axis } => Ok(match tangent(tangents, 0) {
+                None => None,
+                Some(t) => {
+                    let a = out.phys(out.axis(*axis, "Softmax")?);
+                    let st = out.t.clone() * t.t.clone();
+                    let sum = st.clone().sum_dim(a);
+                    Some(FloatValue::new(st - out.t.clone() * sum, out.rank))
+                }
+            }),
+            ElementwiseOp::Equal | ElementwiseOp::Where => Ok(None),
+        }
+    }
+}
+
+/// `φ'(x)` of an activation, from its input `x` and output `y` (elementwise).
+///
+/// `relu' = [x > 0]` (0 at 0, as PyTorch and JAX), `leaky' = 1 or slope`,
+/// `elu' = 1 or α eˣ`, `gelu' = Φ(x) + x φ(x)` (tanh form: its exact derivative),
+/// `erf' = 2/√π e^(−x²)`, `tanh' = 1 − y²`, `σ' = y(1 − y)`, `√' = 1/(2y)`, `exp' = y`,
+/// `(−x)' = −1`, `(1/x)' = −y²`.
+pub fn unary_derivative(op: Unary, x: Tensor<MAX_RANK>, y: Tensor<MAX_RANK>) -> Tensor<MAX_RANK> {
+    use std::f64::consts::{FRAC_1_SQRT_2, PI};
+    let positive = |x: Tensor<MAX_RANK>| x.sign().clamp_min(0.0);
+    match op {
+        Unary::Relu => positive(x),
+        Unary::LeakyRelu(s) => {
+            let p = positive(x);
+            p.clone() + p.neg().add_scalar(1.0).mul_scalar(s)
+        }
+        Unary::Elu(a) => {
+            let p = positive(x.clone());
+            p.clone() + p.neg().add_scalar(1.0) * x.clamp_max(0.0).exp().mul_scalar(a)
+        }
+        Unary::Gelu { tanh: false } => {
+            let cdf = x
+                .clone()
+                .mul_scalar(FRAC_1_SQRT_2)
+                .erf()
+                .add_scalar(1.0)
+                .mul_scalar(0.5);
+            let pdf = x
+                .clone()
+                .square()
+                .mul_scalar(-0.5)
+                .exp()
+                .mul_scalar(1.0 / (2.0 * PI).sqrt());
+            cdf + x * pdf
+        }
+        Unary::Gelu { tanh: true } => {
+            // y = ½x(1 + tanh u), u = c(x + 0.044715x³):
+            // y' = ½(1 + tanh u) + ½x(1 − tanh²u)·c(1 + 3·0.044715x²).
+            let c = (2.0 / PI).sqrt();
+            let x2 = x.clone().square();
+            let u = (x.clone() + x2.clone().mul(x.clone()).mul_scalar(0.044715)).mul_scalar(c);
+            let th = u.tanh();
+            let du = x2.mul_scalar(3.0 * 0.044715).add_scalar(1.0).mul_scalar(c);
+            th.clone().add_scalar(1.0).mul_scalar(0.5)
+                + x.mul(th.square().neg().add_scalar(1.0))
+                    .mul(du)
+                    .mul_scalar(0.5)
+        }
+        Unary::Erf => x.square().neg().exp().mul_scalar(2.0 / PI.sqrt()),
+        Unary::Tanh => y.square().neg().add_scalar(1.0),
+        Unary::Sigmoid => y.clone() * y.neg().add_scalar(1.0),
+        Unary::Sqrt => y.recip().mul_scalar(0.5),
+        Unary::Exp => y,
+        Unary::Neg => x.ones_like().neg(),
+        Unary::Reciprocal => y.square().neg(),
     }
 }
 

@@ -11,7 +11,7 @@
 
 use crate::error::{NetsError, Result};
 use crate::graph::ops::elementwise::{broadcast_shape, expand_to};
-use crate::graph::ops::float_input;
+use crate::graph::ops::{float_input, sum_terms, tangent};
 use crate::graph::value::{FloatValue, Value};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +88,39 @@ impl LinearOp {
                 }
             }
         }
+    }
+}
+
+impl LinearOp {
+    /// Forward mode (see [`crate::graph::ops::Op::jvp`]): the product is bilinear,
+    /// `(A·B)˙ = Ȧ·B + A·Ḃ`; Gemm adds `β·Ċ` (stretched to the product's shape).
+    pub fn jvp(
+        &self,
+        inputs: &[Option<&Value>],
+        tangents: &[Option<&FloatValue>],
+    ) -> Result<Option<FloatValue>> {
+        let a = inputs.first().copied().flatten();
+        let b = inputs.get(1).copied().flatten();
+        let with = |x: Option<&Value>, y: Option<&Value>| -> Result<FloatValue> {
+            match self {
+                LinearOp::MatMul => self.apply(&[x, y]),
+                LinearOp::Gemm { .. } => self.apply(&[x, y, None]),
+            }
+        };
+        let ta = tangent(tangents, 0).map(|t| Value::Float(t.clone()));
+        let tb = tangent(tangents, 1).map(|t| Value::Float(t.clone()));
+        let first = ta.as_ref().map(|t| with(Some(t), b)).transpose()?;
+        let second = tb.as_ref().map(|t| with(a, Some(t))).transpose()?;
+        let mut sum = sum_terms([first, second]);
+        if let (LinearOp::Gemm { beta, .. }, Some(tc)) = (self, tangent(tangents, 2)) {
+            let shape = match &sum {
+                Some(s) => s.shape(),
+                None => self.apply(&[a, b, None])?.shape(),
+            };
+            let c = expand_to(tc, &shape).map(|t| t.mul_scalar(*beta));
+            sum = sum_terms([sum, Some(c)]);
+        }
+        Ok(sum)
     }
 }
 

@@ -55,6 +55,38 @@ impl Op {
         }
     }
 
+    /// Forward mode: the tangent of the output given the tangents of the inputs
+    /// (`tangents[i]`: `None` where input `i` does not depend on the parameters, or is
+    /// integer), the inputs and the computed output. `None` when the output does not
+    /// depend on the parameters (a zero tangent, never materialised).
+    ///
+    /// `ẏ = Σ_i ∂op/∂x_i · ẋ_i`; each family states its rule beside its forward pass.
+    ///
+    /// # Shapes
+    /// Every tangent has its primal's logical shape; the result has the output's.
+    pub fn jvp(
+        &self,
+        inputs: &[Option<&Value>],
+        tangents: &[Option<&FloatValue>],
+        output: &Value,
+        ctx: &Ctx,
+    ) -> Result<Option<FloatValue>> {
+        let Value::Float(out) = output else {
+            return Ok(None);
+        };
+        if tangents.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        match self {
+            Op::Linear(op) => op.jvp(inputs, tangents),
+            Op::Conv(op) => op.jvp(inputs, tangents, out),
+            Op::Norm(op) => op.jvp(inputs, tangents, out),
+            Op::Pool(op) => op.jvp(inputs, tangents),
+            Op::Elementwise(op) => op.jvp(inputs, tangents, out, ctx),
+            Op::Shape(op) => op.jvp(inputs, tangents, ctx),
+        }
+    }
+
     /// The op's name (ONNX's where it has one).
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -84,6 +116,19 @@ impl Op {
             )
         )
     }
+}
+
+/// The tangent of input `i` (`None`: zero).
+pub fn tangent<'a>(tangents: &[Option<&'a FloatValue>], i: usize) -> Option<&'a FloatValue> {
+    tangents.get(i).copied().flatten()
+}
+
+/// The sum of tangent terms of one shape (`None` terms are zero).
+pub fn sum_terms(terms: impl IntoIterator<Item = Option<FloatValue>>) -> Option<FloatValue> {
+    terms
+        .into_iter()
+        .flatten()
+        .reduce(|a, b| FloatValue::new(a.t + b.t, a.rank))
 }
 
 /// Input `i` of an op, or an error naming it.

@@ -10,8 +10,8 @@
 //! normalised over axes `axis..`, `γ, β` of the normalised shape (or broadcastable to it).
 
 use crate::error::{NetsError, Result};
-use crate::graph::ops::elementwise::{Binary, binary, broadcast_shape};
-use crate::graph::ops::float_input;
+use crate::graph::ops::elementwise::{Binary, binary, broadcast_shape, expand_to};
+use crate::graph::ops::{float_input, sum_terms, tangent};
 use crate::graph::value::{FloatValue, Value};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +108,75 @@ impl NormOp {
                     y = binary(Binary::Add, &y, b.float("B")?)?;
                 }
                 Ok(y)
+            }
+        }
+    }
+
+    /// Forward mode (see [`crate::graph::ops::Op::jvp`]).
+    ///
+    /// - BatchNorm (inference): `y = x̂·γ + β`, `x̂ = (x − μ)/√(σ² + ε)` with the running
+    ///   statistics fixed: `ẏ = ẋ·γ/√(σ² + ε) + x̂·γ̇ + β̇`.
+    /// - LayerNorm over the trailing axes from `axis`: `x̂ = c/σ`, `c = x − mean(x)`,
+    ///   `σ = √(mean(c²) + ε)`: `x̂˙ = (ċ − x̂·mean(x̂·ċ))/σ` with `ċ = ẋ − mean(ẋ)`, and
+    ///   `ẏ = x̂˙·γ + x̂·γ̇ + β̇`.
+    pub fn jvp(
+        &self,
+        inputs: &[Option<&Value>],
+        tangents: &[Option<&FloatValue>],
+        out: &FloatValue,
+    ) -> Result<Option<FloatValue>> {
+        let x = float_input(inputs, 0, "X")?;
+        let shape = out.shape();
+        let scale = float_input(inputs, 1, "scale")?;
+        let (tx, ts, tb) = (
+            tangent(tangents, 0),
+            tangent(tangents, 1),
+            tangent(tangents, 2),
+        );
+        match self {
+            NormOp::BatchNorm { eps } => {
+                if tangent(tangents, 3).is_some() || tangent(tangents, 4).is_some() {
+                    return Err(NetsError::op(
+                        "BatchNormalization whose running mean or variance depends on the parameters is not supported (they are buffers)",
+                    ));
+                }
+                let mean = float_input(inputs, 3, "input_mean")?;
+                let var = float_input(inputs, 4, "input_var")?;
+                let xh = batch_normalized(x, mean, var, *eps)?;
+                let first = match tx {
+                    None => None,
+                    Some(t) => {
+                        let g = per_channel(scale, x.rank);
+                        let inv =
+                            per_channel(var, x.rank).map(|v| v.add_scalar(*eps).sqrt().recip());
+                        Some(binary(Binary::Mul, &binary(Binary::Mul, t, &inv)?, &g)?)
+                    }
+                };
+                let second = ts
+                    .map(|t| binary(Binary::Mul, &xh, &per_channel(t, x.rank)))
+                    .transpose()?;
+                let third = tb.map(|t| expand_to(&per_channel(t, x.rank), &shape));
+                Ok(sum_terms([first, second, third]))
+            }
+            NormOp::LayerNorm { axis, eps } => {
+                let a = x.axis(*axis, "LayerNormalization")?;
+                let xh = layer_normalized(x, a, *eps);
+                let first = match tx {
+                    None => None,
+                    Some(t) => {
+                        let axes: Vec<usize> = (a..x.rank).map(|i| x.phys(i)).collect();
+                        let mean = x.t.clone().mean_dims(&axes);
+                        let c = x.t.clone() - mean;
+                        let sigma = c.clone().square().mean_dims(&axes).add_scalar(*eps).sqrt();
+                        let tc = t.t.clone() - t.t.clone().mean_dims(&axes);
+                        let proj = (xh.t.clone() * tc.clone()).mean_dims(&axes);
+                        let dxh = FloatValue::new((tc - xh.t.clone() * proj) / sigma, x.rank);
+                        Some(binary(Binary::Mul, &dxh, scale)?)
+                    }
+                };
+                let second = ts.map(|t| binary(Binary::Mul, &xh, t)).transpose()?;
+                let third = tb.map(|t| expand_to(t, &shape));
+                Ok(sum_terms([first, second, third]))
             }
         }
     }

@@ -7,10 +7,10 @@
 //! reductions over `axes` (all when omitted), kept as ones with `keepdims`.
 
 use crate::error::{NetsError, Result};
-use crate::graph::ops::{float_input, ints_input};
+use crate::graph::ops::{float_input, ints_input, tangent};
 use crate::graph::value::{FloatValue, Value};
 use burn::tensor::Tensor;
-use burn::tensor::module::{avg_pool2d, max_pool2d};
+use burn::tensor::module::{avg_pool2d, max_pool2d, max_pool2d_with_indices};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -203,5 +203,50 @@ impl PoolOp {
             }
         };
         Ok(Value::Float(y))
+    }
+
+    /// Forward mode (see [`crate::graph::ops::Op::jvp`]): average pooling and reductions
+    /// are linear, `ẏ = pool(ẋ)`; max pooling passes the tangent of each window's maximum,
+    /// `ẏ[n, c, i] = ẋ[n, c, argmax_i]` (burn's indices, into the unpadded `H·W`).
+    pub fn jvp(
+        &self,
+        inputs: &[Option<&Value>],
+        tangents: &[Option<&FloatValue>],
+    ) -> Result<Option<FloatValue>> {
+        let Some(t) = tangent(tangents, 0) else {
+            return Ok(None);
+        };
+        match self {
+            PoolOp::MaxPool(w) => {
+                let x = float_input(inputs, 0, "X")?;
+                let (xt, padding) = w.check(x, "MaxPool")?;
+                let options = MaxPoolOptions {
+                    kernel_size: w.kernel,
+                    stride: w.strides,
+                    padding,
+                    dilation: w.dilations,
+                    ceil_mode: w.ceil_mode,
+                };
+                let (y, idx) = max_pool2d_with_indices(xt, options);
+                let [n, c, ho, wo] = y.dims();
+                let tt: Tensor<4> = t.to_rank();
+                let [_, _, h, wi] = tt.dims();
+                let picked = tt
+                    .reshape([n, c, h * wi])
+                    .gather(2, idx.reshape([n, c, ho * wo]));
+                Ok(Some(FloatValue::from_tensor(
+                    picked.reshape([n, c, ho, wo]),
+                )))
+            }
+            _ => {
+                let tv = Value::Float(t.clone());
+                let mut ins: Vec<Option<&Value>> = inputs.to_vec();
+                ins[0] = Some(&tv);
+                match self.apply(&ins)? {
+                    Value::Float(f) => Ok(Some(f)),
+                    Value::Ints(_) => Ok(None),
+                }
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@
 
 use crate::error::{NetsError, Result};
 use crate::graph::ops::elementwise::{broadcast_shape, expand_to, ints_to_float};
-use crate::graph::ops::{Ctx, input, ints_input};
+use crate::graph::ops::{Ctx, input, ints_input, tangent};
 use crate::graph::value::{FloatValue, IntValue, MAX_RANK, Value, resolve_axis};
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -271,6 +271,55 @@ impl ShapeOp {
                 }
             }
         }
+    }
+}
+
+impl ShapeOp {
+    /// Forward mode (see [`crate::graph::ops::Op::jvp`]): every shape op is linear in its
+    /// data, `ẏ = op(ẋ)` with the same shape operands; `Concat` concatenates the tangents
+    /// (zeros for inputs that do not depend on the parameters); `Shape` and
+    /// `ConstantOfShape` have none.
+    pub fn jvp(
+        &self,
+        inputs: &[Option<&Value>],
+        tangents: &[Option<&FloatValue>],
+        ctx: &Ctx,
+    ) -> Result<Option<FloatValue>> {
+        let relaid = match self {
+            ShapeOp::Shape { .. } | ShapeOp::ConstantOfShape { .. } => return Ok(None),
+            ShapeOp::Concat { .. } => {
+                let parts: Vec<Option<Value>> = inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        v.map(|v| match (tangent(tangents, i), v) {
+                            (Some(t), _) => Value::Float(t.clone()),
+                            (None, Value::Float(f)) => {
+                                Value::Float(f.clone().map(|x| x.zeros_like()))
+                            }
+                            (None, Value::Ints(n)) => Value::Float(
+                                super::elementwise::ints_to_float(n, ctx).map(|x| x.zeros_like()),
+                            ),
+                        })
+                    })
+                    .collect();
+                let refs: Vec<Option<&Value>> = parts.iter().map(Option::as_ref).collect();
+                self.apply(&refs, ctx)?
+            }
+            _ => {
+                let Some(t) = tangent(tangents, 0) else {
+                    return Ok(None);
+                };
+                let tv = Value::Float(t.clone());
+                let mut ins: Vec<Option<&Value>> = inputs.to_vec();
+                ins[0] = Some(&tv);
+                self.apply(&ins, ctx)?
+            }
+        };
+        Ok(match relaid {
+            Value::Float(f) => Some(f),
+            Value::Ints(_) => None,
+        })
     }
 }
 
