@@ -216,6 +216,19 @@ fn parse_times(s: &str, what: &str) -> Result<Vec<f64>> {
 /// `ntk analyze`: spectrum, alignment, distances and velocity of kernels; a table on
 /// stdout and optionally a JSON file (written atomically).
 pub fn run_analyze(a: AnalyzeArgs) -> Result<()> {
+    {
+        let mut inputs = vec![
+            a.kernel.as_deref(),
+            a.spec.as_deref(),
+            a.x.as_deref(),
+            a.y.as_deref(),
+        ];
+        inputs.extend(a.kernel2.iter().map(|p| Some(p.as_path())));
+        crate::outputs::check_outputs(
+            &[("--json", a.json.as_deref()), ("--plot", a.plot.as_deref())],
+            &inputs,
+        )?;
+    }
     if let Some(dir) = &a.checkpoints {
         return crate::train_cmd::run_analyze_checkpoints(
             dir,
@@ -388,6 +401,19 @@ pub fn run_analyze(a: AnalyzeArgs) -> Result<()> {
 /// `ntk predict`: closed-form gradient-flow predictions (neural-tangents'
 /// `predict.gradient_descent_mse`) at the requested times, written as `.npy`.
 pub fn run_predict(a: PredictArgs) -> Result<()> {
+    crate::outputs::check_outputs(
+        &[
+            ("--out", Some(&a.out)),
+            ("--out-train", a.out_train.as_deref()),
+        ],
+        &[
+            Some(&a.k_train),
+            Some(&a.k_test),
+            Some(&a.y),
+            a.f0_train.as_deref(),
+            a.f0_test.as_deref(),
+        ],
+    )?;
     let times = parse_times(&a.t, "--t")?;
     let k = read_kernel(&a.k_train)?;
     let ks = read_kernel(&a.k_test)?;

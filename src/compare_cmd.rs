@@ -170,6 +170,10 @@ pub fn parse_widths(s: &str) -> Result<Vec<usize>> {
 
 /// Runs `ntk compare`.
 pub fn run(a: &CompareArgs) -> Result<()> {
+    crate::outputs::check_outputs(
+        &[("--out", Some(&a.out)), ("--plot", a.plot.as_deref())],
+        &[Some(&a.spec), Some(&a.x1), a.x2.as_deref()],
+    )?;
     let widths = parse_widths(&a.widths)?;
     let features = crate::features_cmd::parse_feature_list(&a.features)?;
     if a.seeds == 0 {

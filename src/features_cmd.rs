@@ -75,6 +75,13 @@ fn feature_options(method: &str, dim: usize, seed: u64, degree: usize) -> Result
 
 /// Runs `ntk features`.
 pub fn run_features(a: &FeaturesArgs) -> Result<()> {
+    crate::outputs::check_outputs(
+        &[
+            ("--out", Some(&a.out)),
+            ("--out-other", a.out_other.as_deref()),
+        ],
+        &[Some(&a.spec), Some(&a.x)],
+    )?;
     let want_ntk = match a.kernel.as_str() {
         "ntk" => true,
         "nngp" => false,
@@ -323,6 +330,7 @@ pub fn parse_feature_list(s: &str) -> Result<Vec<(String, usize)>> {
 
 /// Runs `ntk regress`.
 pub fn run_regress(a: &RegressArgs) -> Result<()> {
+    crate::outputs::check_outputs(&[("--json", a.json.as_deref())], &[a.spec.as_deref()])?;
     let split = a.data.load(false, Some("digits"))?;
     if split.test.is_none() {
         bail!(

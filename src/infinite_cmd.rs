@@ -60,6 +60,10 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
 
 /// Runs `ntk infinite`.
 pub fn run(args: &InfiniteArgs) -> Result<()> {
+    crate::outputs::check_outputs(
+        &[("--out", Some(&args.out))],
+        &[Some(&args.spec), Some(&args.x1), args.x2.as_deref()],
+    )?;
     let want_ntk = match args.kernel.as_str() {
         "ntk" => true,
         "nngp" => false,

@@ -22,6 +22,7 @@ pub mod data;
 pub mod demo;
 pub mod features_cmd;
 pub mod infinite_cmd;
+pub mod outputs;
 pub mod plot;
 pub mod score;
 pub mod studies;

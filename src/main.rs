@@ -3,7 +3,7 @@
 //! Run without arguments for a demo on the bundled digits data; `ntk --help` for the rest.
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use ntk::empirical::{ConvStrategy, EmpiricalOptions, KernelKind, Method, empirical_kernel};
 use ntk::nets::array::{read_inputs, write_npy};
@@ -197,29 +197,6 @@ struct EmpiricalArgs {
     out_dtype: String,
 }
 
-fn parse_bytes(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num
-        .parse()
-        .with_context(|| format!("--max-memory: {s:?} is not a size like 512MiB or 2GiB"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" | "tib" => 1024f64.powi(4),
-        other => bail!("--max-memory: unknown unit {other:?} (use B, KiB, MiB, GiB)"),
-    };
-    if !(v * mult).is_finite() || v * mult < 1.0 {
-        bail!("--max-memory: {s:?} must be a positive size");
-    }
-    Ok((v * mult) as u64)
-}
-
 fn out_kind(s: &str) -> Result<FloatKind> {
     match s {
         "f64" | "float64" => Ok(FloatKind::F64),
@@ -288,6 +265,10 @@ fn regex_arg(flag: &str, r: &Option<String>) -> Result<Option<regex::Regex>> {
 }
 
 fn forward(a: ForwardArgs) -> Result<()> {
+    ntk::outputs::check_outputs(
+        &[("--out", Some(&a.out))],
+        &[Some(&a.net.spec), a.net.weights.as_deref(), Some(&a.x)],
+    )?;
     let kind = out_kind(&a.out_dtype)?;
     let f = if is_graph(&a.net.spec)? {
         let net = load_graph(&a.net, &a.common)?;
@@ -309,6 +290,15 @@ fn forward(a: ForwardArgs) -> Result<()> {
 }
 
 fn empirical(a: EmpiricalArgs) -> Result<()> {
+    ntk::outputs::check_outputs(
+        &[("--out", a.out.as_deref())],
+        &[
+            Some(&a.net.spec),
+            a.net.weights.as_deref(),
+            Some(&a.x1),
+            a.x2.as_deref(),
+        ],
+    )?;
     let kind_out = out_kind(&a.out_dtype)?;
     let options = EmpiricalOptions {
         method: Method::parse(&a.method)?,
@@ -319,7 +309,7 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
             "pixel-pairs" => ConvStrategy::PixelPairs,
             other => bail!("--conv: unknown strategy {other:?} (auto, im2col, pixel-pairs)"),
         },
-        max_memory: parse_bytes(&a.max_memory)?,
+        max_memory: ntk::infinite_cmd::parse_bytes(&a.max_memory)?,
         tile_rows: a.tile_rows,
         tensor_contraction: false,
     };
@@ -350,16 +340,6 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
             );
         }
         let out_path = a.out.as_ref().expect("checked above");
-        if let Some(dir) = out_path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
-        {
-            bail!(
-                "--out {}: the folder {} does not exist",
-                out_path.display(),
-                dir.display()
-            );
-        }
         let mut net = load_graph(&a.net, &a.common)?;
         net.select(include.as_ref(), exclude.as_ref())?;
         let x1 = read_inputs(&a.x1, net.input_shape())?;
@@ -526,7 +506,20 @@ fn bench(b: BenchArgs) -> Result<()> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // `ntk analyze … | head` closes the pipe early: end quietly as other Unix tools do
+    // (Rust ignores SIGPIPE, and println! would then panic with exit code 101).
+    // SAFETY: restoring a signal's default disposition before any thread starts.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // Negative values (`--t -1`) reach the value parsers, which say what is wrong,
+    // instead of being taken for unknown flags.
+    let command = Cli::command().mut_subcommands(|c| c.allow_negative_numbers(true));
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Some(Command::Forward(a)) => forward(a),
         Some(Command::Empirical(a)) => empirical(a),
@@ -537,6 +530,7 @@ fn main() {
         Some(Command::Demo(c)) => ntk::demo::run(&c.backend, &c.dtype),
         Some(Command::Bench(b)) => bench(b),
         Some(Command::Merge(m)) => out_kind(&m.out_dtype).and_then(|k| {
+            ntk::outputs::check_outputs(&[("--out", Some(&m.out))], &[])?;
             ntk::empirical::tiles::merge(&m.dir, &m.out, k)?;
             eprintln!("wrote {}", m.out.display());
             Ok(())

@@ -271,6 +271,10 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
 
 /// `ntk score`.
 pub fn run_score(a: ScoreArgs) -> Result<()> {
+    crate::outputs::check_outputs(
+        &[("--out", Some(&a.out))],
+        &[Some(&a.specs), a.x.as_deref(), a.y.as_deref()],
+    )?;
     let (dev, precision) = device(&a.backend, &a.dtype)?;
     let candidates = load_candidates(&a.specs)?;
     let (x, y): (HostArray, Option<Targets>) = match (&a.x, &a.data) {

@@ -16,10 +16,10 @@ pub enum EmpiricalError {
     #[error("non-finite values appeared in {place}")]
     NonFinite { place: String },
     /// Reading or writing a file of a tiled run failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {message}", path.display())]
     Io {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        message: String,
     },
     /// A tile folder does not fit the run (manifest mismatch, missing or damaged tiles).
     #[error("tile folder {}: {message}", dir.display())]

@@ -178,7 +178,7 @@ pub fn tile_path(dir: &Path, (i, j): (usize, usize)) -> PathBuf {
 fn io_err(path: &Path, source: std::io::Error) -> EmpiricalError {
     EmpiricalError::Io {
         path: path.to_path_buf(),
-        source,
+        message: ntk_nets::error::describe_io(path, &source),
     }
 }
 

@@ -22,13 +22,10 @@ pub enum NetsError {
         field: String,
         message: String,
     },
-    /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file could not be read or written: the path and what went wrong, said once
+    /// (see [`describe_io`]).
+    #[error("{}: {message}", path.display())]
+    Io { path: PathBuf, message: String },
     /// A weights file is malformed, or does not match the network (key named).
     #[error("weights {}: {message}", path.display())]
     Weights { path: PathBuf, message: String },
@@ -85,11 +82,28 @@ impl NetsError {
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
         NetsError::Io {
-            path: path.into(),
-            source,
+            message: describe_io(&path, &source),
+            path,
         }
     }
+}
+
+/// What an I/O error on `path` means to a user: a missing folder is named ("the folder
+/// `out/run` does not exist"), otherwise the OS's own words, once.
+pub fn describe_io(path: &std::path::Path, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound
+        && let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+        && !parent.is_dir()
+    {
+        return format!(
+            "the folder {} does not exist (create it first)",
+            parent.display()
+        );
+    }
+    e.to_string()
 }
 
 /// Result alias of this crate.

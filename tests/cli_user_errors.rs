@@ -1,0 +1,245 @@
+//! What a new user hits, through the binary: output paths checked before any work (every
+//! command that writes a file), I/O errors said once and naming the missing folder,
+//! negative numbers reaching the value parsers, a closed pipe ending the command quietly.
+
+mod common;
+
+use common::cases_dir;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ntk-user-errors-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn ntk(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ntk"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every command that writes a file refuses a missing folder and an output that is one of
+/// its inputs before it computes anything (the kernel below would take minutes), and leaves
+/// no file behind.
+#[test]
+fn every_output_path_is_checked_before_the_work() {
+    let case = cases_dir().join("mlp-relu");
+    let spec = case.join("spec.json");
+    let x = case.join("x1.npy");
+    let d = dir("paths");
+    let missing = d.join("no-such-folder/out.npy");
+    let k = d.join("K.npy");
+    assert!(
+        ntk(&[
+            "empirical",
+            "--spec",
+            s(&spec),
+            "--x1",
+            s(&x),
+            "--kernel",
+            "trace",
+            "--out",
+            s(&k)
+        ])
+        .status
+        .success()
+    );
+    let y = d.join("y.npy");
+    ntk::nets::array::write_npy(
+        &y,
+        &ntk::nets::HostArray::new(vec![6], vec![0.0, 1.0, 0.0, 1.0, 0.0, 1.0]),
+        ntk::nets::FloatKind::F64,
+    )
+    .unwrap();
+    let tiles = d.join("tiles");
+    std::fs::create_dir_all(&tiles).unwrap();
+    // (command line with OUT where the output goes, the input it could overwrite)
+    let commands: Vec<(Vec<&str>, &Path)> = vec![
+        (
+            vec!["forward", "--spec", s(&spec), "--x", s(&x), "--out", "OUT"],
+            &x,
+        ),
+        (
+            vec![
+                "empirical",
+                "--spec",
+                s(&spec),
+                "--x1",
+                s(&x),
+                "--out",
+                "OUT",
+            ],
+            &x,
+        ),
+        (
+            vec![
+                "infinite",
+                "--spec",
+                s(&spec),
+                "--x1",
+                s(&x),
+                "--out",
+                "OUT",
+            ],
+            &spec,
+        ),
+        (
+            vec!["features", "--spec", s(&spec), "--x", s(&x), "--out", "OUT"],
+            &x,
+        ),
+        (
+            vec!["compare", "--spec", s(&spec), "--x1", s(&x), "--out", "OUT"],
+            &spec,
+        ),
+        (
+            vec![
+                "predict",
+                "--k-train",
+                s(&k),
+                "--k-test",
+                s(&k),
+                "--y",
+                s(&y),
+                "--out",
+                "OUT",
+            ],
+            &k,
+        ),
+        (vec!["analyze", "--kernel", s(&k), "--json", "OUT"], &k),
+        (vec!["analyze", "--kernel", s(&k), "--plot", "OUT"], &k),
+        (vec!["merge", s(&tiles), "--out", "OUT"], &k),
+    ];
+    for (args, input) in commands {
+        let with = |out: &Path| -> Vec<String> {
+            args.iter()
+                .map(|a| {
+                    if *a == "OUT" {
+                        s(out).to_string()
+                    } else {
+                        a.to_string()
+                    }
+                })
+                .collect()
+        };
+        let run = |out: &Path| {
+            let a = with(out);
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            ntk(&refs)
+        };
+        let o = run(&missing);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("no-such-folder does not exist"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        if args[0] != "merge" {
+            let before = std::fs::read(input).unwrap();
+            let o = run(input);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+            assert!(
+                stderr(&o).contains("would overwrite"),
+                "{args:?}: {}",
+                stderr(&o)
+            );
+            assert_eq!(std::fs::read(input).unwrap(), before, "{args:?}");
+        }
+        let o = run(&d);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&o).contains("is a folder"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
+
+/// A missing input file is reported once, with its path (not "… (os error 2): … (os error
+/// 2)").
+#[test]
+fn io_errors_are_said_once() {
+    let case = cases_dir().join("mlp-relu");
+    let d = dir("io");
+    let out = d.join("K.npy");
+    for args in [
+        vec![
+            "empirical",
+            "--spec",
+            s(&case.join("spec.json")),
+            "--x1",
+            "missing-x.npy",
+            "--out",
+            s(&out),
+        ],
+        vec!["analyze", "--kernel", "missing-k.npy"],
+    ] {
+        let o = ntk(&args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{e}");
+        assert!(e.contains("missing-"), "{e}");
+        assert_eq!(e.matches("os error 2").count(), 1, "{e}");
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
+
+/// `--dim -5`, `--t -1`: the value parsers say what is wrong (not "unexpected argument").
+#[test]
+fn negative_numbers_reach_the_value_parsers() {
+    let o = ntk(&[
+        "features", "--spec", "s.json", "--x", "x.npy", "--dim", "-5", "--out", "f.npy",
+    ]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("invalid value '-5' for '--dim"), "{e}");
+    assert!(!e.contains("unexpected argument"), "{e}");
+}
+
+/// `ntk analyze … | head -1`: the reader going away ends the command without a panic.
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    let case = cases_dir().join("mlp-relu");
+    let d = dir("pipe");
+    let k = d.join("K.npy");
+    assert!(
+        ntk(&[
+            "empirical",
+            "--spec",
+            s(&case.join("spec.json")),
+            "--x1",
+            s(&case.join("x1.npy")),
+            "--kernel",
+            "trace",
+            "--out",
+            s(&k)
+        ])
+        .status
+        .success()
+    );
+    for _ in 0..3 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ntk"))
+            .args(["analyze", "--kernel", s(&k), "--top-k", "6"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before the first line
+        let o = child.wait_with_output().unwrap();
+        let e = stderr(&o);
+        assert!(!e.contains("panicked"), "{e}");
+        assert_ne!(o.status.code(), Some(101), "{e}");
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
