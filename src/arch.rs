@@ -14,8 +14,12 @@ pub enum Architecture {
     Sequential(NetworkSpec),
     /// A graph spec: random parameters per seed, or a state dict.
     Graph(Box<GraphSpec>),
-    /// An ONNX file: its own weights (the seed does not change them), or a state dict.
-    Onnx(PathBuf),
+    /// An ONNX file, parsed once: its own weights (the seed does not change them), or a
+    /// state dict.
+    Onnx {
+        path: PathBuf,
+        model: Box<graph::onnx::OnnxModel>,
+    },
 }
 
 /// A built network of either kind.
@@ -28,10 +32,11 @@ impl Architecture {
     /// Reads a sequential spec, a graph spec or (by its extension) an ONNX file.
     pub fn from_file(path: &Path) -> Result<Architecture> {
         if graph::is_onnx(path) {
-            if !path.is_file() {
-                anyhow::bail!("{}: no such ONNX file", path.display());
-            }
-            return Ok(Architecture::Onnx(path.to_path_buf()));
+            let model = graph::onnx::load(path)?;
+            return Ok(Architecture::Onnx {
+                path: path.to_path_buf(),
+                model: Box::new(model),
+            });
         }
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -56,13 +61,13 @@ impl Architecture {
         match self {
             Architecture::Sequential(s) => s.n_params().ok(),
             Architecture::Graph(g) => Some(g.graph.n_params()),
-            Architecture::Onnx(_) => None,
+            Architecture::Onnx { model, .. } => Some(model.graph.n_params()),
         }
     }
 
     /// Whether `seed` changes the parameters (not for an ONNX file: it carries them).
     pub fn seeded(&self) -> bool {
-        !matches!(self, Architecture::Onnx(_))
+        !matches!(self, Architecture::Onnx { .. })
     }
 
     /// The network at `seed`, or with the weights of a safetensors file.
@@ -86,7 +91,15 @@ impl Architecture {
             (Architecture::Graph(s), w) => {
                 Built::Graph(graph::from_spec((**s).clone(), w, seed, device, precision)?)
             }
-            (Architecture::Onnx(p), w) => Built::Graph(graph::load_onnx(p, w, device, precision)?),
+            (Architecture::Onnx { model, .. }, w) => {
+                let mut m = (**model).clone();
+                if let Some(w) = w {
+                    graph::apply_state_dict(&mut m.graph, &mut m.params, &m.buffers, w)?;
+                }
+                Built::Graph(GraphNetwork::from_params(
+                    m.graph, &m.params, device, precision,
+                )?)
+            }
         })
     }
 }
@@ -125,11 +138,55 @@ impl Built {
             kind,
             ..Default::default()
         };
+        Ok(self.empirical(x, None, &opts, &mut |_, _| {})?.kernel)
+    }
+
+    /// The empirical kernel between `x1` and `x2` (`None`: `x2 = x1`) under `options`;
+    /// `progress(done, total)` after each tile.
+    pub fn empirical(
+        &self,
+        x1: &HostArray,
+        x2: Option<&HostArray>,
+        options: &EmpiricalOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<ntk_empirical::KernelOutput> {
         Ok(match self {
-            Built::Sequential(n) => empirical_kernel(n, x, None, &opts, &mut |_, _| {})?.kernel,
+            Built::Sequential(n) => empirical_kernel(n, x1, x2, options, progress)?,
             Built::Graph(g) => {
-                ntk_empirical::graph::empirical_kernel(g, x, None, &opts, &mut |_, _| {})?.kernel
+                ntk_empirical::graph::empirical_kernel(g, x1, x2, options, progress)?
             }
         })
+    }
+
+    /// Restricts the kernel to the parameters whose names match `include` and not
+    /// `exclude` (graph networks; sequential specs have no parameter names and refuse).
+    pub fn select(
+        &mut self,
+        include: Option<&regex::Regex>,
+        exclude: Option<&regex::Regex>,
+    ) -> Result<()> {
+        match self {
+            Built::Graph(g) => Ok(g.select(include, exclude)?),
+            Built::Sequential(_) if include.is_none() && exclude.is_none() => Ok(()),
+            Built::Sequential(_) => anyhow::bail!(
+                "params/frozen select parameters of graph networks (graph specs, ONNX files) only"
+            ),
+        }
+    }
+
+    /// The outputs `[N, O]` on `x`.
+    pub fn forward(&self, x: &HostArray) -> Result<HostArray> {
+        Ok(match self {
+            Built::Sequential(n) => n.forward_host(x)?,
+            Built::Graph(g) => g.forward_host(x)?,
+        })
+    }
+
+    /// Parameter names (graph networks), or `{i}.weight`/`{i}.bias` of sequential specs.
+    pub fn param_names(&self) -> Vec<String> {
+        match self {
+            Built::Sequential(n) => n.params().into_keys().collect(),
+            Built::Graph(g) => g.graph.params.iter().map(|p| p.name.clone()).collect(),
+        }
     }
 }

@@ -176,6 +176,30 @@ pub fn kind_name(k: &NodeKind) -> &'static str {
     }
 }
 
+/// Runs an op's computation for `node`, naming the node in its errors and turning a panic
+/// inside burn into an error.
+fn run_node<T>(node: &Node, op: &Op, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let wrap = |e: NetsError| NetsError::Node {
+        node: node.name.clone(),
+        op: op.type_name().into(),
+        message: e.to_string(),
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|p| wrap(NetsError::op(panic_message(p))))?
+        .map_err(wrap)
+}
+
+impl Graph {
+    /// Drops the values (or tangents) of node `i`'s inputs that no later node reads.
+    fn drop_inputs_used_up<T>(&self, i: usize, values: &mut [Option<T>]) {
+        for &j in self.nodes[i].inputs.iter().flatten() {
+            if self.last_use[j] == i {
+                values[j] = None;
+            }
+        }
+    }
+}
+
 /// Called by [`GraphNetwork::forward_tapped`] on the nodes it was asked to tap, after the
 /// node has run: sees the node's inputs and may replace its output (to add a probe).
 pub trait Tap {
@@ -391,76 +415,32 @@ impl GraphNetwork {
         let g = &self.graph;
         let [n, _] = x.dims();
         let device = x.device();
-        let dtype = self.dtype();
-        let ctx = Ctx {
-            device: &device,
-            dtype,
-            batch: n,
-            batch_one_export: g.batch_one_export,
-        };
+        let ctx = self.ctx(&device, n);
         let mut values: Vec<Option<Value>> = vec![None; g.nodes.len()];
-        let mut input_shape = vec![n];
-        input_shape.extend_from_slice(&g.input_shape);
-        let mut x = Some(x);
+        let mut x = Some(self.input_value(x));
         for (i, node) in g.nodes.iter().enumerate() {
             let v = match &node.kind {
-                NodeKind::Input => {
-                    let t = x.take().expect("one input node");
-                    Value::Float(FloatValue::from_tensor(t).reshape(&input_shape))
-                }
-                NodeKind::Param(p) => Value::Float(
-                    FloatValue::from_tensor(self.params[*p].val()).reshape(&g.params[*p].shape),
-                ),
-                NodeKind::Constant(Constant::Float(a)) => Value::Float(FloatValue::from_host(
-                    &a.shape,
-                    a.data.clone(),
-                    &device,
-                    dtype,
-                )),
-                NodeKind::Constant(Constant::Ints(v)) => Value::Ints(v.clone()),
+                NodeKind::Input => x.take().expect("one input node"),
                 NodeKind::Op(op) => {
                     let ins: Vec<Option<&Value>> = node
                         .inputs
                         .iter()
                         .map(|j| j.and_then(|j| values[j].as_ref()))
                         .collect();
-                    let wrap = |e: NetsError| NetsError::Node {
-                        node: node.name.clone(),
-                        op: op.type_name().into(),
-                        message: e.to_string(),
-                    };
-                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        op.apply(&ins, &ctx)
-                    }))
-                    .map_err(|p| wrap(NetsError::op(panic_message(p))))?
-                    .map_err(wrap)?;
-                    match out {
+                    match run_node(node, op, || op.apply(&ins, &ctx))? {
                         Value::Float(f) if tapped.get(i).copied().unwrap_or(false) => {
                             Value::Float(tap.tap(i, &ins, f))
                         }
                         v => v,
                     }
                 }
+                kind => self.source_value(kind, &device),
             };
             values[i] = Some(v);
-            for &j in node.inputs.iter().flatten() {
-                if g.last_use[j] == i {
-                    values[j] = None;
-                }
-            }
+            g.drop_inputs_used_up(i, &mut values);
         }
-        let out = values[g.output]
-            .take()
-            .ok_or_else(|| NetsError::op("the output was not computed"))?;
-        let f = out.float("the network output")?;
-        let s = f.shape();
-        if s.first() != Some(&n) {
-            return Err(NetsError::op(format!(
-                "the network output {s:?} does not have the batch ({n}) as its first axis"
-            )));
-        }
-        let o = f.numel() / n.max(1);
-        Ok(f.t.clone().reshape([n, o]))
+        let y = self.output_rows(values[g.output].take(), n)?;
+        Ok(y)
     }
 
     /// Forward mode: the outputs `[N, O]` and their directional derivative
@@ -485,27 +465,13 @@ impl GraphNetwork {
         }
         let [n, _] = x.dims();
         let device = x.device();
-        let dtype = self.dtype();
-        let ctx = Ctx {
-            device: &device,
-            dtype,
-            batch: n,
-            batch_one_export: g.batch_one_export,
-        };
+        let ctx = self.ctx(&device, n);
         let mut values: Vec<Option<Value>> = vec![None; g.nodes.len()];
         let mut tangents: Vec<Option<FloatValue>> = vec![None; g.nodes.len()];
-        let mut input_shape = vec![n];
-        input_shape.extend_from_slice(&g.input_shape);
-        let mut x = Some(x);
+        let mut x = Some(self.input_value(x));
         for (i, node) in g.nodes.iter().enumerate() {
             let (v, t) = match &node.kind {
-                NodeKind::Input => {
-                    let t = x.take().expect("one input node");
-                    (
-                        Value::Float(FloatValue::from_tensor(t).reshape(&input_shape)),
-                        None,
-                    )
-                }
+                NodeKind::Input => (x.take().expect("one input node"), None),
                 NodeKind::Param(p) => {
                     let shape = &g.params[*p].shape;
                     let t = match &u[*p] {
@@ -519,21 +485,8 @@ impl GraphNetwork {
                         Some(t) => Some(FloatValue::from_tensor(t.clone()).reshape(shape)),
                         None => None,
                     };
-                    (
-                        Value::Float(FloatValue::from_tensor(self.params[*p].val()).reshape(shape)),
-                        t,
-                    )
+                    (self.source_value(&node.kind, &device), t)
                 }
-                NodeKind::Constant(Constant::Float(a)) => (
-                    Value::Float(FloatValue::from_host(
-                        &a.shape,
-                        a.data.clone(),
-                        &device,
-                        dtype,
-                    )),
-                    None,
-                ),
-                NodeKind::Constant(Constant::Ints(v)) => (Value::Ints(v.clone()), None),
                 NodeKind::Op(op) => {
                     let ins: Vec<Option<&Value>> = node
                         .inputs
@@ -545,12 +498,7 @@ impl GraphNetwork {
                         .iter()
                         .map(|j| j.and_then(|j| tangents[j].as_ref()))
                         .collect();
-                    let wrap = |e: NetsError| NetsError::Node {
-                        node: node.name.clone(),
-                        op: op.type_name().into(),
-                        message: e.to_string(),
-                    };
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_node(node, op, || {
                         let out = op.apply(&ins, &ctx)?;
                         let t = op.jvp(&ins, &tins, &out, &ctx)?;
                         if let Some(t) = &t
@@ -563,23 +511,60 @@ impl GraphNetwork {
                             )));
                         }
                         Ok((out, t))
-                    }))
-                    .map_err(|p| wrap(NetsError::op(panic_message(p))))?
-                    .map_err(wrap)?
+                    })?
                 }
+                kind => (self.source_value(kind, &device), None),
             };
             values[i] = Some(v);
             tangents[i] = t;
-            for &j in node.inputs.iter().flatten() {
-                if g.last_use[j] == i {
-                    values[j] = None;
-                    tangents[j] = None;
-                }
-            }
+            g.drop_inputs_used_up(i, &mut values);
+            g.drop_inputs_used_up(i, &mut tangents);
         }
-        let out = values[g.output]
-            .take()
-            .ok_or_else(|| NetsError::op("the output was not computed"))?;
+        let y = self.output_rows(values[g.output].take(), n)?;
+        let dy = match tangents[g.output].take() {
+            Some(t) => t.t.reshape(y.dims()),
+            None => y.zeros_like(),
+        };
+        Ok((y, dy))
+    }
+
+    fn ctx<'a>(&self, device: &'a Device, batch: usize) -> Ctx<'a> {
+        Ctx {
+            device,
+            dtype: self.dtype(),
+            batch,
+            batch_one_export: self.graph.batch_one_export,
+        }
+    }
+
+    /// Input rows `[N, numel]` as the input node's value `[N, *input_shape]`.
+    fn input_value(&self, x: Tensor<2>) -> Value {
+        let mut shape = vec![x.dims()[0]];
+        shape.extend_from_slice(&self.graph.input_shape);
+        Value::Float(FloatValue::from_tensor(x).reshape(&shape))
+    }
+
+    /// The value of a parameter or constant node.
+    fn source_value(&self, kind: &NodeKind, device: &Device) -> Value {
+        match kind {
+            NodeKind::Param(p) => Value::Float(
+                FloatValue::from_tensor(self.params[*p].val())
+                    .reshape(&self.graph.params[*p].shape),
+            ),
+            NodeKind::Constant(Constant::Float(a)) => Value::Float(FloatValue::from_host(
+                &a.shape,
+                a.data.clone(),
+                device,
+                self.dtype(),
+            )),
+            NodeKind::Constant(Constant::Ints(v)) => Value::Ints(v.clone()),
+            NodeKind::Input | NodeKind::Op(_) => unreachable!("not a source node"),
+        }
+    }
+
+    /// The output value as rows `[N, O]`, checked to have the batch first.
+    fn output_rows(&self, out: Option<Value>, n: usize) -> Result<Tensor<2>> {
+        let out = out.ok_or_else(|| NetsError::op("the output was not computed"))?;
         let f = out.float("the network output")?;
         let s = f.shape();
         if s.first() != Some(&n) {
@@ -588,12 +573,7 @@ impl GraphNetwork {
             )));
         }
         let o = f.numel() / n.max(1);
-        let y = f.t.clone().reshape([n, o]);
-        let dy = match tangents[g.output].take() {
-            Some(t) => t.t.reshape([n, o]),
-            None => y.zeros_like(),
-        };
-        Ok((y, dy))
+        Ok(f.t.clone().reshape([n, o]))
     }
 
     /// Convenience: outputs `[N, O]` on the host for a host batch.

@@ -1,0 +1,270 @@
+"""Neural Tangent Kernels of real networks, computed by a Rust engine on burn.
+
+    import numpy as np, ntk
+    x = np.random.default_rng(0).normal(size=(8, 3, 32, 32)).astype(np.float32)
+    k = ntk.empirical_ntk(my_torch_module, x)            # [8, 8], trace over outputs
+    k_full = ntk.empirical_ntk("model.onnx", x, trace_axes=())   # [8, 8, O, O]
+
+``model`` is a path (a JSON spec, sequential or graph, or an ``.onnx`` file exported
+from PyTorch), a spec ``dict``, an :class:`ntk.Network` from :func:`ntk.load`, or a
+``torch.nn.Module`` (exported to ONNX in memory; needs torch and onnx). Layouts follow
+neural-tangents: ``trace_axes=(-1,)`` gives ``[N1, N2]``, ``trace_axes=()`` gives
+``[N1, N2, O, O]``, ``diagonal_axes=(-1,)`` with ``trace_axes=()`` gives ``[N1, N2, O]``.
+"""
+
+import json
+import os
+import tempfile
+import warnings
+
+import numpy as np
+
+from ._ntk import Network, forward as _forward, load as _load, load_json as _load_json
+from ._ntk import empirical_kernel as _empirical_kernel
+
+__all__ = [
+    "Network",
+    "load",
+    "forward",
+    "empirical_ntk",
+    "empirical_nngp",
+    "empirical_kernel",
+    "sum_of_logits_ntk",
+]
+
+_IMPLEMENTATIONS = {
+    0: "auto",
+    1: "jacobian",
+    2: "ntk-vp",
+    3: "structured",
+    "auto": "auto",
+    "jacobian": "jacobian",
+    "jacobian_contraction": "jacobian",
+    "structured": "structured",
+    "structured_derivatives": "structured",
+    "ntk-vp": "ntk-vp",
+    "ntk_vp": "ntk-vp",
+    "ntk_vector_products": "ntk-vp",
+}
+
+
+def load(path, weights=None, seed=0):
+    """A network from a JSON spec (sequential ``layers`` or graph ``nodes``), a spec
+    ``dict`` or an ONNX file; ``weights``: a safetensors state dict (PyTorch names),
+    else the ONNX file's weights or a random initialisation from ``seed``."""
+    w = None if weights is None else os.fspath(weights)
+    if isinstance(path, dict):
+        return _load_json(json.dumps(path), weights=w, seed=seed)
+    return _load(os.fspath(path), weights=w, seed=seed)
+
+
+def _torch_to_network(module, x1):
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "a torch.nn.Module needs torch (and onnx) installed: pip install torch onnx"
+        ) from e
+    was_training = module.training
+    module.eval()
+    sample = torch.as_tensor(np.asarray(x1[:1]), dtype=torch.float32)
+    folder = tempfile.mkdtemp(prefix="ntk-export-")
+    path = os.path.join(folder, "model.onnx")
+    try:
+        kwargs = dict(
+            opset_version=17,
+            do_constant_folding=False,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        )
+        try:
+            # TorchScript exporter: keeps BatchNorm unfused with do_constant_folding=False
+            # (deprecated since torch 2.9, still the one whose output is checked here).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.onnx.export(module, (sample,), path, dynamo=False, **kwargs)
+        except TypeError:  # torch < 2.5 has no `dynamo` argument
+            torch.onnx.export(module, (sample,), path, **kwargs)
+        except Exception as first:  # a torch without the TorchScript exporter
+            try:
+                # The dynamo exporter: optimize=False keeps BatchNorm unfused; a batch-1
+                # export runs on any N.
+                torch.onnx.export(
+                    module, (sample,), path, dynamo=True, optimize=False, external_data=False
+                )
+            except Exception as second:
+                raise ValueError(
+                    f"exporting the module to ONNX failed: {first}; with the dynamo exporter: {second}"
+                ) from second
+        return load(path)
+    finally:
+        module.train(was_training)
+        for f in os.listdir(folder):
+            os.remove(os.path.join(folder, f))
+        os.rmdir(folder)
+
+
+def _network(model, x1):
+    if isinstance(model, Network):
+        return model
+    if isinstance(model, (str, os.PathLike, dict)):
+        return load(model)
+    if hasattr(model, "named_parameters") and callable(model):
+        return _torch_to_network(model, x1)
+    raise TypeError(
+        f"model must be a path, a spec dict, an ntk.Network or a torch.nn.Module, got {type(model).__name__}"
+    )
+
+
+def _array(name, x):
+    if x is None:
+        return None
+    a = np.asarray(x)
+    if a.dtype not in (np.float32, np.float64):
+        if not np.issubdtype(a.dtype, np.number):
+            raise TypeError(f"{name} must be a numeric array, got dtype {a.dtype}")
+        a = a.astype(np.float64)
+    if a.ndim < 2:
+        raise ValueError(f"{name} must be a batch [N, ...], got shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _axes(name, axes):
+    if axes is None:
+        return ()
+    if isinstance(axes, int):
+        axes = (axes,)
+    out = tuple(sorted(set(int(a) for a in axes)))
+    # Outputs are [N, O]: axis 1 is axis -1.
+    return tuple(-1 if a == 1 else a for a in out)
+
+
+def _kind(trace_axes, diagonal_axes):
+    t, d = _axes("trace_axes", trace_axes), _axes("diagonal_axes", diagonal_axes)
+    table = {((-1,), ()): "trace", ((), ()): "full", ((), (-1,)): "diagonal"}
+    if (t, d) not in table:
+        raise NotImplementedError(
+            f"trace_axes={tuple(trace_axes)}, diagonal_axes={tuple(diagonal_axes)}: "
+            "supported are trace_axes in {(), (-1,)} with diagonal_axes in {(), (-1,)}, "
+            "not both on the output axis"
+        )
+    return table[(t, d)]
+
+
+def _progress(progress):
+    if progress is None or progress is False:
+        return None
+    if callable(progress):
+        return progress
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    bar = {}
+
+    def update(done, total):
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, unit="tile")
+        bar["bar"].n = done
+        bar["bar"].refresh()
+        if done >= total:
+            bar["bar"].close()
+
+    return update
+
+
+def _compute(model, x1, x2, kind, implementation, dtype, params, frozen, max_memory, progress):
+    x1 = _array("x1", x1)
+    x2 = _array("x2", x2)
+    net = _network(model, x1)
+    try:
+        impl = _IMPLEMENTATIONS[
+            implementation.lower() if isinstance(implementation, str) else implementation
+        ]
+    except (KeyError, AttributeError):
+        raise ValueError(
+            f"implementation {implementation!r}: use auto, jacobian, structured or ntk-vp "
+            "(or neural-tangents' 0-3)"
+        ) from None
+    if hasattr(dtype, "name"):
+        dtype = dtype.name
+    dtype = str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
+    return _empirical_kernel(
+        net,
+        x1,
+        x2,
+        kind=kind,
+        implementation=impl,
+        dtype=dtype,
+        params=params,
+        frozen=frozen,
+        max_memory=max_memory,
+        progress=_progress(progress),
+    )
+
+
+def empirical_ntk(
+    model,
+    x1,
+    x2=None,
+    *,
+    trace_axes=(-1,),
+    diagonal_axes=(),
+    implementation="auto",
+    dtype="float32",
+    params=None,
+    frozen=None,
+    max_memory=None,
+    progress=False,
+):
+    """The empirical NTK Θ(x1, x2) = J(x1) J(x2)ᵀ of ``model`` at its weights.
+
+    ``x1``: ``[N1, *input_shape]`` (or ``[N1, numel]``); ``x2``: ``[N2, ...]``, default
+    ``x1``. ``trace_axes``/``diagonal_axes`` as in neural-tangents (see the module doc).
+    ``implementation``: ``"auto"``, ``"jacobian"``, ``"structured"``, ``"ntk-vp"`` (or
+    neural-tangents' ``NtkImplementation`` values 0-3). ``params``/``frozen``: regular
+    expressions on parameter names (graph specs and ONNX files). ``max_memory``: bytes of
+    working memory (default 2 GiB). ``progress``: ``True`` (a tqdm bar when tqdm is
+    installed) or a callable ``(done, total)``. Returns a numpy array in ``dtype``.
+    """
+    kind = _kind(trace_axes, diagonal_axes)
+    return _compute(model, x1, x2, kind, implementation, dtype, params, frozen, max_memory, progress)
+
+
+def sum_of_logits_ntk(model, x1, x2=None, **kwargs):
+    """Θ summed over both output axes, ``[N1, N2]`` (the pNTK of TE-NAS), normalised by
+    the number of outputs O as neural-tangents normalises traces."""
+    kw = dict(implementation="auto", dtype="float32", params=None, frozen=None, max_memory=None, progress=False)
+    kw.update(kwargs)
+    return _compute(model, x1, x2, "sum-of-logits", **kw)
+
+
+def empirical_nngp(model, x1, x2=None, *, dtype="float32", **kwargs):
+    """The empirical NNGP f(x1) f(x2)ᵀ / O, ``[N1, N2]``."""
+    kw = dict(implementation="auto", params=None, frozen=None, max_memory=None, progress=False)
+    kw.update(kwargs)
+    return _compute(model, x1, x2, "nngp", dtype=dtype, **kw)
+
+
+def empirical_kernel(model, x1, x2=None, get=("nngp", "ntk"), **kwargs):
+    """neural-tangents' ``empirical_kernel_fn``: a dict of the kernels named in ``get``
+    (``"nngp"``, ``"ntk"``); the other keywords as :func:`empirical_ntk`."""
+    if isinstance(get, str):
+        get = (get,)
+    out = {}
+    for g in get:
+        if g == "ntk":
+            out["ntk"] = empirical_ntk(model, x1, x2, **kwargs)
+        elif g == "nngp":
+            kw = {k: v for k, v in kwargs.items() if k not in ("trace_axes", "diagonal_axes")}
+            out["nngp"] = empirical_nngp(model, x1, x2, **kw)
+        else:
+            raise ValueError(f"get: unknown kernel {g!r} (nngp or ntk)")
+    return out
+
+
+def forward(model, x, dtype="float64"):
+    """The outputs ``[N, O]`` of ``model`` on ``x``."""
+    x = _array("x", x)
+    return _forward(_network(model, x), x, dtype=dtype)

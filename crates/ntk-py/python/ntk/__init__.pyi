@@ -1,0 +1,38 @@
+import os
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+class Network:
+    """A network as the engine sees it (built afresh in each call's precision)."""
+
+    input_shape: list[int]
+    n_outputs: int
+    param_names: list[str]
+    n_params: int
+
+PathLike = Union[str, os.PathLike]
+Model = Union[PathLike, dict, Network, Any]  # Any: a torch.nn.Module
+Progress = Union[bool, Callable[[int, int], Any], None]
+
+def load(path: Union[PathLike, dict], weights: Optional[PathLike] = ..., seed: int = ...) -> Network: ...
+def forward(model: Model, x: np.ndarray, dtype: str = ...) -> np.ndarray: ...
+def empirical_ntk(
+    model: Model,
+    x1: np.ndarray,
+    x2: Optional[np.ndarray] = ...,
+    *,
+    trace_axes: Sequence[int] = ...,
+    diagonal_axes: Sequence[int] = ...,
+    implementation: Union[str, int] = ...,
+    dtype: str = ...,
+    params: Optional[str] = ...,
+    frozen: Optional[str] = ...,
+    max_memory: Optional[int] = ...,
+    progress: Progress = ...,
+) -> np.ndarray: ...
+def sum_of_logits_ntk(model: Model, x1: np.ndarray, x2: Optional[np.ndarray] = ..., **kwargs: Any) -> np.ndarray: ...
+def empirical_nngp(model: Model, x1: np.ndarray, x2: Optional[np.ndarray] = ..., *, dtype: str = ..., **kwargs: Any) -> np.ndarray: ...
+def empirical_kernel(
+    model: Model, x1: np.ndarray, x2: Optional[np.ndarray] = ..., get: Union[str, Tuple[str, ...]] = ..., **kwargs: Any
+) -> Dict[str, np.ndarray]: ...

@@ -1,0 +1,269 @@
+//! `ntk._ntk`: the compiled half of the Python package `ntk` (distribution `ntk-burn`).
+//! The Python half (`python/ntk/__init__.py`) gives neural-tangents' vocabulary
+//! (`trace_axes`, `diagonal_axes`, `implementation`) and the `torch.nn.Module` path; this
+//! half loads networks and computes kernels with the GIL released.
+//!
+//! Errors become `ValueError` with the CLI's messages; a panic in the engine becomes
+//! `RuntimeError` (never `PanicException`).
+
+use anyhow::Context;
+use ntk::arch::Architecture;
+use ntk_empirical::{EmpiricalOptions, KernelKind, Method};
+use ntk_nets::{HostArray, Precision};
+use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use std::path::PathBuf;
+
+/// A network as the engine sees it: where it came from (an architecture and optional
+/// weights) and what it is (input shape, outputs, parameter names). The engine builds it
+/// afresh in the precision of each call.
+#[pyclass(module = "ntk", frozen)]
+struct Network {
+    arch: Architecture,
+    weights: Option<PathBuf>,
+    seed: u64,
+    source: String,
+    #[pyo3(get)]
+    input_shape: Vec<usize>,
+    #[pyo3(get)]
+    n_outputs: usize,
+    #[pyo3(get)]
+    param_names: Vec<String>,
+    #[pyo3(get)]
+    n_params: usize,
+}
+
+#[pymethods]
+impl Network {
+    fn __repr__(&self) -> String {
+        format!(
+            "ntk.Network({}, input_shape={:?}, outputs={}, parameters={})",
+            self.source, self.input_shape, self.n_outputs, self.n_params
+        )
+    }
+}
+
+fn value_err(e: anyhow::Error) -> PyErr {
+    PyValueError::new_err(format!("{e:#}"))
+}
+
+/// Runs `f` with the GIL released, turning errors into `ValueError` and panics into
+/// `RuntimeError`.
+fn compute<T: Send>(py: Python<'_>, f: impl FnOnce() -> anyhow::Result<T> + Send) -> PyResult<T> {
+    py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)))
+        .map_err(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            PyRuntimeError::new_err(format!("internal error in the ntk engine: {msg}"))
+        })?
+        .map_err(value_err)
+}
+
+fn precision(dtype: &str) -> PyResult<Precision> {
+    match dtype {
+        "float32" | "f32" => Ok(Precision::F32),
+        "float64" | "f64" => Ok(Precision::F64),
+        other => Err(PyValueError::new_err(format!(
+            "dtype {other:?}: use \"float32\" or \"float64\""
+        ))),
+    }
+}
+
+fn device() -> burn::tensor::Device {
+    burn::tensor::Device::flex()
+}
+
+fn describe(
+    py: Python<'_>,
+    arch: Architecture,
+    weights: Option<PathBuf>,
+    seed: u64,
+    source: String,
+) -> PyResult<Network> {
+    let (arch, info) = compute(py, move || {
+        let built = arch.build(seed, weights.as_deref(), &device(), Precision::F64)?;
+        let info = (
+            built.input_shape(),
+            built.n_outputs(),
+            built.param_names(),
+            built.n_params(),
+            weights,
+        );
+        Ok((arch, info))
+    })?;
+    let (input_shape, n_outputs, param_names, n_params, weights) = info;
+    Ok(Network {
+        arch,
+        weights,
+        seed,
+        source,
+        input_shape,
+        n_outputs,
+        param_names,
+        n_params,
+    })
+}
+
+/// Loads a network from a file: a JSON spec (sequential `layers` or graph `nodes`) or an
+/// ONNX file exported from PyTorch; `weights`: a safetensors state dict (PyTorch names),
+/// else the ONNX file's own weights or a random initialisation from `seed`.
+#[pyfunction]
+#[pyo3(signature = (path, weights=None, seed=0))]
+fn load(py: Python<'_>, path: PathBuf, weights: Option<PathBuf>, seed: u64) -> PyResult<Network> {
+    let arch = Architecture::from_file(&path).map_err(value_err)?;
+    describe(
+        py,
+        arch,
+        weights,
+        seed,
+        format!("{:?}", path.display().to_string()),
+    )
+}
+
+/// Loads a network from the JSON text of a spec (what `json.dumps(spec_dict)` gives).
+#[pyfunction]
+#[pyo3(signature = (text, weights=None, seed=0))]
+fn load_json(py: Python<'_>, text: &str, weights: Option<PathBuf>, seed: u64) -> PyResult<Network> {
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| PyValueError::new_err(format!("the spec is not valid JSON: {e}")))?;
+    let arch = Architecture::from_value(&v, "<spec dict>").map_err(value_err)?;
+    describe(py, arch, weights, seed, "<spec dict>".into())
+}
+
+/// A float32 or float64 numpy array as a host array (f64).
+fn host(name: &str, x: &Bound<'_, PyAny>) -> PyResult<HostArray> {
+    if let Ok(a) = x.extract::<PyReadonlyArrayDyn<'_, f64>>() {
+        let shape = a.shape().to_vec();
+        return Ok(HostArray::new(
+            shape,
+            a.as_array().iter().copied().collect(),
+        ));
+    }
+    if let Ok(a) = x.extract::<PyReadonlyArrayDyn<'_, f32>>() {
+        let shape = a.shape().to_vec();
+        return Ok(HostArray::new(
+            shape,
+            a.as_array().iter().map(|&v| v as f64).collect(),
+        ));
+    }
+    Err(PyTypeError::new_err(format!(
+        "{name} must be a float32 or float64 numpy array"
+    )))
+}
+
+fn to_numpy<'py>(py: Python<'py>, a: HostArray, f32_out: bool) -> PyResult<Bound<'py, PyAny>> {
+    let shape = a.shape.clone();
+    if f32_out {
+        let v: Vec<f32> = a.data.iter().map(|&x| x as f32).collect();
+        let arr = numpy::ndarray::ArrayD::from_shape_vec(shape, v)
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        Ok(arr.into_pyarray(py).into_any())
+    } else {
+        let arr = numpy::ndarray::ArrayD::from_shape_vec(shape, a.data)
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        let out: Bound<'py, PyArrayDyn<f64>> = arr.into_pyarray(py);
+        Ok(out.into_any())
+    }
+}
+
+fn regex_arg(what: &str, r: Option<&str>) -> PyResult<Option<regex::Regex>> {
+    r.map(|r| {
+        regex::Regex::new(r)
+            .map_err(|e| PyValueError::new_err(format!("{what}: not a regular expression: {e}")))
+    })
+    .transpose()
+}
+
+/// The empirical kernel of `kind` (full, trace, diagonal, sum-of-logits, nngp) between `x1`
+/// and `x2` (`None`: x1), by `implementation` (auto, jacobian, structured, ntk-vp), in
+/// `dtype`, over the parameters matching `params` and not `frozen`. `progress(done,
+/// total)` is called after each tile. Returns neural-tangents' layout.
+#[pyfunction]
+#[pyo3(signature = (net, x1, x2=None, kind="full", implementation="auto", dtype="float32", params=None, frozen=None, max_memory=None, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn empirical_kernel<'py>(
+    py: Python<'py>,
+    net: &Network,
+    x1: &Bound<'py, PyAny>,
+    x2: Option<&Bound<'py, PyAny>>,
+    kind: &str,
+    implementation: &str,
+    dtype: &str,
+    params: Option<&str>,
+    frozen: Option<&str>,
+    max_memory: Option<u64>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let x1 = host("x1", x1)?;
+    let x2 = x2.map(|x| host("x2", x)).transpose()?;
+    let precision = precision(dtype)?;
+    let kind = KernelKind::parse(kind).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let method = Method::parse(implementation).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let (include, exclude) = (regex_arg("params", params)?, regex_arg("frozen", frozen)?);
+    let mut options = EmpiricalOptions {
+        method,
+        kind,
+        ..Default::default()
+    };
+    if let Some(m) = max_memory {
+        options.max_memory = m;
+    }
+    let (arch, weights, seed) = (&net.arch, net.weights.as_deref(), net.seed);
+    let k = compute(py, move || {
+        let mut built = arch
+            .build(seed, weights, &device(), precision)
+            .context("building the network")?;
+        built.select(include.as_ref(), exclude.as_ref())?;
+        let x1 = ntk::train::reshape_inputs(&x1, &built.input_shape())?;
+        let x2 = x2
+            .map(|x| ntk::train::reshape_inputs(&x, &built.input_shape()))
+            .transpose()?;
+        let mut report = |done: usize, total: usize| {
+            if let Some(cb) = &progress {
+                Python::attach(|py| {
+                    if let Err(e) = cb.call1(py, (done, total)) {
+                        e.print(py);
+                    }
+                });
+            }
+        };
+        Ok(built
+            .empirical(&x1, x2.as_ref(), &options, &mut report)?
+            .kernel)
+    })?;
+    to_numpy(py, k, precision == Precision::F32)
+}
+
+/// The network's outputs `[N, O]` on `x`.
+#[pyfunction]
+#[pyo3(signature = (net, x, dtype="float64"))]
+fn forward<'py>(
+    py: Python<'py>,
+    net: &Network,
+    x: &Bound<'py, PyAny>,
+    dtype: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let x = host("x", x)?;
+    let precision = precision(dtype)?;
+    let (arch, weights, seed) = (&net.arch, net.weights.as_deref(), net.seed);
+    let f = compute(py, move || {
+        let built = arch.build(seed, weights, &device(), precision)?;
+        let x = ntk::train::reshape_inputs(&x, &built.input_shape())?;
+        built.forward(&x)
+    })?;
+    to_numpy(py, f, precision == Precision::F32)
+}
+
+#[pymodule]
+fn _ntk(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Network>()?;
+    m.add_function(wrap_pyfunction!(load, m)?)?;
+    m.add_function(wrap_pyfunction!(load_json, m)?)?;
+    m.add_function(wrap_pyfunction!(empirical_kernel, m)?)?;
+    m.add_function(wrap_pyfunction!(forward, m)?)?;
+    Ok(())
+}

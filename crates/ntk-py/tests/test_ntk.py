@@ -1,0 +1,157 @@
+"""The Python package against the reference cases (neural-tangents and torch.func, f64
+to 1e-10), the CLI's kernels, torch.func on a module given directly, and its errors."""
+
+import copy
+import json
+import os
+import pathlib
+import subprocess
+
+import numpy as np
+import pytest
+
+import ntk
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+CASES = pathlib.Path(os.environ.get("NTK_CASES_DIR", ROOT.parent / "shared" / "cases"))
+
+
+def rel_err(a, b):
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max())
+
+
+def case(name):
+    d = CASES / name
+    if not d.is_dir():
+        pytest.skip(f"reference case {d} not found (set NTK_CASES_DIR)")
+    return d
+
+
+def test_sequential_case_matches_neural_tangents():
+    d = case("mlp-relu")
+    net = ntk.load(d / "spec.json", weights=d / "weights.safetensors")
+    x1, x2 = np.load(d / "x1.npy"), np.load(d / "x2.npy")
+    full = ntk.empirical_ntk(net, x1, x2, trace_axes=(), dtype="float64")
+    assert full.shape == np.load(d / "expected_ntk_full.npy").shape
+    assert rel_err(full, np.load(d / "expected_ntk_full.npy")) < 1e-10
+    for impl in ["jacobian", "structured", "ntk-vp", 1, 2, 3]:
+        tr = ntk.empirical_ntk(net, x1, x2, implementation=impl, dtype="float64")
+        assert rel_err(tr, np.load(d / "expected_ntk_trace.npy")) < 1e-10, impl
+    diag = ntk.empirical_ntk(net, x1, x2, trace_axes=(), diagonal_axes=(-1,), dtype="float64")
+    assert rel_err(diag, np.load(d / "expected_ntk_diag.npy")) < 1e-10
+    assert rel_err(ntk.forward(net, x1), np.load(d / "expected_f_x1.npy")) < 1e-10
+    f32 = ntk.empirical_ntk(net, x1, x2)
+    assert f32.dtype == np.float32 and rel_err(f32, np.load(d / "expected_ntk_trace.npy")) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["onnx-preact-resnet", "onnx-tiny-encoder"])
+def test_onnx_cases_match_torch_func(name):
+    d = case(name)
+    x1, x2 = np.load(d / "x1.npy"), np.load(d / "x2.npy")
+    for file in ["model.onnx", "model_b1.onnx"]:
+        k = ntk.empirical_ntk(d / file, x1, x2, trace_axes=(), dtype="float64")
+        assert rel_err(k, np.load(d / "expected_ntk_full.npy")) < 1e-10, file
+    meta = json.loads((d / "meta.json").read_text())
+    assert ntk.load(d / "model.onnx").param_names == meta["parameter_names"]
+
+
+def test_equals_the_cli(tmp_path):
+    d = case("onnx-preact-resnet")
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    exe = target / "debug" / "ntk"
+    if not exe.is_file():
+        pytest.skip("the ntk binary is not built")
+    out = tmp_path / "K.npy"
+    subprocess.run(
+        [exe, "empirical", "--spec", d / "model.onnx", "--x1", d / "x1.npy", "--kernel",
+         "trace", "--dtype", "f64", "--params", "weight$", "--out", out],
+        check=True, capture_output=True,
+    )
+    k = ntk.empirical_ntk(d / "model.onnx", np.load(d / "x1.npy"), dtype="float64", params="weight$")
+    assert rel_err(k, np.load(out)) < 1e-12
+
+
+def test_spec_dict_and_kernel_kinds():
+    spec = {"input_shape": [4], "layers": [
+        {"type": "dense", "width": 8}, {"type": "relu"}, {"type": "dense", "width": 3}]}
+    x = np.random.default_rng(0).normal(size=(5, 4))
+    net = ntk.load(spec, seed=3)
+    assert net.input_shape == [4] and net.n_outputs == 3
+    full = ntk.empirical_ntk(net, x, trace_axes=(), dtype="float64")
+    assert full.shape == (5, 5, 3, 3)
+    tr = ntk.empirical_ntk(net, x, dtype="float64")
+    # neural-tangents' trace is normalised by the traced size (a mean over outputs).
+    np.testing.assert_allclose(tr, np.einsum("nmoo->nm", full) / 3, rtol=1e-12)
+    sol = ntk.sum_of_logits_ntk(net, x, dtype="float64")
+    np.testing.assert_allclose(sol, full.sum(axis=(2, 3)) / 3, rtol=1e-12)
+    f = ntk.forward(net, x)
+    nngp = ntk.empirical_nngp(net, x, dtype="float64")
+    np.testing.assert_allclose(nngp, f @ f.T / 3, rtol=1e-12)
+    both = ntk.empirical_kernel(net, x, get=("nngp", "ntk"), dtype="float64")
+    np.testing.assert_allclose(both["ntk"], tr, rtol=1e-12)
+    seen = []
+    ntk.empirical_ntk(net, x, progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1][0] == seen[-1][1]
+
+
+def test_errors_are_python_errors():
+    spec = {"input_shape": [4], "layers": [{"type": "dense", "width": -2}]}
+    with pytest.raises(ValueError, match="width"):
+        ntk.load(spec)
+    net = ntk.load({"input_shape": [4], "layers": [{"type": "dense", "width": 2}]})
+    with pytest.raises(ValueError):
+        ntk.empirical_ntk(net, np.zeros((3, 5)))
+    with pytest.raises(NotImplementedError):
+        ntk.empirical_ntk(net, np.zeros((3, 4)), trace_axes=(-1,), diagonal_axes=(-1,))
+    with pytest.raises(ValueError, match="implementation"):
+        ntk.empirical_ntk(net, np.zeros((3, 4)), implementation="fast")
+    with pytest.raises(TypeError):
+        ntk.empirical_ntk(42, np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="No such file|not found|does not exist"):
+        ntk.load("no-such-spec.json")
+    with pytest.raises(ValueError, match="non-finite|NaN|finite"):
+        ntk.empirical_ntk(net, np.full((2, 4), np.nan))
+
+
+def _torch_func_ntk(module, x):
+    import torch
+    from torch.func import functional_call, jacrev, vmap
+
+    m = module.double().eval()
+    params = {k: v.detach() for k, v in m.named_parameters()}
+    xs = torch.as_tensor(x, dtype=torch.float64)
+
+    def f(p, xi):
+        return functional_call(m, p, (xi.unsqueeze(0),)).squeeze(0)
+
+    j = vmap(jacrev(f), (None, 0))(params, xs)
+    return sum(torch.einsum("naf,mbf->nmab", a.flatten(2), a.flatten(2)) for a in j.values()).numpy()
+
+
+def test_torch_module_matches_torch_func():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    nn = torch.nn
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            y = torch.relu(self.bn(self.conv(x)))
+            return self.fc(y.mean(dim=(2, 3)) + 0.1)
+
+    m = Net()
+    with torch.no_grad():
+        m.bn.running_mean.uniform_(-0.5, 0.5)
+        m.bn.running_var.uniform_(0.5, 1.5)
+    x = np.random.default_rng(1).normal(size=(3, 2, 5, 5)).astype(np.float32)
+    k = ntk.empirical_ntk(m, x, trace_axes=(), dtype="float64")
+    assert m.training  # the module's mode is restored
+    ref = _torch_func_ntk(copy.deepcopy(m), x)
+    # The export is f32 weights; the reference uses the same f32 weights in f64.
+    assert rel_err(k, ref) < 1e-10
