@@ -182,6 +182,8 @@ fn one_sgd_step_of_ntk_train_follows_the_empirical_ntk() {
         lr.to_string(),
         "--epochs".into(),
         "1".into(),
+        "--batch-size".into(),
+        "full".into(),
         "--dtype".into(),
         "f64".into(),
         "--out".into(),
