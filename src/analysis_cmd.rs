@@ -37,8 +37,9 @@ pub struct AnalyzeArgs {
     /// With --checkpoints: precision of the kernels (f32 or f64).
     #[arg(long, default_value = "f64")]
     pub dtype: String,
-    /// Targets .npy [n] or [n, c] (e.g. one-hot) for the kernel-target alignment; with a full
-    /// kernel, [n, O] is flattened to [n·O].
+    /// Labels .npy for the kernel-target alignment: [n] of whole numbers ≥ 0 (any int or
+    /// float dtype) are class ids (one-hot), as in every command; [n, c] (or [n] with
+    /// fractions) are real targets; with a full kernel, [n, O] is flattened to [n·O].
     #[arg(long)]
     pub y: Option<PathBuf>,
     /// Further kernels (same shape): kernel distance of each to --kernel, and the kernel
@@ -67,7 +68,9 @@ pub struct PredictArgs {
     /// Test-train kernel .npy [m, n] or [m, n, O, O].
     #[arg(long)]
     pub k_test: PathBuf,
-    /// Train targets .npy [n] or [n, c]; [n, O] with full kernels.
+    /// Train labels .npy: [n] of whole numbers ≥ 0 (any int or float dtype) are class ids
+    /// (one-hot), as in every command; [n, c] (or [n] with fractions) are real targets;
+    /// [n, O] with full kernels.
     #[arg(long)]
     pub y: PathBuf,
     /// Comma-separated training times (steps, continuous), "inf" for the converged solution.
@@ -156,15 +159,60 @@ fn read_kernel(path: &Path) -> Result<Kernel> {
     }
 }
 
-/// Reads targets (or initial outputs) for `rows` kernel rows: `[rows]` or `[rows, c]`, or
-/// with a full kernel of `o` outputs, `[rows/o, o]` flattened to `[rows, 1]`.
-/// Returns `(values, c, shape of one time slice in the output)`.
+/// Reads targets for `rows` kernel rows, by the rule every command follows
+/// ([`crate::train::class_ids`]): `[n]` of whole numbers ≥ 0 (any int or float dtype) are
+/// class ids, one-hot over `max + 1` classes (over O with a full kernel); otherwise `[rows]`
+/// or `[rows, c]` are real targets, and with a full kernel of `o` outputs `[rows/o, o]` is
+/// flattened to `[rows, 1]`. Returns `(values, c, shape of one time slice in the output)`.
 fn read_targets(
     path: &Path,
     rows: usize,
     outputs: Option<usize>,
 ) -> Result<(Vec<f64>, usize, Vec<usize>)> {
-    let y = read(path)?;
+    let y = crate::train::read_labels(path)?;
+    if let Some(ids) = crate::train::class_ids(&y) {
+        let n = ids.len();
+        let classes = ids.iter().max().map_or(0, |m| m + 1);
+        return match outputs {
+            None if n == rows => Ok((one_hot(&ids, classes), classes, vec![n, classes])),
+            Some(o) if n * o == rows && classes <= o => Ok((one_hot(&ids, o), 1, vec![n, o])),
+            _ => bail!(
+                "{}: {n} class ids (up to {}) do not fit a kernel with {rows} rows{}",
+                path.display(),
+                classes.saturating_sub(1),
+                match outputs {
+                    Some(o) => format!(" and {o} outputs"),
+                    None => String::new(),
+                }
+            ),
+        };
+    }
+    read_real_targets(path, y, rows, outputs)
+}
+
+fn one_hot(ids: &[usize], classes: usize) -> Vec<f64> {
+    let mut m = vec![0.0; ids.len() * classes];
+    for (i, &c) in ids.iter().enumerate() {
+        m[i * classes + c] = 1.0;
+    }
+    m
+}
+
+/// Initial outputs (never class ids), in the layouts of [`read_targets`].
+fn read_outputs(
+    path: &Path,
+    rows: usize,
+    outputs: Option<usize>,
+) -> Result<(Vec<f64>, usize, Vec<usize>)> {
+    read_real_targets(path, read(path)?, rows, outputs)
+}
+
+fn read_real_targets(
+    path: &Path,
+    y: HostArray,
+    rows: usize,
+    outputs: Option<usize>,
+) -> Result<(Vec<f64>, usize, Vec<usize>)> {
     if let Some((i, v)) = y.first_non_finite() {
         bail!("{}: non-finite value {v} at flat index {i}", path.display());
     }
@@ -444,7 +492,7 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
         .f0_train
         .as_ref()
         .map(|p| {
-            let (v, c0, _) = read_targets(p, n, k.outputs)?;
+            let (v, c0, _) = read_outputs(p, n, k.outputs)?;
             if c0 != c {
                 bail!("{}: {c0} column(s), but --y has {c}", p.display());
             }
@@ -455,7 +503,7 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
         .f0_test
         .as_ref()
         .map(|p| {
-            let (v, c0, _) = read_targets(p, m, k.outputs)?;
+            let (v, c0, _) = read_outputs(p, m, k.outputs)?;
             if c0 != c {
                 bail!("{}: {c0} column(s), but --y has {c}", p.display());
             }

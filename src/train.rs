@@ -297,6 +297,17 @@ fn targets_from(values: &HostArray, what: &str, classes: bool) -> Result<Targets
     )))
 }
 
+/// The one rule for labels, in every command: a 1-D array `[n]` whose values are all whole
+/// numbers ≥ 0 (an integer dtype, or floats such as 3.0) holds class ids; anything else
+/// (`[n, c]`, or `[n]` with fractions or negatives) is real-valued targets. Returns the ids.
+pub fn class_ids(y: &HostArray) -> Option<Vec<usize>> {
+    (y.shape.len() == 1
+        && y.data
+            .iter()
+            .all(|v| *v >= 0.0 && v.fract() == 0.0 && *v < 1e6))
+    .then(|| y.data.iter().map(|&v| v as usize).collect())
+}
+
 /// Reads labels from an `.npy` file: float32/float64 as ntk reads every array, or signed or
 /// unsigned integers of 1, 2, 4 or 8 bytes (class ids as NumPy saves them, e.g. `int64`).
 pub fn read_labels(path: &Path) -> Result<HostArray> {

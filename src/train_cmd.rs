@@ -402,8 +402,7 @@ pub fn run_score(a: ScoreArgs) -> Result<()> {
 
 /// Whether an `.npy` of labels holds only integer values (then they are class ids).
 fn is_integer_npy(p: &Path) -> Result<bool> {
-    let y = crate::train::read_labels(p)?;
-    Ok(y.shape.len() == 1 && y.data.iter().all(|v| v.fract() == 0.0 && *v >= 0.0))
+    Ok(crate::train::class_ids(&crate::train::read_labels(p)?).is_some())
 }
 
 /// The NTK at one checkpoint.
@@ -587,11 +586,7 @@ pub fn run_analyze_checkpoints(
                     xa.len()
                 );
             }
-            let ids = raw.shape.len() == 1
-                && raw
-                    .data
-                    .iter()
-                    .all(|v| *v >= 0.0 && v.fract() == 0.0 && *v < 1e6);
+            let ids = crate::train::class_ids(&raw).is_some();
             let c = if ids {
                 raw.data.iter().fold(0.0f64, |m, v| m.max(*v)) as usize + 1
             } else {

@@ -320,3 +320,94 @@ fn train_defaults_learn_digits_and_runs_do_not_mix() {
     assert_eq!(n, 3, "epochs 0, 1, 2 only");
     std::fs::remove_dir_all(&d).ok();
 }
+
+fn write_i64_npy(path: &Path, data: &[i64]) {
+    let mut header = format!(
+        "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
+        data.len()
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for v in data {
+        bytes.extend(v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// One rule for labels: `[n]` class ids (int64, or whole floats) mean the same as their
+/// one-hot `[n, C]` in `analyze --kernel` and `predict`, as in train/score.
+#[test]
+fn class_ids_mean_one_hot_everywhere() {
+    use ntk::nets::{FloatKind, HostArray, array::write_npy};
+    let case = cases_dir().join("mlp-relu");
+    let d = dir("labels");
+    let k = d.join("K.npy");
+    assert!(
+        ntk(&[
+            "empirical",
+            "--spec",
+            s(&case.join("spec.json")),
+            "--x1",
+            s(&case.join("x1.npy")),
+            "--kernel",
+            "trace",
+            "--out",
+            s(&k)
+        ])
+        .status
+        .success()
+    );
+    let ids = [0i64, 2, 1, 2, 0, 1];
+    let ints = d.join("ids.npy");
+    write_i64_npy(&ints, &ids);
+    let floats = d.join("ids_f.npy");
+    write_npy(
+        &floats,
+        &HostArray::new(vec![6], ids.iter().map(|&v| v as f64).collect()),
+        FloatKind::F64,
+    )
+    .unwrap();
+    let onehot = d.join("onehot.npy");
+    let mut m = vec![0.0; 18];
+    for (i, &c) in ids.iter().enumerate() {
+        m[i * 3 + c as usize] = 1.0;
+    }
+    write_npy(&onehot, &HostArray::new(vec![6, 3], m), FloatKind::F64).unwrap();
+    let alignment = |y: &Path| -> serde_json::Value {
+        let j = d.join("a.json");
+        let o = ntk(&["analyze", "--kernel", s(&k), "--y", s(y), "--json", s(&j)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        v["alignment"].clone()
+    };
+    let reference = alignment(&onehot);
+    assert!(!reference.is_null());
+    assert_eq!(alignment(&ints), reference);
+    assert_eq!(alignment(&floats), reference);
+    let predict = |y: &Path| -> Vec<u8> {
+        let out = d.join("p.npy");
+        let o = ntk(&[
+            "predict",
+            "--k-train",
+            s(&k),
+            "--k-test",
+            s(&k),
+            "--y",
+            s(y),
+            "--out",
+            s(&out),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(&out).unwrap()
+    };
+    let p = predict(&onehot);
+    assert_eq!(predict(&ints), p);
+    assert_eq!(predict(&floats), p);
+    std::fs::remove_dir_all(&d).ok();
+}
