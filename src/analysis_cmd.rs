@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 
 /// Arguments of `ntk analyze`.
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["kernel", "checkpoints"])))]
 pub struct AnalyzeArgs {
     /// Kernel .npy: [n, n], or a full kernel [n, n, O, O] (flattened to [n·O, n·O]).
-    #[arg(long, required_unless_present = "checkpoints")]
+    #[arg(long)]
     pub kernel: Option<PathBuf>,
     /// Instead of --kernel: a folder of checkpoints epoch-{e}.safetensors (a `ntk train
     /// --out` folder, or PyTorch state dicts saved so); the trace NTK on --x at every

@@ -23,8 +23,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     long_about = "Neural Tangent Kernels of real networks on burn.\n\n\
         Networks come from a JSON spec (shared/spec/network-spec.md: dense, conv2d, relu, erf, \
         tanh, gelu, identity, flatten, global_avg_pool, avg_pool2d; ntk or standard \
-        parameterization) with PyTorch-layout safetensors weights or a random seed. Inputs are \
-        .npy arrays [N, *input_shape]; outputs are .npy (float64 unless --out-dtype f32).\n\n\
+        parameterization), a graph spec (docs/graph-spec.md) or an ONNX file exported from \
+        PyTorch, with PyTorch-layout safetensors weights or a random seed. Inputs are .npy \
+        arrays [N, *input_shape]; kernels and outputs are written as float64 .npy unless \
+        --out-dtype f32, sketched features (ntk features) as float32 unless --out-dtype f64.\n\n\
         Without a subcommand, runs a demo on the bundled 8x8 digits data."
 )]
 struct Cli {
@@ -148,6 +150,7 @@ struct ForwardArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("output").required(true).multiple(true).args(["out", "tiles"])))]
 struct EmpiricalArgs {
     #[command(flatten)]
     net: NetArgs,

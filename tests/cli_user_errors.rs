@@ -411,3 +411,36 @@ fn class_ids_mean_one_hot_everywhere() {
     assert_eq!(predict(&floats), p);
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// Weights saved from a wrapper module (`net.0.weight`): the error lists the keys found and
+/// names the prefix.
+#[test]
+fn prefixed_weight_keys_are_explained() {
+    let case = cases_dir().join("mlp-relu");
+    let d = dir("prefix");
+    let w = ntk::nets::weights::read_safetensors_floats(&case.join("weights.safetensors")).unwrap();
+    let prefixed: std::collections::BTreeMap<String, ntk::nets::HostArray> = w
+        .into_iter()
+        .map(|(k, v)| (format!("net.{k}"), v))
+        .collect();
+    let file = d.join("w.safetensors");
+    ntk::nets::weights::write_safetensors(&file, &prefixed, false).unwrap();
+    let o = ntk(&[
+        "forward",
+        "--spec",
+        s(&case.join("spec.json")),
+        "--weights",
+        s(&file),
+        "--x",
+        s(&case.join("x1.npy")),
+        "--out",
+        s(&d.join("f.npy")),
+    ]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("net.0.weight") && e.contains("prefix \"net.\""),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -106,12 +106,25 @@ pub fn check_against(
         .collect();
     missing.sort();
     if let Some(k) = missing.first() {
+        let found: Vec<&str> = tensors.keys().map(String::as_str).take(8).collect();
+        // `net.0.weight` for `0.weight`: an nn.Module wrapper's prefix.
+        let hint = tensors
+            .keys()
+            .find(|t| t.ends_with(&format!(".{k}")))
+            .map(|t| {
+                format!(
+                    "; the keys seem to carry the prefix {:?} (save the inner module's state_dict, or strip it)",
+                    &t[..t.len() - k.len()]
+                )
+            })
+            .unwrap_or_default();
         return Err(werr(
             path,
             format!(
-                "key {k:?} is missing (expected {:?}; missing: {})",
+                "key {k:?} is missing (expected {:?}; missing: {}); the file has {} keys, e.g. {found:?}{hint}",
                 expected[k],
-                missing.join(", ")
+                missing.join(", "),
+                tensors.len()
             ),
         ));
     }
