@@ -420,16 +420,20 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         return Ok(());
     }
     let out_path = a.out.as_ref().expect("checked above");
+    let t_kernel = Instant::now();
     let out = empirical_kernel(&net, &x1, x2.as_ref(), &options, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
+    let kernel_seconds = t_kernel.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let symmetric = x2
         .as_ref()
         .is_none_or(|x2| x2.shape == x1.shape && x2.data == x1.data);
     if net.dtype() == burn::tensor::DType::F32 && symmetric {
-        if let Some(w) = f32_condition_warning(&out.kernel, options.kind, net.n_outputs()) {
+        if let Some(w) =
+            f32_condition_warning(&out.kernel, options.kind, net.n_outputs(), kernel_seconds)
+        {
             bar.suspend(|| eprintln!("warning: {w}"));
         }
     }
@@ -446,19 +450,43 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Largest kernel matrix (rows) whose spectrum is checked after an f32 run.
-const F32_CHECK_MAX_ROWS: usize = 2048;
+/// Seconds per `m³` of the conditioning check ([`f32_condition_warning`]: a Cholesky
+/// factorisation of `m × m`, `m³/3` flops), measured here with faer on 2 cores (m = 1280:
+/// 33 ms, power iteration and copies included) and rounded up.
+const CHECK_SECONDS_PER_CUBE: f64 = 1.7e-11;
 
-/// For an f32 kernel Θ(x, x): a warning when its condition number makes the small
-/// eigen-directions meaningless. f32 entries carry a relative error of about 1e-6 (a few
-/// ulps of 6e-8 accumulated over the sums), so eigenvalues below `λmax·1e-6` are rounding
-/// noise; anything that inverts the kernel (regression, predictions) then needs f64.
-fn f32_condition_warning(k: &ntk::nets::HostArray, kind: KernelKind, o: usize) -> Option<String> {
+/// For an f32 kernel Θ(x, x): a warning when eigenvalues fall below `λmax·1e-6`. f32
+/// entries carry a relative error of about 1e-6 (a few ulps of 6e-8 accumulated over the
+/// sums), so such eigen-directions are rounding noise; anything that inverts the kernel
+/// (regression, predictions) then needs f64. The check (power iteration, then a Cholesky
+/// factorisation of `K − λmax·1e-6·I`: [`ntk::analysis::spectrum::has_eigenvalue_below`])
+/// runs only when its estimated cost is at most 10 % of the kernel's `kernel_seconds`, so it
+/// never dominates a run; NNGP kernels (rank ≤ O by construction) and diagonal kernels are
+/// not checked. `ntk analyze` gives the whole spectrum.
+fn f32_condition_warning(
+    k: &ntk::nets::HostArray,
+    kind: KernelKind,
+    o: usize,
+    kernel_seconds: f64,
+) -> Option<String> {
     let n = k.shape[0];
     let m = if kind == KernelKind::Full { n * o } else { n };
-    if m > F32_CHECK_MAX_ROWS || m < 2 {
+    let cost = (m as f64).powi(3) * CHECK_SECONDS_PER_CUBE;
+    let skip = matches!(kind, KernelKind::Nngp | KernelKind::Diagonal)
+        || m < 2
+        || cost > 0.1 * kernel_seconds;
+    if ntk::empirical::profiling() {
+        eprintln!(
+            "[profile] f32 conditioning check of {m} rows: estimated {:.1} ms, kernel {:.1} ms, {}",
+            cost * 1e3,
+            kernel_seconds * 1e3,
+            if skip { "skipped" } else { "run" }
+        );
+    }
+    if skip {
         return None;
     }
+    let t0 = Instant::now();
     let mat: Vec<f64> = match kind {
         KernelKind::Full => {
             let mut v = vec![0.0; m * m];
@@ -473,17 +501,18 @@ fn f32_condition_warning(k: &ntk::nets::HostArray, kind: KernelKind, o: usize) -
             }
             v
         }
-        KernelKind::Trace | KernelKind::SumOfLogits | KernelKind::Nngp => k.data.clone(),
-        KernelKind::Diagonal => return None,
+        _ => k.data.clone(),
     };
-    let eig = ntk::analysis::spectrum::eigenvalues(&mat, m).ok()?;
-    let max = eig.iter().cloned().fold(f64::MIN, f64::max);
-    let noise = max * 1e-6;
-    let below = eig.iter().filter(|&&l| l < noise).count();
-    (max > 0.0 && below > 0).then(|| {
-        let min = eig.iter().cloned().fold(f64::MAX, f64::min);
+    let below = ntk::analysis::spectrum::has_eigenvalue_below(&mat, m, 1e-6).ok()?;
+    if ntk::empirical::profiling() {
+        eprintln!(
+            "[profile] f32 conditioning check: {:.1} ms",
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    below.then(|| {
         format!(
-            "the f32 kernel is ill-conditioned (λmax {max:.3e}, λmin {min:.3e}): {below} of {m} eigenvalues are below λmax·1e-6, the level of f32 rounding, so they are noise; use --dtype f64 if you invert or regress with this kernel"
+            "the f32 kernel is ill-conditioned: it has eigenvalues below λmax·1e-6, the level of f32 rounding, so their directions are noise; use --dtype f64 if you invert or regress with this kernel (`ntk analyze` shows the spectrum)"
         )
     })
 }

@@ -444,3 +444,45 @@ fn prefixed_weight_keys_are_explained() {
     );
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// The f32 conditioning check: a kernel of repeated samples (singular) warns; an NNGP
+/// (rank ≤ O by construction) never does.
+#[test]
+fn f32_conditioning_check_warns_only_when_it_should() {
+    use ntk::nets::{FloatKind, HostArray, array::write_npy};
+    let case = cases_dir().join("mlp-relu");
+    let d = dir("cond");
+    let x = common::npy(case.join("x1.npy"));
+    let per = x.data.len() / x.len();
+    // Each sample twice: Θ has a zero eigenvalue per pair.
+    let mut data = Vec::new();
+    for i in 0..x.len() {
+        for _ in 0..2 {
+            data.extend_from_slice(&x.data[i * per..(i + 1) * per]);
+        }
+    }
+    let mut shape = x.shape.clone();
+    shape[0] *= 2;
+    let xd = d.join("x.npy");
+    write_npy(&xd, &HostArray::new(shape, data), FloatKind::F64).unwrap();
+    let run = |kernel: &str| {
+        let o = ntk(&[
+            "empirical",
+            "--spec",
+            s(&case.join("spec.json")),
+            "--x1",
+            s(&xd),
+            "--kernel",
+            kernel,
+            "--dtype",
+            "f32",
+            "--out",
+            s(&d.join("K.npy")),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    assert!(run("trace").contains("ill-conditioned"));
+    assert!(!run("nngp").contains("ill-conditioned"));
+    std::fs::remove_dir_all(&d).ok();
+}
