@@ -350,6 +350,12 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
             a.x2.as_ref()
                 .map(|p| read_inputs(p, net.input_shape()))
                 .transpose()?;
+        check_kernel_fits(
+            &options,
+            x1.len(),
+            x2.as_ref().map_or(x1.len(), |x| x.len()),
+            net.n_outputs(),
+        )?;
         let bar = tile_bar(options.kind);
         let t0 = Instant::now();
         let out = ntk::empirical::graph::empirical_kernel(
@@ -388,6 +394,14 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         a.x2.as_ref()
             .map(|p| read_inputs(p, net.input_shape()))
             .transpose()?;
+    if a.tiles.is_none() {
+        check_kernel_fits(
+            &options,
+            x1.len(),
+            x2.as_ref().map_or(x1.len(), |x| x.len()),
+            net.n_outputs(),
+        )?;
+    }
     let bar = tile_bar(options.kind);
     let t0 = Instant::now();
     if let Some(dir) = &a.tiles {
@@ -447,6 +461,32 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         out.tile_rows,
         t0.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Refuses, before any work, a kernel that would not fit in memory: the whole kernel is
+/// held as f64 (`N1·N2·per_pair·8` bytes) beside the tiles' working memory
+/// (`--max-memory`), against the memory the OS says is available. The way out is named:
+/// `--tiles DIR` never holds the kernel, `--kernel trace` is O² times smaller.
+fn check_kernel_fits(options: &EmpiricalOptions, n1: usize, n2: usize, o: usize) -> Result<()> {
+    let kernel = n1 as u128 * n2 as u128 * options.kind.per_pair(o) as u128 * 8;
+    let needed = kernel + options.max_memory as u128;
+    if let Some(available) = ntk::nets::memory::available_memory()
+        && needed > available as u128
+    {
+        bail!(
+            "the {} kernel [{n1}, {n2}{}] takes {:.2} GB as f64, with {:.2} GB of working memory (--max-memory), but only {:.2} GB of memory are available: use --tiles DIR (a resumable run that writes tiles and never holds the kernel; `ntk merge` streams them into one file), --kernel trace (O² times smaller), or fewer samples",
+            options.kind.name(),
+            match options.kind {
+                KernelKind::Full => format!(", {o}, {o}"),
+                KernelKind::Diagonal => format!(", {o}"),
+                _ => String::new(),
+            },
+            kernel as f64 / 1e9,
+            options.max_memory as f64 / 1e9,
+            available as f64 / 1e9
+        );
+    }
     Ok(())
 }
 

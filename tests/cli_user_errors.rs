@@ -486,3 +486,41 @@ fn f32_conditioning_check_warns_only_when_it_should() {
     assert!(!run("nngp").contains("ill-conditioned"));
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// A kernel that cannot fit in memory (N = 60 000, O = 3 full: 259 GB) is refused before
+/// any work, with its size and the way out.
+#[test]
+fn a_kernel_too_large_for_memory_is_refused_up_front() {
+    use ntk::nets::{FloatKind, HostArray, array::write_npy};
+    let case = cases_dir().join("mlp-relu");
+    let d = dir("huge");
+    let n = 60_000;
+    let x = HostArray::new(vec![n, 16], (0..n * 16).map(|i| (i % 7) as f64).collect());
+    let xp = d.join("x.npy");
+    write_npy(&xp, &x, FloatKind::F32).unwrap();
+    let t0 = std::time::Instant::now();
+    let o = ntk(&[
+        "empirical",
+        "--spec",
+        s(&case.join("spec.json")),
+        "--x1",
+        s(&xp),
+        "--kernel",
+        "full",
+        "--out",
+        s(&d.join("K.npy")),
+    ]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("[60000, 60000, 3, 3]") && e.contains("--tiles"),
+        "{e}"
+    );
+    assert!(
+        t0.elapsed().as_secs() < 20,
+        "refused after {:?}",
+        t0.elapsed()
+    );
+    assert!(!d.join("K.npy").exists());
+    std::fs::remove_dir_all(&d).ok();
+}
