@@ -39,7 +39,8 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value = "f64")]
     pub dtype: String,
     /// Labels .npy for the kernel-target alignment: [n] of whole numbers ≥ 0 (any int or
-    /// float dtype) are class ids (one-hot), as in every command; [n, c] (or [n] with
+    /// float dtype; at most 256 classes, fewer than n) are class ids (one-hot), as in every
+    /// command; [n, c] (or [n] with
     /// fractions) are real targets; with a full kernel, [n, O] is flattened to [n·O].
     #[arg(long)]
     pub y: Option<PathBuf>,
@@ -161,8 +162,9 @@ fn read_kernel(path: &Path) -> Result<Kernel> {
 }
 
 /// Reads targets for `rows` kernel rows, by the rule every command follows
-/// ([`crate::train::class_ids`]): `[n]` of whole numbers ≥ 0 (any int or float dtype) are
-/// class ids, one-hot over `max + 1` classes (over O with a full kernel); otherwise `[rows]`
+/// ([`crate::train::class_ids`]): `[n]` of whole numbers ≥ 0 (any int or float dtype, at
+/// most 256 classes, fewer than n) are class ids, one-hot over `max + 1` classes (over O
+/// with a full kernel); otherwise `[rows]`
 /// or `[rows, c]` are real targets, and with a full kernel of `o` outputs `[rows/o, o]` is
 /// flattened to `[rows, 1]`. Returns `(values, c, shape of one time slice in the output)`.
 fn read_targets(
@@ -171,7 +173,9 @@ fn read_targets(
     outputs: Option<usize>,
 ) -> Result<(Vec<f64>, usize, Vec<usize>)> {
     let y = crate::train::read_labels(path)?;
-    if let Some(ids) = crate::train::class_ids(&y) {
+    // A flattened [n·O] with a full kernel is real targets, whatever its values.
+    let flattened = outputs.is_some_and(|o| o > 1 && y.shape == [rows]);
+    if let Some(ids) = crate::train::class_ids(&y).filter(|_| !flattened) {
         let n = ids.len();
         let classes = ids.iter().max().map_or(0, |m| m + 1);
         return match outputs {

@@ -465,17 +465,19 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
 }
 
 /// Refuses, before any work, a kernel that would not fit in memory: the whole kernel is
-/// held as f64 (`N1·N2·per_pair·8` bytes) beside the tiles' working memory
-/// (`--max-memory`), against the memory the OS says is available. The way out is named:
+/// held as f64 (`N1·N2·per_pair·8` bytes, plus the process reserve), against the memory
+/// the OS (or the cgroup) says is available. The way out is named:
 /// `--tiles DIR` never holds the kernel, `--kernel trace` is O² times smaller.
 fn check_kernel_fits(options: &EmpiricalOptions, n1: usize, n2: usize, o: usize) -> Result<()> {
     let kernel = n1 as u128 * n2 as u128 * options.kind.per_pair(o) as u128 * 8;
-    let needed = kernel + options.max_memory as u128;
+    // The tiles' working memory adapts to --max-memory (a ceiling, not a need): count
+    // only the process reserve beside the kernel.
+    let needed = kernel + ntk::empirical::engine::PROCESS_RESERVE as u128;
     if let Some(available) = ntk::nets::memory::available_memory()
         && needed > available as u128
     {
         bail!(
-            "the {} kernel [{n1}, {n2}{}] takes {:.2} GB as f64, with {:.2} GB of working memory (--max-memory), but only {:.2} GB of memory are available: use --tiles DIR (a resumable run that writes tiles and never holds the kernel; `ntk merge` streams them into one file), --kernel trace (O² times smaller), or fewer samples",
+            "the {} kernel [{n1}, {n2}{}] takes {:.2} GB as f64, but only {:.2} GB of memory are available: use --tiles DIR (a resumable run that writes tiles and never holds the kernel; `ntk merge` streams them into one file), --kernel trace (O² times smaller), or fewer samples",
             options.kind.name(),
             match options.kind {
                 KernelKind::Full => format!(", {o}, {o}"),
@@ -483,7 +485,6 @@ fn check_kernel_fits(options: &EmpiricalOptions, n1: usize, n2: usize, o: usize)
                 _ => String::new(),
             },
             kernel as f64 / 1e9,
-            options.max_memory as f64 / 1e9,
             available as f64 / 1e9
         );
     }

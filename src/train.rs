@@ -297,15 +297,22 @@ fn targets_from(values: &HostArray, what: &str, classes: bool) -> Result<Targets
     )))
 }
 
+/// Most classes a labels file `[n]` of whole numbers may name and still be class ids.
+pub const MAX_CLASSES: usize = 256;
+
 /// The one rule for labels, in every command: a 1-D array `[n]` whose values are all whole
-/// numbers ≥ 0 (an integer dtype, or floats such as 3.0) holds class ids; anything else
-/// (`[n, c]`, or `[n]` with fractions or negatives) is real-valued targets. Returns the ids.
+/// numbers ≥ 0 (an integer dtype, or floats such as 3.0) naming at most
+/// [`MAX_CLASSES`] classes, fewer than `n`, holds class ids; anything else (`[n, c]`, `[n]`
+/// with fractions, negatives, or whole-number regression targets such as counts in the
+/// hundreds) is real-valued targets (`[n, 1]` forces that reading). Returns the ids.
 pub fn class_ids(y: &HostArray) -> Option<Vec<usize>> {
-    (y.shape.len() == 1
+    let whole = y.shape.len() == 1
         && y.data
             .iter()
-            .all(|v| *v >= 0.0 && v.fract() == 0.0 && *v < 1e6))
-    .then(|| y.data.iter().map(|&v| v as usize).collect())
+            .all(|v| *v >= 0.0 && v.fract() == 0.0 && *v < 1e6);
+    let classes = y.data.iter().fold(0.0f64, |m, v| m.max(*v)) as usize + 1;
+    (whole && classes <= MAX_CLASSES && classes < y.data.len().max(2))
+        .then(|| y.data.iter().map(|&v| v as usize).collect())
 }
 
 /// Reads labels from an `.npy` file: float32/float64 as ntk reads every array, or signed or

@@ -219,7 +219,9 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
             Ok(b) => Some(b),
         },
     };
-    prepare_run_folder(&a.out, a.overwrite)?;
+    if a.out.is_file() {
+        bail!("--out {}: is a file; give a folder", a.out.display());
+    }
     let (dev, precision) = device(&a.backend, &a.dtype)?;
     let spec = NetworkSpec::from_file(&a.spec)?;
     let net = match &a.weights {
@@ -241,6 +243,9 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     if let Some(t) = split.test.take() {
         split.test = Some(t.reshaped(&spec.input_shape).context("test data")?);
     }
+    // Only now, with the spec, weights and data read: an --overwrite never removes a run
+    // for a command that then fails on its input.
+    prepare_run_folder(&a.out, a.overwrite)?;
     let options = TrainOptions {
         loss,
         optimizer,

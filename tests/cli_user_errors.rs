@@ -483,7 +483,24 @@ fn f32_conditioning_check_warns_only_when_it_should() {
         stderr(&o)
     };
     assert!(run("trace").contains("ill-conditioned"));
+    // NNGP kernels are never checked (rank ≤ O by construction).
     assert!(!run("nngp").contains("ill-conditioned"));
+    // Distinct samples: a well-conditioned kernel, no warning.
+    let o = ntk(&[
+        "empirical",
+        "--spec",
+        s(&case.join("spec.json")),
+        "--x1",
+        s(&case.join("x1.npy")),
+        "--kernel",
+        "trace",
+        "--dtype",
+        "f32",
+        "--out",
+        s(&d.join("K.npy")),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("ill-conditioned"), "{}", stderr(&o));
     std::fs::remove_dir_all(&d).ok();
 }
 

@@ -167,3 +167,28 @@ proptest! {
         check(&net, &[3, 5], seed)?;
     }
 }
+
+/// The ops the random graphs do not reach — sub, mul, div, concat with an input that does
+/// not depend on the parameters, sigmoid, tanh-form GELU, ELU, leaky ReLU — by every
+/// method against Jacobian contraction.
+#[test]
+fn arithmetic_graph_methods_agree() {
+    let s = json!({"input_shape": [3, 5], "nodes": [
+        {"name": "a", "type": "linear", "out_features": 4, "inputs": ["input"]},
+        {"name": "b", "type": "linear", "out_features": 4, "b_std": 0.5, "inputs": ["input"]},
+        {"name": "gate", "type": "sigmoid", "inputs": ["b"]},
+        {"name": "ratio", "type": "div", "inputs": ["a", "gate"]},
+        {"name": "prod", "type": "mul", "inputs": ["a", "b"]},
+        {"name": "diff", "type": "sub", "inputs": ["ratio", "prod"]},
+        {"name": "g", "type": "gelu", "approximate": "tanh"},
+        {"name": "e", "type": "elu", "inputs": ["diff"]},
+        {"name": "l", "type": "leaky_relu", "negative_slope": 0.1, "inputs": ["a"]},
+        {"name": "joined", "type": "concat", "dim": -1, "inputs": ["g", "e", "l", "input"]},
+        {"name": "pool", "type": "mean", "dim": [1]},
+        {"name": "head", "type": "linear", "out_features": 2, "b_std": 0.3}
+    ]});
+    for seed in 0..3 {
+        let net = build(&s, seed);
+        check(&net, &[3, 5], seed).unwrap();
+    }
+}

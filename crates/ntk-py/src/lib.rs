@@ -222,19 +222,27 @@ fn empirical_kernel<'py>(
         let x2 = x2
             .map(|x| ntk::train::reshape_inputs(&x, &built.input_shape()))
             .transpose()?;
+        // The callback's first exception (KeyboardInterrupt included) is raised once the
+        // engine returns: it has no cancellation point inside a call yet.
+        let mut failed: Option<PyErr> = None;
         let mut report = |done: usize, total: usize| {
-            if let Some(cb) = &progress {
+            if let (Some(cb), None) = (&progress, &failed) {
                 Python::attach(|py| {
                     if let Err(e) = cb.call1(py, (done, total)) {
-                        e.print(py);
+                        failed = Some(e);
                     }
                 });
             }
         };
-        Ok(built
+        let k = built
             .empirical(&x1, x2.as_ref(), &options, &mut report)?
-            .kernel)
+            .kernel;
+        Ok((k, failed))
     })?;
+    let (k, failed) = k;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     to_numpy(py, k, precision == Precision::F32)
 }
 

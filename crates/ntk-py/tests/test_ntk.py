@@ -103,6 +103,16 @@ def test_errors_are_python_errors():
         ntk.empirical_ntk(net, np.zeros((3, 5)))
     with pytest.raises(NotImplementedError):
         ntk.empirical_ntk(net, np.zeros((3, 4)), trace_axes=(-1,), diagonal_axes=(-1,))
+    with pytest.raises(NotImplementedError, match="trace_axes=\\(0,\\)"):
+        ntk.empirical_ntk(net, np.zeros((3, 4)), trace_axes=0)
+    with pytest.raises(NotImplementedError):
+        ntk.empirical_kernel(net, np.zeros((3, 4)), get="nngp", trace_axes=())
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ntk.empirical_ntk(net, np.zeros((3, 4)), progress=stop)
     with pytest.raises(ValueError, match="implementation"):
         ntk.empirical_ntk(net, np.zeros((3, 4)), implementation="fast")
     with pytest.raises(TypeError):

@@ -14,6 +14,7 @@ neural-tangents: ``trace_axes=(-1,)`` gives ``[N1, N2]``, ``trace_axes=()`` give
 
 import json
 import os
+import shutil
 import tempfile
 import warnings
 
@@ -100,9 +101,7 @@ def _torch_to_network(module, x1):
         return load(path)
     finally:
         module.train(was_training)
-        for f in os.listdir(folder):
-            os.remove(os.path.join(folder, f))
-        os.rmdir(folder)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _network(model, x1):
@@ -145,7 +144,7 @@ def _kind(trace_axes, diagonal_axes):
     table = {((-1,), ()): "trace", ((), ()): "full", ((), (-1,)): "diagonal"}
     if (t, d) not in table:
         raise NotImplementedError(
-            f"trace_axes={tuple(trace_axes)}, diagonal_axes={tuple(diagonal_axes)}: "
+            f"trace_axes={t}, diagonal_axes={d}: "
             "supported are trace_axes in {(), (-1,)} with diagonal_axes in {(), (-1,)}, "
             "not both on the output axis"
         )
@@ -257,6 +256,13 @@ def empirical_kernel(model, x1, x2=None, get=("nngp", "ntk"), **kwargs):
         if g == "ntk":
             out["ntk"] = empirical_ntk(model, x1, x2, **kwargs)
         elif g == "nngp":
+            if _axes("trace_axes", kwargs.get("trace_axes", (-1,))) != (-1,) or _axes(
+                "diagonal_axes", kwargs.get("diagonal_axes", ())
+            ):
+                raise NotImplementedError(
+                    "the empirical NNGP is computed traced over the outputs only ([N1, N2]); "
+                    "use trace_axes=(-1,), diagonal_axes=()"
+                )
             kw = {k: v for k, v in kwargs.items() if k not in ("trace_axes", "diagonal_axes")}
             out["nngp"] = empirical_nngp(model, x1, x2, **kw)
         else:

@@ -212,7 +212,7 @@ impl ElementwiseOp {
                                     let e1 = b.clone().map(|x| x.sub_scalar(1.0));
                                     binary(Binary::Mul, &binary(Binary::Pow, &a, &e1)?, &b)?
                                 };
-                                Some(binary(Binary::Mul, t, &d)?)
+                                Some(expand_to(&binary(Binary::Mul, t, &d)?, &shape))
                             }
                         }
                     }
