@@ -586,6 +586,13 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // SIGINT/SIGTERM/SIGHUP: remove the temporary files being written (a final .npy, a
+    // merge) so an interrupted run leaves only whole outputs, then exit 130.
+    let _ = ctrlc::set_handler(|| {
+        ntk::nets::array::remove_temporaries();
+        eprintln!("interrupted: partial outputs removed");
+        std::process::exit(130);
+    });
     // Negative values (`--t -1`) reach the value parsers, which say what is wrong,
     // instead of being taken for unknown flags.
     let command = Cli::command().mut_subcommands(|c| c.allow_negative_numbers(true));

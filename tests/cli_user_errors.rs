@@ -541,3 +541,60 @@ fn a_kernel_too_large_for_memory_is_refused_up_front() {
     assert!(!d.join("K.npy").exists());
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// SIGTERM during a run: exit code 130, and no partial or hidden temporary file is left
+/// beside the outputs.
+#[cfg(unix)]
+#[test]
+fn sigterm_leaves_no_partial_files() {
+    use ntk::nets::{FloatKind, HostArray, array::write_npy};
+    let case = cases_dir().join("perf-mlp");
+    let d = dir("sigterm");
+    let n = 4000;
+    let x = HostArray::new(
+        vec![n, 64],
+        (0..n * 64)
+            .map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0)
+            .collect(),
+    );
+    let xp = d.join("x.npy");
+    write_npy(&xp, &x, FloatKind::F32).unwrap();
+    let out = d.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ntk"))
+        .args([
+            "empirical",
+            "--spec",
+            s(&case.join("spec.json")),
+            "--x1",
+            s(&xp),
+            "--kernel",
+            "trace",
+            "--dtype",
+            "f64",
+            "--out",
+            s(&out.join("K.npy")),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    // SAFETY: sending a signal to our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let o = child.wait_with_output().unwrap();
+    let e = stderr(&o);
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    if o.status.success() {
+        // Finished before the signal (a fast machine): the output is whole, nothing else.
+        assert_eq!(left.len(), 1, "{left:?}");
+    } else {
+        assert_eq!(o.status.code(), Some(130), "{e}");
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+    std::fs::remove_dir_all(&d).ok();
+}

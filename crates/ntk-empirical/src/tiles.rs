@@ -342,7 +342,9 @@ pub fn merge(dir: &Path, out: &Path, kind: FloatKind) -> Result<()> {
         .ok_or_else(|| tiles_err(dir, format!("{} is not a file name", out.display())))?
         .to_string_lossy()
         .into_owned();
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let guard =
+        ntk_nets::array::Temporary::new(parent.join(format!(".{name}.tmp-{}", std::process::id())));
+    let tmp = guard.path().to_path_buf();
     let result = (|| -> Result<()> {
         let file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
         let total = header.len() as u64 + (m.n1 * m.n2 * m.per_pair() * width) as u64;

@@ -418,6 +418,47 @@ impl Drop for NpyWriter {
 
 /// A temporary name for `name` in the same folder, unique within the process (pid and a
 /// counter), so that two writers of one process never share one.
+/// Temporary files being written (see [`Temporary`]), for [`remove_temporaries`].
+static TEMPORARIES: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// A temporary file in the making: registered while it lives, so that a signal handler
+/// can remove it ([`remove_temporaries`]); dropping the guard unregisters it (the file
+/// itself is renamed or removed by its writer).
+pub struct Temporary(PathBuf);
+
+impl Temporary {
+    pub fn new(path: PathBuf) -> Temporary {
+        if let Ok(mut t) = TEMPORARIES.lock() {
+            t.push(path.clone());
+        }
+        Temporary(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        if let Ok(mut t) = TEMPORARIES.lock() {
+            t.retain(|p| p != &self.0);
+        }
+    }
+}
+
+/// Removes every temporary file still being written: for SIGINT/SIGTERM handlers, so an
+/// interrupted run leaves no hidden partial file beside its outputs.
+pub fn remove_temporaries() {
+    let paths = match TEMPORARIES.lock() {
+        Ok(t) => t.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    for p in paths {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 fn temporary_name(name: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let k = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -438,15 +479,16 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         .ok_or_else(|| array_err(path, "not a file name"))?
         .to_string_lossy()
         .into_owned();
-    let tmp = dir.join(temporary_name(&name));
+    let guard = Temporary::new(dir.join(temporary_name(&name)));
+    let tmp = guard.path();
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::File::create(tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(tmp, path)
     };
     write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
         NetsError::io(path, e)
     })
 }
@@ -517,6 +559,24 @@ pub fn read_inputs(path: impl AsRef<Path>, input_shape: &[usize]) -> Result<Host
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporaries_are_removed_on_request_and_forgotten_when_done() {
+        let dir = std::env::temp_dir().join(format!("ntk-temporaries-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = dir.join(".a.tmp");
+        std::fs::write(&a, b"partial").unwrap();
+        let guard = Temporary::new(a.clone());
+        remove_temporaries();
+        assert!(!a.exists());
+        drop(guard);
+        // A finished (unregistered) file is never touched.
+        let b = dir.join("b.npy");
+        write_atomic(&b, b"done").unwrap();
+        remove_temporaries();
+        assert!(b.exists());
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn npy_roundtrip_f32_and_f64() {
