@@ -9,21 +9,32 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ntk-user-errors-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch("ntk-user-errors", name)
 }
 
 fn ntk(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ntk"))
-        .args(args)
-        .output()
-        .unwrap()
+    common::run_ntk(args)
 }
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// The f64 trace kernel of the mlp-relu case on its x1, written to `out`.
+fn trace_kernel(out: &Path) {
+    let case = cases_dir().join("mlp-relu");
+    let o = ntk(&[
+        "empirical",
+        "--spec",
+        s(&case.join("spec.json")),
+        "--x1",
+        s(&case.join("x1.npy")),
+        "--kernel",
+        "trace",
+        "--out",
+        s(out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 fn stderr(o: &Output) -> String {
@@ -41,21 +52,7 @@ fn every_output_path_is_checked_before_the_work() {
     let d = dir("paths");
     let missing = d.join("no-such-folder/out.npy");
     let k = d.join("K.npy");
-    assert!(
-        ntk(&[
-            "empirical",
-            "--spec",
-            s(&spec),
-            "--x1",
-            s(&x),
-            "--kernel",
-            "trace",
-            "--out",
-            s(&k)
-        ])
-        .status
-        .success()
-    );
+    trace_kernel(&k);
     let y = d.join("y.npy");
     ntk::nets::array::write_npy(
         &y,
@@ -210,24 +207,9 @@ fn negative_numbers_reach_the_value_parsers() {
 /// `ntk analyze … | head -1`: the reader going away ends the command without a panic.
 #[test]
 fn a_closed_pipe_ends_the_command_quietly() {
-    let case = cases_dir().join("mlp-relu");
     let d = dir("pipe");
     let k = d.join("K.npy");
-    assert!(
-        ntk(&[
-            "empirical",
-            "--spec",
-            s(&case.join("spec.json")),
-            "--x1",
-            s(&case.join("x1.npy")),
-            "--kernel",
-            "trace",
-            "--out",
-            s(&k)
-        ])
-        .status
-        .success()
-    );
+    trace_kernel(&k);
     for _ in 0..3 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ntk"))
             .args(["analyze", "--kernel", s(&k), "--top-k", "6"])
@@ -344,24 +326,9 @@ fn write_i64_npy(path: &Path, data: &[i64]) {
 #[test]
 fn class_ids_mean_one_hot_everywhere() {
     use ntk::nets::{FloatKind, HostArray, array::write_npy};
-    let case = cases_dir().join("mlp-relu");
     let d = dir("labels");
     let k = d.join("K.npy");
-    assert!(
-        ntk(&[
-            "empirical",
-            "--spec",
-            s(&case.join("spec.json")),
-            "--x1",
-            s(&case.join("x1.npy")),
-            "--kernel",
-            "trace",
-            "--out",
-            s(&k)
-        ])
-        .status
-        .success()
-    );
+    trace_kernel(&k);
     let ids = [0i64, 2, 1, 2, 0, 1];
     let ints = d.join("ids.npy");
     write_i64_npy(&ints, &ids);

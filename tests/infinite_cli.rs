@@ -9,20 +9,14 @@ use ntk::infinite::features::{FeatureMap, FeatureMethod, FeatureOptions};
 use ntk::nets::array::write_npy;
 use ntk::nets::{FloatKind, HostArray, NetworkSpec};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ntk-infinite-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch("ntk-infinite-cli", name)
 }
 
 fn ntk(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ntk"))
-        .args(args)
-        .output()
-        .unwrap()
+    common::run_ntk(args)
 }
 
 fn ok(args: &[&str]) -> Output {

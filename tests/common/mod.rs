@@ -72,3 +72,19 @@ pub fn inputs(shape: &[usize], n: usize, seed: u64) -> HostArray {
     full.extend_from_slice(shape);
     HostArray::new(full, data)
 }
+
+/// A fresh, empty scratch folder for one test (`{prefix}-{name}-{pid}` under the temp dir).
+pub fn scratch(prefix: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("{prefix}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs the `ntk` binary with `args`, capturing its output.
+pub fn run_ntk(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ntk"))
+        .args(args)
+        .output()
+        .unwrap()
+}
