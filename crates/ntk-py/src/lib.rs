@@ -266,8 +266,99 @@ fn forward<'py>(
     to_numpy(py, f, precision == Precision::F32)
 }
 
+/// Training-free architecture scores (as `ntk score`) of `nets` named `names` on `x`, with
+/// optional labels `y` (class ids `[n]` or targets `[n, c]`), over init seeds `0..seeds`
+/// (ONNX files: their own weights). A failing candidate gives a record with `error` set;
+/// the others go on. Returns one dict per candidate.
+#[pyfunction]
+#[pyo3(signature = (nets, names, x, y=None, seeds=1, dtype="float64"))]
+fn score<'py>(
+    py: Python<'py>,
+    nets: Vec<PyRef<'py, Network>>,
+    names: Vec<String>,
+    x: &Bound<'py, PyAny>,
+    y: Option<&Bound<'py, PyAny>>,
+    seeds: u64,
+    dtype: &str,
+) -> PyResult<Vec<Bound<'py, pyo3::types::PyDict>>> {
+    use ntk::score::{Candidate, ScoreOptions, score_all};
+    use ntk::train::Targets;
+    if nets.len() != names.len() {
+        return Err(PyValueError::new_err("one name per network"));
+    }
+    if seeds == 0 {
+        return Err(PyValueError::new_err("seeds must be at least 1"));
+    }
+    let x = host("x", x)?;
+    let targets = match y {
+        None => None,
+        Some(y) => {
+            let y = host("y", y)?;
+            if y.shape.first() != Some(&x.len()) {
+                return Err(PyValueError::new_err(format!(
+                    "y has {} rows for {} inputs",
+                    y.shape.first().unwrap_or(&0),
+                    x.len()
+                )));
+            }
+            Some(match ntk::train::class_ids(&y) {
+                Some(labels) => {
+                    let n_classes = labels.iter().max().map_or(0, |m| m + 1);
+                    Targets::Classes { labels, n_classes }
+                }
+                None if y.shape.len() == 1 => {
+                    Targets::Values(HostArray::new(vec![y.shape[0], 1], y.data))
+                }
+                None => Targets::Values(y),
+            })
+        }
+    };
+    let candidates: Vec<Candidate> = nets
+        .iter()
+        .zip(names)
+        .map(|(n, name)| Candidate {
+            name,
+            spec: Ok(n.arch.clone()),
+        })
+        .collect();
+    let options = ScoreOptions {
+        seeds,
+        precision: precision(dtype)?,
+        device: device(),
+    };
+    let rows = compute(py, move || {
+        Ok(score_all(
+            &candidates,
+            &x,
+            targets.as_ref(),
+            &options,
+            &|_| {},
+        ))
+    })?;
+    rows.into_iter()
+        .map(|r| {
+            let d = pyo3::types::PyDict::new(py);
+            d.set_item("name", r.name)?;
+            d.set_item("n_params", r.n_params)?;
+            d.set_item("seeds", r.seeds)?;
+            let ok = r.error.is_none();
+            let num = |v: f64| ok.then_some(v);
+            d.set_item("te_nas_condition", num(r.te_nas_condition))?;
+            d.set_item("ntk_trace_norm", num(r.ntk_trace_norm))?;
+            d.set_item("label_alignment", r.label_alignment.filter(|_| ok))?;
+            d.set_item("pntk_lambda_max", num(r.pntk_lambda_max))?;
+            d.set_item("pntk_lambda_min", num(r.pntk_lambda_min))?;
+            d.set_item("pntk_effective_rank", num(r.pntk_effective_rank))?;
+            d.set_item("seconds", r.seconds)?;
+            d.set_item("error", r.error)?;
+            Ok(d)
+        })
+        .collect()
+}
+
 #[pymodule]
 fn _ntk(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(score, m)?)?;
     m.add_class::<Network>()?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(load_json, m)?)?;

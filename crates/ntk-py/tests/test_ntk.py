@@ -165,3 +165,20 @@ def test_torch_module_matches_torch_func():
     ref = _torch_func_ntk(copy.deepcopy(m), x)
     # The export is f32 weights; the reference uses the same f32 weights in f64.
     assert rel_err(k, ref) < 1e-10
+
+
+def test_score_records_and_a_failing_candidate():
+    spec = {"input_shape": [4], "layers": [
+        {"type": "dense", "width": 16}, {"type": "relu"}, {"type": "dense", "width": 3}]}
+    wide = {"input_shape": [4], "layers": [
+        {"type": "dense", "width": 32}, {"type": "erf"}, {"type": "dense", "width": 3}]}
+    broken = {"input_shape": [4], "layers": [{"type": "dense", "width": -1}]}
+    x = np.random.default_rng(2).normal(size=(6, 4))
+    y = np.array([0, 1, 2, 0, 1, 2])
+    rows = ntk.score([spec, wide, broken], x, y, names=["a", "b", "broken"])
+    assert [r["name"] for r in rows] == ["a", "b", "broken"]
+    assert rows[2]["error"] and rows[0]["error"] is None
+    # NASI trace norm = trace(Θ_trace)·O/n of the seed-0 network, by the kernel itself.
+    tr = ntk.empirical_ntk(ntk.load(spec, seed=0), x, dtype="float64")
+    assert abs(rows[0]["ntk_trace_norm"] - np.trace(tr) * 3 / 6) < 1e-9 * np.trace(tr)
+    assert rows[0]["label_alignment"] is not None and rows[0]["seeds"] == 1

@@ -22,6 +22,7 @@ import numpy as np
 
 from ._ntk import Network, forward as _forward, load as _load, load_json as _load_json
 from ._ntk import empirical_kernel as _empirical_kernel
+from ._ntk import score as _score
 
 __all__ = [
     "Network",
@@ -31,6 +32,7 @@ __all__ = [
     "empirical_nngp",
     "empirical_kernel",
     "sum_of_logits_ntk",
+    "score",
 ]
 
 _IMPLEMENTATIONS = {
@@ -274,3 +276,32 @@ def forward(model, x, dtype="float64"):
     """The outputs ``[N, O]`` of ``model`` on ``x``."""
     x = _array("x", x)
     return _forward(_network(model, x), x, dtype=dtype)
+
+
+def score(models, x, y=None, *, seeds=1, dtype="float64", names=None):
+    """Training-free architecture scores of each model on ``x`` (as ``ntk score``): TE-NAS
+    condition number of the sum-of-logits NTK, NASI trace norm, label alignment (with
+    ``y``: class ids ``[n]`` or targets ``[n, c]``), pNTK λmax, λmin and effective rank —
+    means over init seeds ``0..seeds`` (ONNX files and torch modules: their own weights).
+    A candidate that fails gives a record with ``error`` set; the others go on. Returns a
+    list of dicts (``pandas.DataFrame(records)`` takes it)."""
+    x = _array("x", x)
+    models = list(models)
+    if names is None:
+        names = [getattr(m, "__name__", None) or (os.fspath(m) if isinstance(m, (str, os.PathLike)) else f"model-{i}")
+                 for i, m in enumerate(models)]
+    nets, ok_names, failed = [], [], {}
+    for name, m in zip(names, models):
+        try:
+            nets.append(_network(m, x))
+            ok_names.append(name)
+        except Exception as e:  # a candidate that does not load is a record, not a crash
+            failed[name] = f"{type(e).__name__}: {e}"
+    rows = {r["name"]: r for r in _score(nets, ok_names, x, None if y is None else np.asarray(y, dtype=np.float64), seeds=seeds, dtype=dtype)}
+    out = []
+    for name in names:
+        if name in failed:
+            out.append({"name": name, "error": failed[name]})
+        else:
+            out.append(rows[name])
+    return out

@@ -36,3 +36,12 @@ def empirical_nngp(model: Model, x1: np.ndarray, x2: Optional[np.ndarray] = ...,
 def empirical_kernel(
     model: Model, x1: np.ndarray, x2: Optional[np.ndarray] = ..., get: Union[str, Tuple[str, ...]] = ..., **kwargs: Any
 ) -> Dict[str, np.ndarray]: ...
+def score(
+    models: Sequence[Model],
+    x: np.ndarray,
+    y: Optional[np.ndarray] = ...,
+    *,
+    seeds: int = ...,
+    dtype: str = ...,
+    names: Optional[Sequence[str]] = ...,
+) -> list[dict[str, Any]]: ...
