@@ -32,8 +32,10 @@ pub struct AnalyzeArgs {
     /// With --checkpoints: inputs .npy of the kernel [n, *input_shape].
     #[arg(long, requires = "checkpoints")]
     pub x: Option<PathBuf>,
-    /// With --checkpoints: PNG plot of the spectrum and of the kernel distance over training.
-    #[arg(long, requires = "checkpoints")]
+    /// PNG plot: with --kernel, its spectrum (log10 λ_i against i; non-positive eigenvalues
+    /// counted in the title); with --checkpoints, the spectrum and the kernel distance over
+    /// training.
+    #[arg(long)]
     pub plot: Option<PathBuf>,
     /// With --checkpoints: precision of the kernels (f32 or f64).
     #[arg(long, default_value = "f64")]
@@ -417,6 +419,33 @@ pub fn run_analyze(a: AnalyzeArgs) -> Result<()> {
         }
     }
 
+    if let Some(p) = &a.plot {
+        let dropped = stats.eigenvalues.iter().filter(|l| **l <= 0.0).count();
+        let panel = crate::plot::Panel {
+            title: format!(
+                "kernel spectrum (n = {n}){}",
+                if dropped > 0 {
+                    format!(", {dropped} eigenvalue(s) ≤ 0 not shown")
+                } else {
+                    String::new()
+                }
+            ),
+            x_label: "eigenvalue index i".into(),
+            y_label: "log10 λ_i".into(),
+            series: vec![crate::plot::Series {
+                label: "eigenvalues".into(),
+                points: stats
+                    .eigenvalues
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| **l > 0.0)
+                    .map(|(i, l)| (i as f64, l.log10()))
+                    .collect(),
+            }],
+        };
+        crate::plot::write_png(p, &[panel], (640, 480))?;
+        eprintln!("wrote {}", p.display());
+    }
     if let Some(out) = &a.json {
         let doc = serde_json::json!({
             "kernel": kernel_path,

@@ -117,6 +117,8 @@ fn draw_panel<DB: DrawingBackend>(
             .configure_mesh()
             .x_desc(panel.x_label.as_str())
             .y_desc(panel.y_label.as_str())
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| e.to_string())?;
@@ -137,6 +139,15 @@ fn draw_panel<DB: DrawingBackend>(
             .copied()
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .collect();
+        // Few points: markers too, so a single point (or a short series) is visible.
+        if pts.len() <= 50 {
+            chart
+                .draw_series(
+                    pts.iter()
+                        .map(|&p| Circle::new(p, 3, ShapeStyle::from(&color).filled())),
+                )
+                .map_err(|e| e.to_string())?;
+        }
         let drawn = chart
             .draw_series(LineSeries::new(
                 pts,
@@ -159,6 +170,26 @@ fn draw_panel<DB: DrawingBackend>(
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// A tick label: whole numbers without a decimal point ("20", not "20.0"), others with
+/// four significant digits and no trailing zeros.
+fn tick(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    if (v - v.round()).abs() <= 1e-9 * v.abs().max(1.0) && v.abs() < 1e15 {
+        return format!("{}", v.round() as i64);
+    }
+    let s = format!(
+        "{v:.*}",
+        (3 - v.abs().log10().floor() as i64).clamp(0, 12) as usize
+    );
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
 }
 
 /// Draws `panels` side by side (`panel_size` pixels each) into a PNG at `path`, atomically.
@@ -194,4 +225,17 @@ pub fn write_png(path: &Path, panels: &[Panel], panel_size: (u32, u32)) -> Resul
     }
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_read_as_numbers() {
+        assert_eq!(tick(20.0), "20");
+        assert_eq!(tick(0.0), "0");
+        assert_eq!(tick(-1.5), "-1.5");
+        assert_eq!(tick(0.012345), "0.01235");
+    }
 }

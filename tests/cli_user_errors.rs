@@ -565,3 +565,17 @@ fn sigterm_leaves_no_partial_files() {
     }
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// `ntk analyze --kernel K --plot P.png` writes the spectrum plot (it used to write nothing).
+#[test]
+fn analyze_kernel_plot_is_written() {
+    let d = dir("plot");
+    let k = d.join("K.npy");
+    trace_kernel(&k);
+    let png = d.join("spectrum.png");
+    let o = ntk(&["analyze", "--kernel", s(&k), "--plot", s(&png)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 1000);
+    std::fs::remove_dir_all(&d).ok();
+}
