@@ -66,6 +66,19 @@ impl Window {
         }
     }
 
+    /// The checked input and burn's options of a max pooling over this window.
+    fn max_pool(&self, x: &FloatValue) -> Result<(Tensor<4>, MaxPoolOptions<2>)> {
+        let (t, padding) = self.check(x, "MaxPool")?;
+        let options = MaxPoolOptions {
+            kernel_size: self.kernel,
+            stride: self.strides,
+            padding,
+            dilation: self.dilations,
+            ceil_mode: self.ceil_mode,
+        };
+        Ok((t, options))
+    }
+
     fn check(&self, x: &FloatValue, what: &str) -> Result<(Tensor<4>, [(usize, usize); 2])> {
         let s = x.shape();
         if s.len() != 4 {
@@ -122,14 +135,7 @@ impl PoolOp {
         let x = float_input(inputs, 0, "X")?;
         let y = match self {
             PoolOp::MaxPool(w) => {
-                let (t, padding) = w.check(x, "MaxPool")?;
-                let options = MaxPoolOptions {
-                    kernel_size: w.kernel,
-                    stride: w.strides,
-                    padding,
-                    dilation: w.dilations,
-                    ceil_mode: w.ceil_mode,
-                };
+                let (t, options) = w.max_pool(x)?;
                 FloatValue::from_tensor(max_pool2d(t, options))
             }
             PoolOp::AveragePool {
@@ -219,14 +225,7 @@ impl PoolOp {
         match self {
             PoolOp::MaxPool(w) => {
                 let x = float_input(inputs, 0, "X")?;
-                let (xt, padding) = w.check(x, "MaxPool")?;
-                let options = MaxPoolOptions {
-                    kernel_size: w.kernel,
-                    stride: w.strides,
-                    padding,
-                    dilation: w.dilations,
-                    ceil_mode: w.ceil_mode,
-                };
+                let (xt, options) = w.max_pool(x)?;
                 let (y, idx) = max_pool2d_with_indices(xt, options);
                 let [n, c, ho, wo] = y.dims();
                 let tt: Tensor<4> = t.to_rank();
