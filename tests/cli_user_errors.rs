@@ -560,7 +560,14 @@ fn sigterm_leaves_no_partial_files() {
         // Finished before the signal (a fast machine): the output is whole, nothing else.
         assert_eq!(left.len(), 1, "{left:?}");
     } else {
-        assert_eq!(o.status.code(), Some(130), "{e}");
+        // 130 from the handler; a signal death only if it came before the handler was
+        // installed (a loaded machine), when nothing had been written yet.
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            o.status.code() == Some(130) || o.status.signal() == Some(libc::SIGTERM),
+            "{:?}: {e}",
+            o.status
+        );
         assert!(left.is_empty(), "left behind: {left:?}");
     }
     std::fs::remove_dir_all(&d).ok();
