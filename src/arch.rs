@@ -20,6 +20,9 @@ pub enum Architecture {
         path: PathBuf,
         model: Box<graph::onnx::OnnxModel>,
     },
+    /// An ONNX file parsed at each build: what a folder of many candidates holds, so that
+    /// their weights are not all in memory at once.
+    OnnxFile(PathBuf),
 }
 
 /// A built network of either kind.
@@ -47,6 +50,16 @@ impl Architecture {
         Ok(Architecture::Sequential(NetworkSpec::from_file(path)?))
     }
 
+    /// As [`Architecture::from_file`], but an ONNX file is only checked here and parsed
+    /// again when built (score folders: one candidate's weights in memory at a time).
+    pub fn candidate(path: &Path) -> Result<Architecture> {
+        if graph::is_onnx(path) {
+            graph::onnx::load(path)?;
+            return Ok(Architecture::OnnxFile(path.to_path_buf()));
+        }
+        Architecture::from_file(path)
+    }
+
     /// A spec given as JSON (a line of a JSONL file): sequential or graph.
     pub fn from_value(v: &serde_json::Value, source: &str) -> Result<Architecture> {
         if v.get("nodes").is_some() {
@@ -62,12 +75,13 @@ impl Architecture {
             Architecture::Sequential(s) => s.n_params().ok(),
             Architecture::Graph(g) => Some(g.graph.n_params()),
             Architecture::Onnx { model, .. } => Some(model.graph.n_params()),
+            Architecture::OnnxFile(_) => None,
         }
     }
 
     /// Whether `seed` changes the parameters (not for an ONNX file: it carries them).
     pub fn seeded(&self) -> bool {
-        !matches!(self, Architecture::Onnx { .. })
+        !matches!(self, Architecture::Onnx { .. } | Architecture::OnnxFile(_))
     }
 
     /// The network at `seed`, or with the weights of a safetensors file.
@@ -90,6 +104,9 @@ impl Architecture {
             }
             (Architecture::Graph(s), w) => {
                 Built::Graph(graph::from_spec((**s).clone(), w, seed, device, precision)?)
+            }
+            (Architecture::OnnxFile(p), w) => {
+                Built::Graph(graph::load_onnx(p, w, device, precision)?)
             }
             (Architecture::Onnx { model, .. }, w) => {
                 let mut m = (**model).clone();

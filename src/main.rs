@@ -345,17 +345,7 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         let out_path = a.out.as_ref().expect("checked above");
         let mut net = load_graph(&a.net, &a.common)?;
         net.select(include.as_ref(), exclude.as_ref())?;
-        let x1 = read_inputs(&a.x1, net.input_shape())?;
-        let x2 =
-            a.x2.as_ref()
-                .map(|p| read_inputs(p, net.input_shape()))
-                .transpose()?;
-        check_kernel_fits(
-            &options,
-            x1.len(),
-            x2.as_ref().map_or(x1.len(), |x| x.len()),
-            net.n_outputs(),
-        )?;
+        let (x1, x2) = kernel_inputs(&a, net.input_shape(), net.n_outputs(), &options)?;
         let bar = tile_bar(options.kind);
         let t0 = Instant::now();
         let out = ntk::empirical::graph::empirical_kernel(
@@ -389,19 +379,7 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         );
     }
     let (net, _) = load_network(&a.net, &a.common)?;
-    let x1 = read_inputs(&a.x1, net.input_shape())?;
-    let x2 =
-        a.x2.as_ref()
-            .map(|p| read_inputs(p, net.input_shape()))
-            .transpose()?;
-    if a.tiles.is_none() {
-        check_kernel_fits(
-            &options,
-            x1.len(),
-            x2.as_ref().map_or(x1.len(), |x| x.len()),
-            net.n_outputs(),
-        )?;
-    }
+    let (x1, x2) = kernel_inputs(&a, net.input_shape(), net.n_outputs(), &options)?;
     let bar = tile_bar(options.kind);
     let t0 = Instant::now();
     if let Some(dir) = &a.tiles {
@@ -462,6 +440,26 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Reads `--x1` and `--x2` for a network of `input_shape`, and (unless `--tiles`, which
+/// never holds the kernel) checks that the kernel fits in memory.
+fn kernel_inputs(
+    a: &EmpiricalArgs,
+    input_shape: &[usize],
+    outputs: usize,
+    options: &EmpiricalOptions,
+) -> Result<(ntk::nets::HostArray, Option<ntk::nets::HostArray>)> {
+    let x1 = read_inputs(&a.x1, input_shape)?;
+    let x2 =
+        a.x2.as_ref()
+            .map(|p| read_inputs(p, input_shape))
+            .transpose()?;
+    if a.tiles.is_none() {
+        let n2 = x2.as_ref().map_or(x1.len(), |x| x.len());
+        check_kernel_fits(options, x1.len(), n2, outputs)?;
+    }
+    Ok((x1, x2))
 }
 
 /// Refuses, before any work, a kernel that would not fit in memory: the whole kernel is

@@ -52,7 +52,7 @@ pub fn load_candidates(path: &Path) -> Result<Vec<Candidate>> {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let spec = Architecture::from_file(&f).map_err(|e| format!("{e:#}"));
+            let spec = Architecture::candidate(&f).map_err(|e| format!("{e:#}"));
             out.push(Candidate { name, spec });
         }
         if out.is_empty() {

@@ -189,6 +189,17 @@ fn run_node<T>(node: &Node, op: &Op, f: impl FnOnce() -> Result<T>) -> Result<T>
         .map_err(wrap)
 }
 
+impl Node {
+    /// This node's inputs among per-node `values` (`None`: an omitted input, or a value
+    /// that is absent, such as a zero tangent).
+    fn gather<'a, T>(&self, values: &'a [Option<T>]) -> Vec<Option<&'a T>> {
+        self.inputs
+            .iter()
+            .map(|j| j.and_then(|j| values[j].as_ref()))
+            .collect()
+    }
+}
+
 impl Graph {
     /// Drops the values (or tangents) of node `i`'s inputs that no later node reads.
     fn drop_inputs_used_up<T>(&self, i: usize, values: &mut [Option<T>]) {
@@ -422,11 +433,7 @@ impl GraphNetwork {
             let v = match &node.kind {
                 NodeKind::Input => x.take().expect("one input node"),
                 NodeKind::Op(op) => {
-                    let ins: Vec<Option<&Value>> = node
-                        .inputs
-                        .iter()
-                        .map(|j| j.and_then(|j| values[j].as_ref()))
-                        .collect();
+                    let ins = node.gather(&values);
                     match run_node(node, op, || op.apply(&ins, &ctx))? {
                         Value::Float(f) if tapped.get(i).copied().unwrap_or(false) => {
                             Value::Float(tap.tap(i, &ins, f))
@@ -488,16 +495,8 @@ impl GraphNetwork {
                     (self.source_value(&node.kind, &device), t)
                 }
                 NodeKind::Op(op) => {
-                    let ins: Vec<Option<&Value>> = node
-                        .inputs
-                        .iter()
-                        .map(|j| j.and_then(|j| values[j].as_ref()))
-                        .collect();
-                    let tins: Vec<Option<&FloatValue>> = node
-                        .inputs
-                        .iter()
-                        .map(|j| j.and_then(|j| tangents[j].as_ref()))
-                        .collect();
+                    let ins = node.gather(&values);
+                    let tins = node.gather(&tangents);
                     run_node(node, op, || {
                         let out = op.apply(&ins, &ctx)?;
                         let t = op.jvp(&ins, &tins, &out, &ctx)?;

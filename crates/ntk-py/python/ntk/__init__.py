@@ -291,17 +291,12 @@ def score(models, x, y=None, *, seeds=1, dtype="float64", names=None):
         names = [getattr(m, "__name__", None) or (os.fspath(m) if isinstance(m, (str, os.PathLike)) else f"model-{i}")
                  for i, m in enumerate(models)]
     nets, ok_names, failed = [], [], {}
-    for name, m in zip(names, models):
+    for i, (name, m) in enumerate(zip(names, models)):
         try:
             nets.append(_network(m, x))
             ok_names.append(name)
         except Exception as e:  # a candidate that does not load is a record, not a crash
-            failed[name] = f"{type(e).__name__}: {e}"
-    rows = {r["name"]: r for r in _score(nets, ok_names, x, None if y is None else np.asarray(y, dtype=np.float64), seeds=seeds, dtype=dtype)}
-    out = []
-    for name in names:
-        if name in failed:
-            out.append({"name": name, "error": failed[name]})
-        else:
-            out.append(rows[name])
-    return out
+            failed[i] = f"{type(e).__name__}: {e}"
+    scored = iter(_score(nets, ok_names, x, None if y is None else np.asarray(y, dtype=np.float64), seeds=seeds, dtype=dtype))
+    # In the models' order (names may repeat): a failed load, else the next scored row.
+    return [{"name": n, "error": failed[i]} if i in failed else next(scored) for i, n in enumerate(names)]

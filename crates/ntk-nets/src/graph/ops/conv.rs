@@ -204,9 +204,10 @@ impl Conv {
             .map(|t| self.apply(&[x, Some(t), None]))
             .transpose()?;
         let bias = tangent(tangents, 2).map(|tb| {
-            let mut shape = vec![1; out.rank];
-            shape[1] = tb.numel();
-            crate::graph::ops::elementwise::expand_to(&tb.clone().reshape(&shape), &out.shape())
+            crate::graph::ops::elementwise::expand_to(
+                &crate::graph::ops::normalization::per_channel(tb, out.rank),
+                &out.shape(),
+            )
         });
         Ok(sum_terms([first, second, bias]))
     }
