@@ -172,23 +172,33 @@ fn draw_panel<DB: DrawingBackend>(
     Ok(())
 }
 
-/// A tick label: whole numbers without a decimal point ("20", not "20.0"), others with
-/// four significant digits and no trailing zeros.
+/// A tick label: whole numbers from 1 up without a decimal point ("20", not "20.0"),
+/// small or huge values in scientific notation ("1.5e-7"), others with four significant
+/// digits and no trailing zeros.
 fn tick(v: f64) -> String {
-    if v == 0.0 {
-        return "0".into();
-    }
-    if (v - v.round()).abs() <= 1e-9 * v.abs().max(1.0) && v.abs() < 1e15 {
-        return format!("{}", v.round() as i64);
-    }
-    let s = format!(
-        "{v:.*}",
-        (3 - v.abs().log10().floor() as i64).clamp(0, 12) as usize
-    );
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    let trim = |s: String| -> String {
+        match s.split_once('e') {
+            Some((m, e)) if m.contains('.') => {
+                format!("{}e{e}", m.trim_end_matches('0').trim_end_matches('.'))
+            }
+            Some(_) => s,
+            None if s.contains('.') => s.trim_end_matches('0').trim_end_matches('.').to_string(),
+            None => s,
+        }
+    };
+    let a = v.abs();
+    // Below 1e-15: the rounding residue of a tick at zero (plotters steps in floats).
+    if a < 1e-15 {
+        "0".into()
+    } else if (1.0..1e6).contains(&a) && (v - v.round()).abs() <= 1e-9 * a {
+        format!("{}", v.round() as i64)
+    } else if !(1e-3..1e6).contains(&a) {
+        trim(format!("{v:.3e}"))
     } else {
-        s
+        trim(format!(
+            "{v:.*}",
+            (3 - a.log10().floor() as i64).clamp(0, 12) as usize
+        ))
     }
 }
 
@@ -237,5 +247,8 @@ mod tests {
         assert_eq!(tick(0.0), "0");
         assert_eq!(tick(-1.5), "-1.5");
         assert_eq!(tick(0.012345), "0.01235");
+        assert_eq!(tick(1.5e-7), "1.5e-7");
+        assert_eq!(tick(-1.11e-16), "0");
+        assert_eq!(tick(3e-14), "3e-14");
     }
 }
