@@ -1,16 +1,19 @@
 //! `ntk infinite`: the exact infinite-width NNGP or NTK of a spec between two batches.
 
 use crate::nets::array::{read_inputs, write_npy};
+use crate::nets::graph::spec::{GraphSpec, is_graph_spec};
 use crate::nets::{FloatKind, NetworkSpec};
 use anyhow::{Context, Result, bail};
-use ntk_infinite::{DEFAULT_TANH_DEGREE, InfiniteOptions, kernels};
+use ntk_infinite::{DEFAULT_TANH_DEGREE, InfiniteOptions, graph_kernels, kernels};
 use std::path::PathBuf;
 use std::time::Instant;
 
 /// Arguments of `ntk infinite`.
 #[derive(clap::Args, Debug)]
 pub struct InfiniteArgs {
-    /// Network spec (JSON). Only the architecture is used: the infinite-width kernels do not depend on weights.
+    /// Network spec (JSON): sequential (`layers`) or graph (`nodes`, docs/graph-spec.md:
+    /// residual sums, channel concat, layer norm without affine, pooling). Only the
+    /// architecture is used: the infinite-width kernels do not depend on weights.
     #[arg(long)]
     pub spec: PathBuf,
     /// First inputs .npy [N1, *input_shape], float32 or float64.
@@ -73,15 +76,17 @@ pub fn run(args: &InfiniteArgs) -> Result<()> {
         max_memory: parse_bytes(&args.max_memory)?,
         tanh_quadrature_degree: args.tanh_degree,
     };
-    let spec = NetworkSpec::from_file(&args.spec)?;
-    let x1 = read_inputs(&args.x1, &spec.input_shape)?;
-    let x2 = args
-        .x2
-        .as_ref()
-        .map(|p| read_inputs(p, &spec.input_shape))
-        .transpose()?;
     let t0 = Instant::now();
-    let k = kernels(&spec, &x1, x2.as_ref(), &options)?;
+    let k = match load_architecture(&args.spec)? {
+        Kernels::Sequential(spec) => {
+            let (x1, x2) = read_pair(args, &spec.input_shape)?;
+            kernels(&spec, &x1, x2.as_ref(), &options)?
+        }
+        Kernels::Graph(spec) => {
+            let (x1, x2) = read_pair(args, &spec.nodes[0].shape)?;
+            graph_kernels(&spec, &x1, x2.as_ref(), &options)?
+        }
+    };
     let out = if want_ntk { &k.ntk } else { &k.nngp };
     write_npy(&args.out, out, FloatKind::F64)?;
     eprintln!(
@@ -92,6 +97,48 @@ pub fn run(args: &InfiniteArgs) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// A spec the infinite-width recursions take.
+pub enum Kernels {
+    Sequential(NetworkSpec),
+    Graph(Box<GraphSpec>),
+}
+
+/// Reads a sequential or graph spec for the infinite-width kernels; ONNX files are
+/// refused with the way out (their ops are too low-level to recognise layers by).
+pub fn load_architecture(path: &std::path::Path) -> Result<Kernels> {
+    if crate::nets::graph::is_onnx(path) {
+        bail!(
+            "--spec {}: the infinite-width kernels need the architecture as a spec (a graph \
+             spec, docs/graph-spec.md), not an ONNX file: its ops are too low-level to \
+             recognise layers by",
+            path.display()
+        );
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--spec {}", path.display()))?;
+    Ok(if is_graph_spec(&text) {
+        Kernels::Graph(Box::new(crate::nets::graph::spec::parse(
+            &text,
+            &path.display().to_string(),
+        )?))
+    } else {
+        Kernels::Sequential(NetworkSpec::from_file(path)?)
+    })
+}
+
+fn read_pair(
+    args: &InfiniteArgs,
+    shape: &[usize],
+) -> Result<(crate::nets::HostArray, Option<crate::nets::HostArray>)> {
+    let x1 = read_inputs(&args.x1, shape)?;
+    let x2 = args
+        .x2
+        .as_ref()
+        .map(|p| read_inputs(p, shape))
+        .transpose()?;
+    Ok((x1, x2))
 }
 
 #[cfg(test)]

@@ -193,6 +193,14 @@ struct EmpiricalArgs {
     /// Graph networks: leave out the parameters whose names match this regex (frozen).
     #[arg(long)]
     frozen: Option<String>,
+    /// Monte Carlo: write the mean kernel over K random initialisations (seeds --seed …
+    /// --seed+K−1; neural-tangents' monte_carlo_kernel_fn), computed a few networks at a
+    /// time (each in memory only while its kernel is computed).
+    #[arg(long, value_name = "K")]
+    monte_carlo: Option<usize>,
+    /// With --monte-carlo K ≥ 2: write the per-entry standard error of the mean here.
+    #[arg(long)]
+    std_error: Option<PathBuf>,
     #[command(flatten)]
     common: CommonArgs,
     /// dtype of the written file: f64 (default) or f32.
@@ -294,7 +302,10 @@ fn forward(a: ForwardArgs) -> Result<()> {
 
 fn empirical(a: EmpiricalArgs) -> Result<()> {
     ntk::outputs::check_outputs(
-        &[("--out", a.out.as_deref())],
+        &[
+            ("--out", a.out.as_deref()),
+            ("--std-error", a.std_error.as_deref()),
+        ],
         &[
             Some(&a.net.spec),
             a.net.weights.as_deref(),
@@ -336,6 +347,19 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         regex_arg("--params", &a.params)?,
         regex_arg("--frozen", &a.frozen)?,
     );
+    if let Some(k) = a.monte_carlo {
+        return monte_carlo(
+            &a,
+            k,
+            &options,
+            include.as_ref(),
+            exclude.as_ref(),
+            kind_out,
+        );
+    }
+    if a.std_error.is_some() {
+        bail!("--std-error is the standard error of a Monte Carlo mean: it needs --monte-carlo K");
+    }
     if is_graph(&a.net.spec)? {
         if a.tiles.is_some() {
             bail!(
@@ -437,6 +461,98 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         out.method.name(),
         out.tiles,
         out.tile_rows,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `ntk empirical --monte-carlo K`: the mean kernel over K initialisations and (with
+/// `--std-error`) its per-entry standard error.
+fn monte_carlo(
+    a: &EmpiricalArgs,
+    k: usize,
+    options: &EmpiricalOptions,
+    include: Option<&regex::Regex>,
+    exclude: Option<&regex::Regex>,
+    kind_out: FloatKind,
+) -> Result<()> {
+    if k == 0 {
+        bail!("--monte-carlo: K must be at least 1");
+    }
+    if a.net.weights.is_some() {
+        bail!("--monte-carlo draws K random initialisations: it does not take --weights");
+    }
+    if a.tiles.is_some() {
+        bail!("--monte-carlo holds the mean kernel in memory: it does not take --tiles");
+    }
+    if a.std_error.is_some() && k < 2 {
+        bail!(
+            "--std-error needs --monte-carlo K ≥ 2 (a standard error from one sample is undefined)"
+        );
+    }
+    let arch = ntk::arch::Architecture::from_file(&a.net.spec)?;
+    if !arch.seeded() {
+        bail!(
+            "--monte-carlo: an ONNX file carries its weights, so every initialisation would be \
+             the same; write the architecture as a graph spec (docs/graph-spec.md) to draw \
+             random ones"
+        );
+    }
+    let (device, precision) = device(&a.common)?;
+    let mut first = arch.build(a.net.seed, None, &device, precision)?;
+    first.select(include, exclude)?;
+    let (x1, x2) = kernel_inputs(a, &first.input_shape(), first.n_outputs(), options)?;
+    let n2 = x2.as_ref().map_or(x1.len(), |x| x.len());
+    // Kernels in flight: one per worker, plus the running mean and sum of squares.
+    let per = x1.len() as u128 * n2 as u128 * options.kind.per_pair(first.n_outputs()) as u128 * 8;
+    let fit = (options.max_memory as u128 / per.max(1))
+        .saturating_sub(2)
+        .max(1) as usize;
+    let parallel = rayon::current_num_threads().min(k).min(fit).max(1);
+    drop(first);
+    let seeds: Vec<u64> = (0..k as u64).map(|i| a.net.seed.wrapping_add(i)).collect();
+    let bar = ProgressBar::new(k as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "monte carlo [{bar:30}] {pos}/{len} initialisations, {elapsed} elapsed, eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    let t0 = Instant::now();
+    let mc = ntk::empirical::monte_carlo_kernel(
+        &seeds,
+        parallel,
+        |seed| -> Result<ntk::nets::HostArray> {
+            let mut net = arch.build(seed, None, &device, precision)?;
+            net.select(include, exclude)?;
+            Ok(net
+                .empirical(&x1, x2.as_ref(), options, &mut |_, _| {})?
+                .kernel)
+        },
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    let out = a.out.as_ref().expect("checked by the caller");
+    write_npy(out, &mc.mean, kind_out)?;
+    let mut note = String::new();
+    if let (Some(path), Some(se)) = (&a.std_error, &mc.std_error) {
+        write_npy(path, se, kind_out)?;
+        let scale = mc.mean.data.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let worst = se.data.iter().fold(0.0f64, |m, v| m.max(*v));
+        note = format!(
+            "; standard error in {} (largest {:.2e} of the largest entry)",
+            path.display(),
+            worst / scale.max(f64::MIN_POSITIVE)
+        );
+    }
+    eprintln!(
+        "wrote {} {:?}: mean {} kernel over {} initialisations (seeds {}..={}), {:.3} s{note}",
+        out.display(),
+        mc.mean.shape,
+        options.kind.name(),
+        mc.samples,
+        seeds[0],
+        seeds[seeds.len() - 1],
         t0.elapsed().as_secs_f64()
     );
     Ok(())

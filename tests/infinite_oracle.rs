@@ -7,6 +7,9 @@
 //!   depend on the width under the ntk parameterization) and `x1.npy`, `x2.npy`, to 1e-10
 //!   relative to the largest entry of the expected kernel. Cases whose `oracle.json` marks
 //!   the analytic kernel unavailable must give an error here as well.
+//! - Graph specs (`docs/graph-spec.md`: residual sums, channel concat, layer norm) the same
+//!   way, from the cases of `tests/graph-stax/` (made by its `make_cases.py` with stax)
+//!   and any graph-spec case dropped into `shared/cases`.
 //! - Monte Carlo: the mean relative Frobenius error of empirical NTKs of random wide MLPs
 //!   (`wide-mlp-convergence` specs) against the exact NTK falls like `c / √width`.
 
@@ -14,7 +17,8 @@ mod common;
 
 use common::{cases_dir, npy, rel_err};
 use ntk::empirical::{EmpiricalOptions, KernelKind, Method, empirical_kernel};
-use ntk::infinite::{InfiniteError, InfiniteOptions, kernels};
+use ntk::infinite::{InfiniteError, InfiniteKernels, InfiniteOptions, graph_kernels, kernels};
+use ntk::nets::graph::spec::{GraphSpec, is_graph_spec};
 use ntk::nets::{BackendKind, HostArray, NetworkConfig, NetworkSpec, Precision};
 use std::path::{Path, PathBuf};
 
@@ -37,15 +41,38 @@ fn spec_files(case: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Every case folder (sorted).
+/// Every case folder (sorted): the shared cases, then the graph cases of this repository.
 fn case_folders() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(cases_dir())
-        .expect("cases dir readable")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    v.sort();
-    v
+    let mut out = Vec::new();
+    for dir in [
+        cases_dir(),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graph-stax"),
+    ] {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        v.sort();
+        out.extend(v);
+    }
+    out
+}
+
+/// The exact kernels of a sequential or graph spec file.
+fn analytic(
+    spec: &Path,
+    x1: &HostArray,
+    x2: Option<&HostArray>,
+) -> Result<InfiniteKernels, InfiniteError> {
+    let text = std::fs::read_to_string(spec).unwrap();
+    let o = InfiniteOptions::default();
+    if is_graph_spec(&text) {
+        let g = GraphSpec::from_file(spec).map_err(InfiniteError::Spec)?;
+        graph_kernels(&g, x1, x2, &o)
+    } else {
+        kernels(&NetworkSpec::from_json(&text).unwrap(), x1, x2, &o)
+    }
 }
 
 /// The `analytic` note of `oracle.json` (or `meta.json`), if any.
@@ -73,11 +100,13 @@ fn exact_kernels_match_the_oracle() {
         if !nngp_file.is_file() || !ntk_file.is_file() {
             if note.starts_with("unavailable") {
                 // neural-tangents refused this network: so must we.
-                let spec = NetworkSpec::from_file(case.join("spec.json")).unwrap();
                 let x1 = npy(case.join("x1.npy"));
-                let err = kernels(&spec, &x1, None, &InfiniteOptions::default()).unwrap_err();
+                let err = analytic(&case.join("spec.json"), &x1, None).unwrap_err();
                 assert!(
-                    matches!(err, InfiniteError::Unsupported { .. }),
+                    matches!(
+                        err,
+                        InfiniteError::Unsupported { .. } | InfiniteError::UnsupportedNode { .. }
+                    ),
                     "{}: expected an unsupported-layer error, got {err}",
                     case.display()
                 );
@@ -92,8 +121,7 @@ fn exact_kernels_match_the_oracle() {
         let specs = spec_files(&case);
         assert!(!specs.is_empty(), "{}: no spec", case.display());
         for spec_path in specs {
-            let spec = NetworkSpec::from_file(&spec_path).unwrap();
-            let got = kernels(&spec, &x1, Some(&x2), &InfiniteOptions::default())
+            let got = analytic(&spec_path, &x1, Some(&x2))
                 .unwrap_or_else(|e| panic!("{}: {e}", spec_path.display()));
             let e_nngp = rel_err(&got.nngp, &want_nngp);
             let e_ntk = rel_err(&got.ntk, &want_ntk);
@@ -111,7 +139,7 @@ fn exact_kernels_match_the_oracle() {
         }
     }
     eprintln!("{}", report.join("\n"));
-    assert!(checked >= 6, "only {checked} analytic cases found");
+    assert!(checked >= 10, "only {checked} analytic cases found");
 }
 
 /// `x2 = None` (upper triangle, mirrored) gives the same kernels as passing `x1` twice.
@@ -121,10 +149,10 @@ fn symmetric_call_equals_explicit_pair() {
         if !case.join("expected_ntk_analytic.npy").is_file() {
             continue;
         }
-        let spec = NetworkSpec::from_file(&spec_files(&case)[0]).unwrap();
+        let spec = &spec_files(&case)[0];
         let x1 = npy(case.join("x1.npy"));
-        let a = kernels(&spec, &x1, None, &InfiniteOptions::default()).unwrap();
-        let b = kernels(&spec, &x1, Some(&x1), &InfiniteOptions::default()).unwrap();
+        let a = analytic(spec, &x1, None).unwrap();
+        let b = analytic(spec, &x1, Some(&x1)).unwrap();
         assert!(rel_err(&a.ntk, &b.ntk) <= 1e-13, "{}", case.display());
         assert!(rel_err(&a.nngp, &b.nngp) <= 1e-13, "{}", case.display());
     }

@@ -20,6 +20,7 @@ pub mod error;
 pub mod graph;
 pub mod jacobian;
 pub mod kernel;
+pub mod monte_carlo;
 pub mod ntk_vp;
 pub mod structured;
 pub mod tiles;
@@ -31,6 +32,7 @@ pub use engine::{
 };
 pub use error::{EmpiricalError, Result};
 pub use kernel::KernelKind;
+pub use monte_carlo::{MonteCarlo, monte_carlo_kernel};
 pub use structured::ConvStrategy;
 
 /// Whether `NTK_PROFILE` is set: the structured method then prints the time of each phase

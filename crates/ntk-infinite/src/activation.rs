@@ -14,6 +14,9 @@
 //!   `s = √(q₁q₂ − c²)` and the angle `θ = atan2(s, c) ∈ [0, π]`,
 //!   `E[φ'φ'] = ½ − θ / (2π)` and `E[φφ] = s / (2π) + c · E[φ'φ']`
 //!   (= `½√(q₁q₂) κ₁(ρ)`-style: `√(q₁q₂)(sin θ + (π − θ) cos θ) / (2π)`).
+//! - **leaky relu** (`ABRelu(a, b)`: `φ(x) = a·min(x, 0) + b·max(x, 0)`, `LeakyRelu(α)` =
+//!   `ABRelu(α, 1)`): with `s`, `θ` as for relu, `E[φ'φ'] = (a² + b²)/2 − (a − b)² θ / (2π)`
+//!   and `E[φφ] = (a − b)² s / (2π) + c · E[φ'φ']`.
 //! - **erf** (`Erf(a=1, b=1, c=0)`; Williams 1997): with `s = √((1 + 2q₁)(1 + 2q₂) − 4c²)`,
 //!   `E[φφ] = (2/π) atan2(2c, s)` and `E[φ'φ'] = 4 / (π s)`.
 //! - **gelu** (exact, `x Φ(x)`; Tsuchida et al. 2020, arXiv 2002.08517): with
@@ -37,6 +40,11 @@ use std::f64::consts::PI;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActivationKernel {
     Relu,
+    /// `a·min(x, 0) + b·max(x, 0)` (leaky relu: `a` = the negative slope, `b = 1`).
+    ABRelu {
+        a: f64,
+        b: f64,
+    },
     Erf,
     Gelu,
     /// tanh by Gauss–Hermite quadrature with the given rule.
@@ -48,6 +56,7 @@ impl ActivationKernel {
     pub fn entry(&self, c: f64, q1: f64, q2: f64) -> (f64, f64) {
         match self {
             ActivationKernel::Relu => relu(c, q1, q2),
+            ActivationKernel::ABRelu { a, b } => ab_relu(*a, *b, c, q1, q2),
             ActivationKernel::Erf => erf(c, q1, q2),
             ActivationKernel::Gelu => gelu(c, q1, q2),
             ActivationKernel::Tanh(rule) => tanh_quadrature(rule, c, q1, q2),
@@ -89,6 +98,18 @@ fn relu(c: f64, q1: f64, q2: f64) -> (f64, f64) {
     };
     let derivative = 0.5 - angle / (2.0 * PI);
     (s / (2.0 * PI) + derivative * c, derivative)
+}
+
+fn ab_relu(a: f64, b: f64, c: f64, q1: f64, q2: f64) -> (f64, f64) {
+    let s = sqrt_clamped(q1 * q2 - c * c);
+    let angle = if s == 0.0 && c == 0.0 {
+        PI / 2.0
+    } else {
+        s.atan2(c)
+    };
+    let factor = (a - b) * (a - b) / (2.0 * PI);
+    let derivative = (a * a + b * b) / 2.0 - factor * angle;
+    (factor * s + derivative * c, derivative)
 }
 
 fn erf(c: f64, q1: f64, q2: f64) -> (f64, f64) {
@@ -246,6 +267,27 @@ mod tests {
         assert_eq!(relu(1.7, 1.7, 1.7), (0.85, 0.5));
         // Orthogonal with zero variance: the fill value π/2 gives ¼ for the derivative.
         assert_eq!(relu(0.0, 0.0, 1.0), (0.0, 0.25));
+    }
+
+    #[test]
+    fn leaky_relu_matches_polar_integration() {
+        for (a, b) in [(0.1, 1.0), (-0.5, 2.0)] {
+            let f = move |x: f64| if x > 0.0 { b * x } else { a * x };
+            let df = move |x: f64| if x > 0.0 { b } else { a };
+            for (c, q1, q2) in PAIRS {
+                let (s, d) = ab_relu(a, b, c, q1, q2);
+                let s_ref = expect_homogeneous(f, f, 1, c, q1, q2);
+                let d_ref = expect_homogeneous(df, df, 0, c, q1, q2);
+                assert!((s - s_ref).abs() < 1e-8, "{a} {b} {c}: {s} vs {s_ref}");
+                assert!((d - d_ref).abs() < 1e-5, "{a} {b} {c}: {d} vs {d_ref}");
+            }
+        }
+        // ABRelu(0, 1) is relu.
+        for (c, q1, q2) in PAIRS {
+            let (s, d) = ab_relu(0.0, 1.0, c, q1, q2);
+            let (s0, d0) = relu(c, q1, q2);
+            assert!((s - s0).abs() < 1e-15 && (d - d0).abs() < 1e-15);
+        }
     }
 
     #[test]

@@ -91,9 +91,57 @@ pub fn kernels(
     options: &InfiniteOptions,
 ) -> Result<InfiniteKernels> {
     let plan = Plan::build(spec, options.tanh_quadrature_degree)?;
-    let n1 = check_batch(x1, "x1", &spec.input_shape)?;
+    run_pairs(&plan, &spec.input_shape, x1, x2, options)
+}
+
+/// A compiled network as the pair loop sees it: per-sample variance chains and the
+/// `(NNGP, NTK)` of one pair (the sequential [`Plan`] and the graph
+/// [`crate::graph::GraphPlan`]).
+pub trait PairKernel: Sync {
+    /// Numbers per sample.
+    fn sample_len(&self) -> usize;
+    /// Per-sample variances wherever the rules need them (nonlinearities, norms).
+    fn sample_variances(&self, x: &[f64]) -> SampleVariances;
+    /// `(NNGP, NTK)` of one output for the pair `(x, y)`.
+    fn pair(&self, x: &[f64], y: &[f64], vx: &SampleVariances, vy: &SampleVariances) -> (f64, f64);
+    /// Whether `pair(x, y) = pair(y, x)` exactly (false with tanh's quadrature).
+    fn is_symmetric(&self) -> bool;
+    /// Estimated working memory for `n1 × n2` pairs on `threads` threads, with a breakdown.
+    fn memory_estimate(&self, n1: usize, n2: usize, threads: usize) -> (u128, String);
+}
+
+impl PairKernel for Plan {
+    fn sample_len(&self) -> usize {
+        self.input.numel()
+    }
+    fn sample_variances(&self, x: &[f64]) -> SampleVariances {
+        Plan::sample_variances(self, x)
+    }
+    fn pair(&self, x: &[f64], y: &[f64], vx: &SampleVariances, vy: &SampleVariances) -> (f64, f64) {
+        Plan::pair(self, x, y, vx, vy)
+    }
+    fn is_symmetric(&self) -> bool {
+        Plan::is_symmetric(self)
+    }
+    fn memory_estimate(&self, n1: usize, n2: usize, threads: usize) -> (u128, String) {
+        Plan::memory_estimate(self, n1, n2, threads)
+    }
+}
+
+/// The checks, the memory bound and the pair loop shared by every network kind.
+///
+/// # Shapes
+/// `x1`: `[N1, *input_shape]`, `x2`: `[N2, *input_shape]`; outputs `[N1, N2]`.
+pub fn run_pairs(
+    plan: &impl PairKernel,
+    input_shape: &[usize],
+    x1: &HostArray,
+    x2: Option<&HostArray>,
+    options: &InfiniteOptions,
+) -> Result<InfiniteKernels> {
+    let n1 = check_batch(x1, "x1", input_shape)?;
     let n2 = match x2 {
-        Some(x2) => check_batch(x2, "x2", &spec.input_shape)?,
+        Some(x2) => check_batch(x2, "x2", input_shape)?,
         None => n1,
     };
     let threads = rayon::current_num_threads().max(1);
@@ -105,7 +153,7 @@ pub fn kernels(
             detail,
         });
     }
-    let len = plan.input.numel();
+    let len = plan.sample_len();
     let sample =
         |x: &'_ HostArray, i: usize| -> Vec<f64> { x.data[i * len..(i + 1) * len].to_vec() };
     let variances = |x: &HostArray, n: usize| -> Vec<SampleVariances> {

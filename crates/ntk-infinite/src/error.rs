@@ -34,6 +34,13 @@ pub enum InfiniteError {
         kind: String,
         message: String,
     },
+    /// A node of a graph spec has no infinite-width rule (or its input does not allow one).
+    #[error("node {node:?} ({op}): {message}")]
+    UnsupportedNode {
+        node: String,
+        op: String,
+        message: String,
+    },
     /// The computation would need more working memory than allowed.
     #[error(
         "the infinite-width kernels need about {needed} bytes of working memory ({detail}), \

@@ -53,6 +53,13 @@
 //!   weight-gradient term is `fan_in · Σ`) and `+1` per layer with a bias parameter, as
 //!   neural-tangents does; it is not a width-independent limit.
 //!
+//! ## Graph specs
+//!
+//! [`graph_kernels`]: the same kernels for graph specs (`docs/graph-spec.md`): residual
+//! sums (stax `FanInSum`), channel concatenation (`FanInConcat`), layer norm without
+//! learned scale and shift, pooling, leaky relu; BatchNorm, max-pool and the like are
+//! refused naming the node. See [`graph`].
+//!
 //! ## Random features
 //!
 //! [`features`]: explicit NNGP/NTK feature maps `φ(x) ∈ ℝ^m` of relu networks (dense and
@@ -73,12 +80,15 @@
 //! approach the true integral rather than the oracle).
 
 pub mod activation;
+pub mod branching;
 pub mod conv;
 pub mod covariance;
 pub mod dense;
 pub mod engine;
 pub mod error;
 pub mod features;
+pub mod graph;
+pub mod normalization;
 pub mod plan;
 pub mod pooling;
 pub mod quadrature;
@@ -86,3 +96,4 @@ pub mod spatial;
 
 pub use engine::{DEFAULT_TANH_DEGREE, InfiniteKernels, InfiniteOptions, kernels};
 pub use error::{InfiniteError, Result};
+pub use graph::{GraphPlan, graph_kernels};

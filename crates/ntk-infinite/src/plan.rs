@@ -331,7 +331,7 @@ impl Plan {
 }
 
 /// Applies a step that is linear in the features (everything but activations).
-fn apply_linear(step: &Step, block: &mut PairBlock) {
+pub(crate) fn apply_linear(step: &Step, block: &mut PairBlock) {
     match step {
         Step::Activation(_) => {}
         Step::Affine { conv, affine } => {

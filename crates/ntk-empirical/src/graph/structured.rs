@@ -43,7 +43,7 @@ pub fn consumers(net: &GraphNetwork) -> Result<Vec<Consumer>> {
         let NodeKind::Op(op) = &node.kind else {
             continue;
         };
-        if op.is_layout() {
+        if op.is_layout() || g.is_param_scaling(i) {
             continue;
         }
         for (slot, input) in node.inputs.iter().enumerate() {
@@ -71,7 +71,7 @@ pub fn consumers(net: &GraphNetwork) -> Result<Vec<Consumer>> {
                 NodeKind::Op(Op::Shape(
                     ShapeOp::Transpose { .. } | ShapeOp::Identity | ShapeOp::Cast { .. }
                 ))
-            )
+            ) && g.scalar_factor(n).is_none()
         });
         if reshaped && uses[&c.param] > 1 {
             return Err(unsupported(format!(
@@ -311,6 +311,9 @@ fn back_to_param(net: &GraphNetwork, c: &Consumer, grad: FloatValue) -> Result<F
                 *a = if i < off { i } else { inv[i - off] + off };
             }
             g = FloatValue::new(g.t.permute(axes), g.rank);
+        } else if let Some((_, c)) = net.graph.scalar_factor(n) {
+            // y = c·p: the gradient of p is c times that of y.
+            g = g.map(|t| t.mul_scalar(c));
         }
     }
     Ok(g)

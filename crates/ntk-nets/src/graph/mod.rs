@@ -160,9 +160,47 @@ impl Graph {
                     chain.push(id);
                     id = n.inputs.first().copied().flatten()?;
                 }
+                NodeKind::Op(_) => {
+                    let (other, _) = self.scalar_factor(id)?;
+                    chain.push(id);
+                    id = other;
+                }
                 _ => return None,
             }
         }
+    }
+
+    /// `Some((x, c))` when node `id` is `x · c` with `c` a one-element float constant (the
+    /// NTK parameterization's `b_std · b`): a parameter seen through it is still that
+    /// parameter, scaled.
+    pub fn scalar_factor(&self, id: usize) -> Option<(usize, f64)> {
+        let n = &self.nodes[id];
+        let NodeKind::Op(ops::Op::Elementwise(ops::elementwise::ElementwiseOp::Binary(
+            ops::elementwise::Binary::Mul,
+        ))) = &n.kind
+        else {
+            return None;
+        };
+        let (a, b) = (
+            n.inputs.first().copied().flatten()?,
+            n.inputs.get(1).copied().flatten()?,
+        );
+        let scalar = |i: usize| match &self.nodes[i].kind {
+            NodeKind::Constant(Constant::Float(h)) if h.data.len() == 1 => Some(h.data[0]),
+            _ => None,
+        };
+        match (scalar(a), scalar(b)) {
+            (None, Some(c)) => Some((a, c)),
+            (Some(c), None) => Some((b, c)),
+            _ => None,
+        }
+    }
+
+    /// Whether node `id` only scales a parameter by a constant (part of the parameter's
+    /// chain, not a consumer of it).
+    pub fn is_param_scaling(&self, id: usize) -> bool {
+        self.scalar_factor(id)
+            .is_some_and(|(x, _)| self.param_source(x).is_some())
     }
 }
 

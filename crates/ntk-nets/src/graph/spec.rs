@@ -20,6 +20,11 @@
 //! `N(0, w_std²/fan_in)` (`w_std` default 1), biases `N(0, b_std²)` (`b_std` default 0),
 //! norms' scale 1 and shift 0, running mean 0 and variance 1, `parameter` nodes
 //! `N(0, std²)` (`std` default 0.02).
+//!
+//! `"parameterization": "ntk"` (top level; default `"standard"`, PyTorch's) makes every
+//! `linear`/`conv2d` compute `(w_std/√fan_in)·(x·Wᵀ) + b_std·b` with `W`, `b` standard
+//! normal at init (neural-tangents' NTK parameterization, whose kernels have a
+//! width-independent limit): the same function at init, different parameters.
 
 use super::ops::conv::Conv;
 use super::ops::elementwise::{Binary, ElementwiseOp, Unary};
@@ -32,6 +37,7 @@ use super::value::{FloatValue, IntValue, Value};
 use super::{Constant, Graph, Node, NodeKind, ParamInfo};
 use crate::array::HostArray;
 use crate::error::{NetsError, Result};
+use crate::spec::Parameterization;
 use burn::tensor::{DType, Device};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -39,7 +45,8 @@ use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// A parsed graph spec: the graph, its buffers by name, and how to draw its parameters.
+/// A parsed graph spec: the graph, its buffers by name, how to draw its parameters, and
+/// the spec's own nodes (for the infinite-width kernels, which work on layers, not ops).
 #[derive(Debug, Clone)]
 pub struct GraphSpec {
     pub graph: Graph,
@@ -47,6 +54,43 @@ pub struct GraphSpec {
     /// Per parameter: the standard deviation of its random initialisation, or a constant
     /// fill (norm scales and shifts).
     pub init: Vec<Init>,
+    /// `"parameterization"` of the spec (default `standard`, PyTorch's).
+    pub parameterization: Parameterization,
+    /// The spec's nodes as written, `nodes[0]` the input; in order.
+    pub nodes: Vec<SpecNode>,
+    /// Index in `nodes` of the output node.
+    pub output: usize,
+}
+
+/// One node of a graph spec as written: its type, fields, inputs and output shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpecNode {
+    pub name: String,
+    /// `"input"` for `nodes[0]`, else the spec's `type`.
+    pub ty: String,
+    /// Indices into [`GraphSpec::nodes`].
+    pub inputs: Vec<usize>,
+    /// Every field of the node (also `name`, `type`, `inputs`).
+    pub fields: Map<String, Json>,
+    /// Output shape of one sample (without the batch axis).
+    pub shape: Vec<usize>,
+}
+
+impl SpecNode {
+    /// A number field, or `default`.
+    pub fn float(&self, field: &str, default: f64) -> f64 {
+        self.fields
+            .get(field)
+            .and_then(|v| v.as_f64())
+            .unwrap_or(default)
+    }
+    /// A boolean field, or `default`.
+    pub fn boolean(&self, field: &str, default: bool) -> bool {
+        self.fields
+            .get(field)
+            .and_then(|v| v.as_bool())
+            .unwrap_or(default)
+    }
 }
 
 /// How a parameter is drawn.
@@ -175,6 +219,29 @@ pub fn parse(text: &str, source: &str) -> Result<GraphSpec> {
             field: "input_shape".into(),
             message: "must be a list of 1 to 5 positive integers (one sample's shape)".into(),
         })?;
+    for key in obj.keys() {
+        if !["input_shape", "nodes", "output", "parameterization"].contains(&key.as_str()) {
+            return Err(NetsError::SpecField {
+                field: key.clone(),
+                message: "is not a field of a graph spec (fields: input_shape, nodes, output, \
+                          parameterization)"
+                    .into(),
+            });
+        }
+    }
+    let parameterization = match obj.get("parameterization") {
+        None => Parameterization::Standard,
+        Some(v) => match v.as_str() {
+            Some("standard") => Parameterization::Standard,
+            Some("ntk") => Parameterization::Ntk,
+            _ => {
+                return Err(NetsError::SpecField {
+                    field: "parameterization".into(),
+                    message: format!("must be \"standard\" or \"ntk\", got {v}"),
+                });
+            }
+        },
+    };
     let specs = obj
         .get("nodes")
         .and_then(|v| v.as_array())
@@ -190,7 +257,16 @@ pub fn parse(text: &str, source: &str) -> Result<GraphSpec> {
         });
     }
     let mut b = Builder::new(input_shape.clone());
+    b.parameterization = parameterization;
     let mut last = "input".to_string();
+    let mut nodes = vec![SpecNode {
+        name: "input".into(),
+        ty: "input".into(),
+        inputs: vec![],
+        fields: Map::new(),
+        shape: input_shape.clone(),
+    }];
+    let mut spec_ids: HashMap<String, usize> = HashMap::from([("input".to_string(), 0)]);
     for (i, s) in specs.iter().enumerate() {
         let map = s.as_object().ok_or_else(|| NetsError::SpecField {
             field: format!("nodes[{i}]"),
@@ -250,6 +326,19 @@ pub fn parse(text: &str, source: &str) -> Result<GraphSpec> {
         check_fields(&f)?;
         b.node(&f, &ids)?;
         last = name.to_string();
+        let id = b.names[name];
+        nodes.push(SpecNode {
+            name: name.to_string(),
+            ty: ty.to_string(),
+            inputs: inputs.iter().map(|n| spec_ids[n.as_str()]).collect(),
+            fields: map.clone(),
+            shape: if ty == "parameter" {
+                b.shape(id)
+            } else {
+                b.shape(id).get(1..).unwrap_or_default().to_vec()
+            },
+        });
+        spec_ids.insert(name.to_string(), nodes.len() - 1);
     }
     let output = match obj.get("output") {
         None => last,
@@ -268,6 +357,12 @@ pub fn parse(text: &str, source: &str) -> Result<GraphSpec> {
             field: "output".into(),
             message: format!("{output:?} is not a node"),
         })?;
+    let output_node = *spec_ids
+        .get(output.as_str())
+        .ok_or_else(|| NetsError::SpecField {
+            field: "output".into(),
+            message: format!("{output:?} is not a spec node"),
+        })?;
     let graph = Graph::new(
         b.nodes,
         out_id,
@@ -280,6 +375,9 @@ pub fn parse(text: &str, source: &str) -> Result<GraphSpec> {
         graph,
         buffers: b.buffers,
         init: b.init,
+        parameterization,
+        nodes,
+        output: output_node,
     })
 }
 
@@ -383,6 +481,7 @@ struct Builder {
     /// Each node's value on a zero sample (batch 1), for shapes.
     values: Vec<Value>,
     device: Device,
+    parameterization: Parameterization,
 }
 
 impl Builder {
@@ -404,6 +503,7 @@ impl Builder {
             buffers: BTreeMap::new(),
             values: vec![Value::Float(x)],
             device,
+            parameterization: Parameterization::Standard,
         }
     }
 
@@ -499,6 +599,20 @@ impl Builder {
         ))
     }
 
+    /// `x · c` as a node: the NTK parameterization's scale of a layer's product or bias.
+    fn times(&mut self, name: String, x: usize, c: f64) -> Result<usize> {
+        let k = self.constant(
+            format!("{name}/factor"),
+            Constant::Float(HostArray::new(vec![], vec![c])),
+        );
+        self.op(
+            name,
+            "Mul",
+            Op::Elementwise(ElementwiseOp::Binary(Binary::Mul)),
+            vec![x, k],
+        )
+    }
+
     fn ints(&mut self, name: String, data: Vec<i64>) -> usize {
         self.constant(name, Constant::Ints(IntValue::vector(data)))
     }
@@ -536,11 +650,13 @@ impl Builder {
                     ));
                 }
                 let out = f.uint("out_features", None)?;
-                let w = self.param(
-                    format!("{name}.weight"),
-                    vec![out, d],
-                    Init::Normal(w_std / (d as f64).sqrt()),
-                )?;
+                let ntk = self.parameterization == Parameterization::Ntk;
+                let (w_init, w_scale) = if ntk {
+                    (1.0, w_std / (d as f64).sqrt())
+                } else {
+                    (w_std / (d as f64).sqrt(), 1.0)
+                };
+                let w = self.param(format!("{name}.weight"), vec![out, d], Init::Normal(w_init))?;
                 let wt = self.op(
                     format!("{name}/weight_t"),
                     "Transpose",
@@ -549,26 +665,44 @@ impl Builder {
                     }),
                     vec![w],
                 )?;
-                if f.boolean("bias", true)? {
-                    let mm = self.op(
-                        format!("{name}/matmul"),
-                        "MatMul",
-                        Op::Linear(LinearOp::MatMul),
-                        vec![ins[0], wt],
+                let bias = f.boolean("bias", true)?;
+                let product = if bias || ntk {
+                    format!("{name}/matmul")
+                } else {
+                    name.clone()
+                };
+                let mm = self.op(
+                    product,
+                    "MatMul",
+                    Op::Linear(LinearOp::MatMul),
+                    vec![ins[0], wt],
+                )?;
+                let mm = if ntk {
+                    let scaled = if bias {
+                        format!("{name}/scaled")
+                    } else {
+                        name.clone()
+                    };
+                    self.times(scaled, mm, w_scale)?
+                } else {
+                    mm
+                };
+                if bias {
+                    let b = self.param(
+                        format!("{name}.bias"),
+                        vec![out],
+                        Init::Normal(if ntk { 1.0 } else { b_std }),
                     )?;
-                    let b = self.param(format!("{name}.bias"), vec![out], Init::Normal(b_std))?;
+                    let b = if ntk {
+                        self.times(format!("{name}/bias_scaled"), b, b_std)?
+                    } else {
+                        b
+                    };
                     self.op(
                         name,
                         "Add",
                         Op::Elementwise(ElementwiseOp::Binary(Binary::Add)),
                         vec![mm, b],
-                    )?;
-                } else {
-                    self.op(
-                        name,
-                        "MatMul",
-                        Op::Linear(LinearOp::MatMul),
-                        vec![ins[0], wt],
                     )?;
                 }
             }
@@ -609,20 +743,55 @@ impl Builder {
                     }
                 }
                 let fan_in = s[1] / groups * k[0] * k[1];
+                let ntk = self.parameterization == Parameterization::Ntk;
+                let (w_init, w_scale) = if ntk {
+                    (1.0, w_std / (fan_in as f64).sqrt())
+                } else {
+                    (w_std / (fan_in as f64).sqrt(), 1.0)
+                };
                 let w = self.param(
                     format!("{name}.weight"),
                     vec![out, s[1] / groups, k[0], k[1]],
-                    Init::Normal(w_std / (fan_in as f64).sqrt()),
+                    Init::Normal(w_init),
                 )?;
-                let mut inputs = vec![ins[0], w];
-                if f.boolean("bias", true)? {
-                    inputs.push(self.param(
-                        format!("{name}.bias"),
-                        vec![out],
-                        Init::Normal(b_std),
-                    )?);
+                let bias = f.boolean("bias", true)?;
+                if !ntk {
+                    let mut inputs = vec![ins[0], w];
+                    if bias {
+                        inputs.push(self.param(
+                            format!("{name}.bias"),
+                            vec![out],
+                            Init::Normal(b_std),
+                        )?);
+                    }
+                    self.op(name, ty, Op::Conv(conv), inputs)?;
+                } else {
+                    // NTK parameterization: `(w_std/√fan_in)·conv(x, W) + b_std·b`.
+                    let c = self.op(format!("{name}/conv"), ty, Op::Conv(conv), vec![ins[0], w])?;
+                    let scaled = if bias {
+                        format!("{name}/scaled")
+                    } else {
+                        name.clone()
+                    };
+                    let c = self.times(scaled, c, w_scale)?;
+                    if bias {
+                        let b = self.param(format!("{name}.bias"), vec![out], Init::Normal(1.0))?;
+                        let shape = self.ints(format!("{name}/bias_shape"), vec![out as i64, 1, 1]);
+                        let b = self.op(
+                            format!("{name}/bias_reshaped"),
+                            "Reshape",
+                            Op::Shape(ShapeOp::Reshape { allowzero: false }),
+                            vec![b, shape],
+                        )?;
+                        let b = self.times(format!("{name}/bias_scaled"), b, b_std)?;
+                        self.op(
+                            name,
+                            "Add",
+                            Op::Elementwise(ElementwiseOp::Binary(Binary::Add)),
+                            vec![c, b],
+                        )?;
+                    }
                 }
-                self.op(name, ty, Op::Conv(conv), inputs)?;
             }
             "batch_norm" => {
                 need(1)?;

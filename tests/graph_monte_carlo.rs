@@ -1,0 +1,279 @@
+//! Finite vs infinite width on graph specs: the Monte Carlo mean of empirical NTKs of a
+//! residual network in the NTK parameterization approaches the exact infinite-width NTK
+//! (`ntk-infinite`'s graph rules, checked against stax in `infinite_oracle.rs`) as the
+//! width grows; `ntk infinite` and `ntk empirical --monte-carlo` on graph specs end to end.
+
+mod common;
+
+use common::{inputs, npy, rel_err};
+use ntk::empirical::{EmpiricalOptions, KernelKind, Method, monte_carlo_kernel};
+use ntk::infinite::graph_kernels;
+use ntk::nets::array::write_npy;
+use ntk::nets::graph::spec::parse;
+use ntk::nets::{BackendKind, FloatKind, HostArray, Precision};
+use std::path::Path;
+
+/// A pre-activation residual MLP of hidden width `w` (NTK parameterization), with a layer
+/// norm and a leaky relu.
+fn residual(w: usize) -> String {
+    format!(
+        r#"{{"input_shape":[4],"parameterization":"ntk","nodes":[
+  {{"name":"fc0","type":"linear","out_features":{w},"w_std":1.2,"b_std":0.1}},
+  {{"name":"relu1","type":"relu"}},
+  {{"name":"fc1","type":"linear","out_features":{w},"w_std":1.4,"b_std":0.1}},
+  {{"name":"leaky","type":"leaky_relu","negative_slope":0.2}},
+  {{"name":"fc2","type":"linear","out_features":{w},"w_std":1.0,"b_std":0.0}},
+  {{"name":"add","type":"add","inputs":["fc2","fc0"]}},
+  {{"name":"norm","type":"layer_norm","elementwise_affine":false}},
+  {{"name":"relu2","type":"relu"}},
+  {{"name":"head","type":"linear","out_features":1,"w_std":1.0,"b_std":0.2}}]}}"#
+    )
+}
+
+fn frobenius_error(a: &HostArray, b: &HostArray) -> f64 {
+    let d: f64 = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum();
+    let n: f64 = b.data.iter().map(|y| y * y).sum();
+    (d / n).sqrt()
+}
+
+/// In the NTK parameterization the layers' products and biases are scaled by constants
+/// (`(w_std/√fan_in)·x·Wᵀ + b_std·b`): the structured rules see the scaled bias through its
+/// scale, and agree with autodiff's Jacobian contraction and with NTK-vector products.
+#[test]
+fn ntk_parameterization_methods_agree() {
+    let device = BackendKind::Flex.device(Precision::F64).unwrap();
+    let x = inputs(&[4], 5, 3);
+    let spec = parse(&residual(7), "r").unwrap();
+    let net = ntk::nets::graph::from_spec(spec, None, 1, &device, Precision::F64).unwrap();
+    let run = |method| {
+        let o = EmpiricalOptions {
+            method,
+            kind: KernelKind::Full,
+            ..Default::default()
+        };
+        ntk::empirical::graph::empirical_kernel(&net, &x, None, &o, &mut |_, _| {})
+            .unwrap()
+            .kernel
+    };
+    let j = run(Method::Jacobian);
+    for m in [Method::Structured, Method::NtkVp] {
+        let e = rel_err(&run(m), &j);
+        assert!(e < 1e-12, "{m:?}: {e:.2e}");
+    }
+    // A bias of b_std 0.2 contributes 0.2² to every entry of the head's NTK.
+    let only_bias = ntk::nets::graph::from_spec(
+        parse(&residual(7), "r").unwrap(),
+        None,
+        1,
+        &device,
+        Precision::F64,
+    )
+    .unwrap();
+    let mut only_bias = only_bias;
+    let re = regex::Regex::new("^head\\.bias$").unwrap();
+    only_bias.select(Some(&re), None).unwrap();
+    let o = EmpiricalOptions {
+        method: Method::Structured,
+        kind: KernelKind::Full,
+        ..Default::default()
+    };
+    let k = ntk::empirical::graph::empirical_kernel(&only_bias, &x, None, &o, &mut |_, _| {})
+        .unwrap()
+        .kernel;
+    for v in &k.data {
+        assert!((v - 0.04).abs() < 1e-15, "{v}");
+    }
+}
+
+#[test]
+fn monte_carlo_mean_of_a_residual_graph_approaches_the_exact_ntk() {
+    let x = inputs(&[4], 6, 11);
+    let exact = graph_kernels(
+        &parse(&residual(8), "r").unwrap(),
+        &x,
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    let device = BackendKind::Flex.device(Precision::F64).unwrap();
+    let options = EmpiricalOptions {
+        method: Method::Structured,
+        kind: KernelKind::Trace,
+        ..Default::default()
+    };
+    let seeds: Vec<u64> = (0..12).collect();
+    let mut report = Vec::new();
+    let mut mean_errors = Vec::new();
+    for w in [32usize, 512] {
+        let spec = parse(&residual(w), "r").unwrap();
+        // The infinite-width kernel does not depend on the width (NTK parameterization).
+        let e = graph_kernels(&spec, &x, None, &Default::default()).unwrap();
+        assert!(rel_err(&e.ntk, &exact.ntk) < 1e-14);
+        let single = std::sync::Mutex::new(Vec::new());
+        let mc = monte_carlo_kernel(
+            &seeds,
+            1,
+            |seed| -> ntk::empirical::Result<HostArray> {
+                let net =
+                    ntk::nets::graph::from_spec(spec.clone(), None, seed, &device, Precision::F64)?;
+                let k = ntk::empirical::graph::empirical_kernel(
+                    &net,
+                    &x,
+                    None,
+                    &options,
+                    &mut |_, _| {},
+                )?
+                .kernel;
+                let k = HostArray::new(vec![6, 6], k.data);
+                single.lock().unwrap().push(frobenius_error(&k, &exact.ntk));
+                Ok(k)
+            },
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let singles = single.into_inner().unwrap();
+        let one = singles.iter().sum::<f64>() / singles.len() as f64;
+        let mean = frobenius_error(&mc.mean, &exact.ntk);
+        // The standard error bounds the distance of the mean from its expectation.
+        let se = mc.std_error.unwrap();
+        assert!(se.data.iter().all(|v| v.is_finite() && *v >= 0.0));
+        report.push(format!(
+            "width {w}: one network {one:.3e}, mean of 12 {mean:.3e}"
+        ));
+        assert!(mean < one, "{report:?}");
+        mean_errors.push((one, mean));
+    }
+    eprintln!("{}", report.join("\n"));
+    // 16× the width: single-network error falls ~4× (1/√w), the mean's error too.
+    assert!(mean_errors[1].0 < 0.45 * mean_errors[0].0, "{report:?}");
+    assert!(mean_errors[1].1 < 0.45 * mean_errors[0].1, "{report:?}");
+    assert!(mean_errors[1].1 < 0.03, "{report:?}");
+}
+
+fn ok(args: &[&str]) -> std::process::Output {
+    let o = common::run_ntk(args);
+    assert!(
+        o.status.success(),
+        "ntk {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+#[test]
+fn cli_infinite_and_monte_carlo_on_graph_specs() {
+    let d = common::scratch("ntk-graph-mc", "cli");
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graph-stax/wrn-block");
+    let out = d.join("k.npy");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    ok(&[
+        "infinite",
+        "--spec",
+        &s(&case.join("spec.json")),
+        "--x1",
+        &s(&case.join("x1.npy")),
+        "--x2",
+        &s(&case.join("x2.npy")),
+        "--out",
+        &s(&out),
+    ]);
+    assert!(rel_err(&npy(&out), &npy(case.join("expected_ntk_analytic.npy"))) < 1e-10);
+
+    let spec = d.join("res.json");
+    std::fs::write(&spec, residual(16)).unwrap();
+    let x = d.join("x.npy");
+    write_npy(&x, &inputs(&[4], 3, 5), FloatKind::F64).unwrap();
+    let (mean, se) = (d.join("mean.npy"), d.join("se.npy"));
+    let o = ok(&[
+        "empirical",
+        "--spec",
+        &s(&spec),
+        "--x1",
+        &s(&x),
+        "--kernel",
+        "trace",
+        "--monte-carlo",
+        "4",
+        "--seed",
+        "3",
+        "--out",
+        &s(&mean),
+        "--std-error",
+        &s(&se),
+    ]);
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert!(text.contains("4 initialisations (seeds 3..=6)"), "{text}");
+    // The mean equals the average of the four single-seed kernels.
+    let mut sum = vec![0.0; 9];
+    for seed in 3..7 {
+        let k = d.join(format!("k{seed}.npy"));
+        ok(&[
+            "empirical",
+            "--spec",
+            &s(&spec),
+            "--x1",
+            &s(&x),
+            "--kernel",
+            "trace",
+            "--seed",
+            &seed.to_string(),
+            "--out",
+            &s(&k),
+        ]);
+        for (a, b) in sum.iter_mut().zip(npy(&k).data) {
+            *a += b / 4.0;
+        }
+    }
+    let m = npy(&mean);
+    for (a, b) in m.data.iter().zip(&sum) {
+        assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    assert_eq!(npy(&se).shape, m.shape);
+
+    // Errors before any work.
+    for (args, words) in [
+        (vec!["--monte-carlo", "1", "--std-error", "x.npy"], "K ≥ 2"),
+        (vec!["--monte-carlo", "0"], "at least 1"),
+        (vec!["--std-error", "x.npy"], "needs --monte-carlo"),
+    ] {
+        let mut all = vec![
+            "empirical",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--x1",
+            x.to_str().unwrap(),
+            "--out",
+        ];
+        let o2 = d.join("o2.npy");
+        all.push(o2.to_str().unwrap());
+        all.extend(args);
+        let o = common::run_ntk(&all);
+        assert!(!o.status.success());
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(words), "{e}");
+    }
+    // A graph node without a limit is refused by name.
+    let bn = d.join("bn.json");
+    std::fs::write(
+        &bn,
+        r#"{"input_shape":[4],"nodes":[{"name":"fc","type":"linear","out_features":3},{"name":"bn1","type":"batch_norm"},{"name":"o","type":"linear","out_features":1}]}"#,
+    )
+    .unwrap();
+    let o = common::run_ntk(&[
+        "infinite",
+        "--spec",
+        &s(&bn),
+        "--x1",
+        &s(&x),
+        "--out",
+        &s(&out),
+    ]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("\"bn1\"") && e.contains("batch_norm"), "{e}");
+}
