@@ -8,7 +8,14 @@
 //! `trace_axes=(-1,)`, comparable with the infinite-width NTK of one output) is compared
 //! with the exact kernel of the same spec by the relative Frobenius error
 //! `‖Θ_w − Θ∞‖_F / ‖Θ∞‖_F`. The log-log slope of the mean error against `w` is fitted by
-//! least squares (`−1/2` for the `1/√w` fluctuations of a random network).
+//! least squares (`−1/2` for the `1/√w` fluctuations of a random network). The error of
+//! the Monte Carlo mean of the seeds' kernels (`ntk_empirical::monte_carlo_kernel`) is
+//! reported and drawn beside it: it falls like `1/√(K·w)` until it reaches the
+//! finite-width bias `∝ 1/w`.
+//!
+//! Graph specs (`nodes`) work the same way: every `linear`/`conv2d` but the last gets the
+//! width, the exact kernel is `ntk_infinite::graph_kernels` (sketched features: sequential
+//! specs only, for now).
 
 use crate::nets::array::{read_inputs, write_atomic};
 use crate::nets::{
@@ -22,7 +29,9 @@ use ntk_infinite::features::{
     DEFAULT_DEGREE, FeatureMap, FeatureMethod, FeatureOptions, feature_kernel,
     relative_frobenius_error,
 };
-use ntk_infinite::{InfiniteOptions, kernels};
+use ntk_infinite::{InfiniteOptions, graph_kernels, kernels};
+use ntk_nets::HostArray;
+use ntk_nets::graph::spec::{GraphSpec, is_graph_spec};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -106,6 +115,9 @@ pub struct CompareReport {
     pub dtype: String,
     pub exact_seconds: f64,
     pub empirical: Vec<ErrorPoint>,
+    /// Per width: the error of the Monte Carlo mean of the `--seeds` kernels (one entry in
+    /// `errors`; `seconds` for all of them).
+    pub monte_carlo: Vec<ErrorPoint>,
     /// Least-squares slope of log(mean error) against log(width).
     pub slope: Option<f64>,
     pub features: Vec<FeatureErrors>,
@@ -127,6 +139,79 @@ pub fn with_hidden_width(spec: &NetworkSpec, width: usize) -> NetworkSpec {
         }
     }
     s
+}
+
+/// A graph spec (JSON) with every `linear` `width` features wide and every `conv2d`
+/// `width` channels, except the last of them in node order (the readout).
+pub fn graph_with_hidden_width(spec: &serde_json::Value, width: usize) -> serde_json::Value {
+    let mut s = spec.clone();
+    let is_layer = |n: &serde_json::Value| {
+        matches!(
+            n.get("type").and_then(|t| t.as_str()),
+            Some("linear") | Some("conv2d")
+        )
+    };
+    if let Some(nodes) = s.get_mut("nodes").and_then(|n| n.as_array_mut()) {
+        let readout = nodes.iter().rposition(is_layer);
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if Some(i) == readout || !is_layer(n) {
+                continue;
+            }
+            let field = if n["type"] == "linear" {
+                "out_features"
+            } else {
+                "out_channels"
+            };
+            n[field] = serde_json::Value::from(width);
+        }
+    }
+    s
+}
+
+/// The network of `ntk compare` at one width: its exact NTK and its random instances.
+enum AtWidth {
+    Sequential(NetworkSpec),
+    Graph(Box<GraphSpec>),
+}
+
+impl AtWidth {
+    fn exact(&self, x1: &HostArray, x2: Option<&HostArray>) -> Result<HostArray> {
+        let o = InfiniteOptions::default();
+        Ok(match self {
+            AtWidth::Sequential(s) => kernels(s, x1, x2, &o)?.ntk,
+            AtWidth::Graph(g) => graph_kernels(g, x1, x2, &o)?.ntk,
+        })
+    }
+
+    fn empirical(
+        &self,
+        seed: u64,
+        device: &burn::tensor::Device,
+        precision: Precision,
+        x1: &HostArray,
+        x2: Option<&HostArray>,
+    ) -> Result<HostArray> {
+        let opts = EmpiricalOptions {
+            kind: KernelKind::Trace,
+            ..Default::default()
+        };
+        Ok(match self {
+            AtWidth::Sequential(s) => {
+                let net = NetworkConfig::new(s.clone())
+                    .with_seed(seed)
+                    .with_precision(precision)
+                    .init(device)?;
+                empirical_kernel(&net, x1, x2, &opts, &mut |_, _| {})?.kernel
+            }
+            AtWidth::Graph(g) => {
+                let net = ntk_nets::graph::from_spec((**g).clone(), None, seed, device, precision)?;
+                let k =
+                    ntk_empirical::graph::empirical_kernel(&net, x1, x2, &opts, &mut |_, _| {})?
+                        .kernel;
+                HostArray::new(k.shape[..2].to_vec(), k.data)
+            }
+        })
+    }
 }
 
 /// Least-squares slope of `log y` against `log x`.
@@ -180,14 +265,42 @@ pub fn run(a: &CompareArgs) -> Result<()> {
         bail!("--seeds must be at least 1");
     }
     let precision = Precision::parse(&a.dtype).context("--dtype")?;
-    let spec = NetworkSpec::from_file(&a.spec)?;
-    let x1 = read_inputs(&a.x1, &spec.input_shape)?;
+    let text =
+        std::fs::read_to_string(&a.spec).with_context(|| format!("--spec {}", a.spec.display()))?;
+    let graph_json: Option<serde_json::Value> = if is_graph_spec(&text) {
+        Some(serde_json::from_str(&text)?)
+    } else {
+        None
+    };
+    if graph_json.is_some() && !features.is_empty() {
+        bail!(
+            "--features: sketched feature maps of graph specs are not available yet (sequential \
+             specs only); drop --features to compare the empirical and Monte Carlo kernels"
+        );
+    }
+    let at_width = |w: usize| -> Result<AtWidth> {
+        Ok(match &graph_json {
+            Some(g) => AtWidth::Graph(Box::new(
+                ntk_nets::graph::spec::parse(
+                    &graph_with_hidden_width(g, w).to_string(),
+                    &a.spec.display().to_string(),
+                )
+                .with_context(|| format!("{} at width {w}", a.spec.display()))?,
+            )),
+            None => AtWidth::Sequential(with_hidden_width(&NetworkSpec::from_file(&a.spec)?, w)),
+        })
+    };
+    let base = at_width(widths[0])?;
+    let (input_shape, parameterization) = match &base {
+        AtWidth::Sequential(s) => (s.input_shape.clone(), s.parameterization),
+        AtWidth::Graph(g) => (g.nodes[0].shape.clone(), g.parameterization),
+    };
+    let x1 = read_inputs(&a.x1, &input_shape)?;
     let x2 =
         a.x2.as_ref()
-            .map(|p| read_inputs(p, &spec.input_shape))
+            .map(|p| read_inputs(p, &input_shape))
             .transpose()?;
     let device = BackendKind::Flex.device(precision)?;
-    let opts = InfiniteOptions::default();
     let bar = ProgressBar::new((widths.len() as u64) * a.seeds);
     bar.set_style(
         ProgressStyle::with_template("networks [{bar:30}] {pos}/{len} {elapsed} eta {eta} {msg}")
@@ -196,42 +309,48 @@ pub fn run(a: &CompareArgs) -> Result<()> {
     // The exact NTK depends on the widths only under the standard parameterization. The
     // features are compared with the exact kernel of the same network: the spec at the
     // first width.
-    let base_spec = with_hidden_width(&spec, widths[0]);
     let t0 = Instant::now();
-    let exact_base = kernels(&base_spec, &x1, x2.as_ref(), &opts)?.ntk;
+    let exact_base = base.exact(&x1, x2.as_ref())?;
     let exact_seconds = t0.elapsed().as_secs_f64();
     let mut empirical = Vec::new();
+    let mut monte_carlo = Vec::new();
     for &w in &widths {
-        let spec_w = with_hidden_width(&spec, w);
-        let exact = match spec.parameterization {
+        let net_w = at_width(w)?;
+        let exact = match parameterization {
             Parameterization::Ntk => exact_base.clone(),
-            Parameterization::Standard => kernels(&spec_w, &x1, x2.as_ref(), &opts)?.ntk,
+            Parameterization::Standard => net_w.exact(&x1, x2.as_ref())?,
         };
-        let mut errors = Vec::new();
-        let mut secs = 0.0;
-        for seed in 0..a.seeds {
-            bar.set_message(format!("width {w}, seed {seed}"));
-            let net = NetworkConfig::new(spec_w.clone())
-                .with_seed(seed)
-                .with_precision(precision)
-                .init(&device)?;
-            let t = Instant::now();
-            let k = empirical_kernel(
-                &net,
-                &x1,
-                x2.as_ref(),
-                &EmpiricalOptions {
-                    kind: KernelKind::Trace,
-                    ..Default::default()
-                },
-                &mut |_, _| {},
-            )
-            .with_context(|| format!("width {w}, seed {seed}"))?;
-            secs += t.elapsed().as_secs_f64();
-            errors.push(relative_frobenius_error(&k.kernel.data, &exact.data));
-            bar.inc(1);
-        }
+        let errors = std::sync::Mutex::new(Vec::new());
+        let t = Instant::now();
+        let seeds: Vec<u64> = (0..a.seeds).collect();
+        let mc = ntk_empirical::monte_carlo_kernel(
+            &seeds,
+            1,
+            |seed| -> Result<HostArray> {
+                let k = net_w
+                    .empirical(seed, &device, precision, &x1, x2.as_ref())
+                    .with_context(|| format!("width {w}, seed {seed}"))?;
+                errors
+                    .lock()
+                    .expect("not poisoned")
+                    .push(relative_frobenius_error(&k.data, &exact.data));
+                Ok(k)
+            },
+            &mut |done, _| {
+                bar.set_message(format!("width {w}"));
+                if done > 0 {
+                    bar.inc(1);
+                }
+            },
+        )?;
+        let secs = t.elapsed().as_secs_f64();
+        let errors = errors.into_inner().expect("not poisoned");
         empirical.push(ErrorPoint::new(w, errors, secs / a.seeds as f64));
+        monte_carlo.push(ErrorPoint::new(
+            w,
+            vec![relative_frobenius_error(&mc.mean.data, &exact.data)],
+            secs,
+        ));
     }
     bar.finish_and_clear();
     let slope = log_log_slope(
@@ -240,6 +359,10 @@ pub fn run(a: &CompareArgs) -> Result<()> {
             .map(|p| (p.size as f64, p.mean))
             .collect::<Vec<_>>(),
     );
+    let base_spec = match &base {
+        AtWidth::Sequential(s) => Some(s.clone()),
+        AtWidth::Graph(_) => None,
+    };
     let mut feature_reports: Vec<FeatureErrors> = Vec::new();
     for (method, dim) in &features {
         let mut errors = Vec::new();
@@ -247,7 +370,9 @@ pub fn run(a: &CompareArgs) -> Result<()> {
         for seed in 0..a.seeds {
             let t = Instant::now();
             let map = FeatureMap::new(
-                &base_spec,
+                base_spec
+                    .as_ref()
+                    .expect("features need a sequential spec (checked)"),
                 &FeatureOptions {
                     method: FeatureMethod::parse(method)?,
                     dim: *dim,
@@ -276,10 +401,11 @@ pub fn run(a: &CompareArgs) -> Result<()> {
     let report = CompareReport {
         n1: x1.len(),
         n2: x2.as_ref().map_or(x1.len(), |x| x.len()),
-        parameterization: spec.parameterization.name().to_string(),
+        parameterization: parameterization.name().to_string(),
         dtype: precision.name().to_string(),
         exact_seconds,
         empirical,
+        monte_carlo,
         slope,
         features: feature_reports,
     };
@@ -308,6 +434,14 @@ fn print_report(r: &CompareReport) {
             p.std,
             p.mean * (p.size as f64).sqrt(),
             p.seconds
+        );
+    }
+    for p in &r.monte_carlo {
+        println!(
+            "width {}: the mean of the {} kernels (Monte Carlo) is {:.4} off",
+            p.size,
+            r.empirical.first().map_or(0, |e| e.errors.len()),
+            p.mean
         );
     }
     match r.slope {
@@ -345,6 +479,17 @@ pub fn panels(r: &CompareReport) -> Vec<Panel> {
             .map(|p| (log(p.size as f64), log(p.mean)))
             .collect(),
     }];
+    if !r.monte_carlo.is_empty() && r.monte_carlo.len() == r.empirical.len() {
+        let k = r.empirical[0].errors.len();
+        series.push(Series {
+            label: format!("mean of {k} (Monte Carlo)"),
+            points: r
+                .monte_carlo
+                .iter()
+                .map(|p| (log(p.size as f64), log(p.mean)))
+                .collect(),
+        });
+    }
     if let Some(first) = r.empirical.first() {
         let c = first.mean * (first.size as f64).sqrt();
         series.push(Series {

@@ -257,6 +257,51 @@ fn cli_infinite_and_monte_carlo_on_graph_specs() {
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(e.contains(words), "{e}");
     }
+    // ntk compare on the graph spec: widths, seeds, the Monte Carlo mean, a plot.
+    let (report, png) = (d.join("r.json"), d.join("r.png"));
+    ok(&[
+        "compare",
+        "--spec",
+        &s(&spec),
+        "--x1",
+        &s(&x),
+        "--widths",
+        "8,64",
+        "--seeds",
+        "3",
+        "--out",
+        &s(&report),
+        "--plot",
+        &s(&png),
+    ]);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    for (e, m) in r["empirical"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(r["monte_carlo"].as_array().unwrap())
+    {
+        // ‖mean − Θ∞‖ ≤ mean of ‖Θ_i − Θ∞‖ (triangle inequality), strictly here.
+        assert!(
+            m["mean"].as_f64().unwrap() < e["mean"].as_f64().unwrap(),
+            "{r}"
+        );
+    }
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+    let o = common::run_ntk(&[
+        "compare",
+        "--spec",
+        &s(&spec),
+        "--x1",
+        &s(&x),
+        "--features",
+        "ntksketch:64",
+        "--out",
+        &s(&report),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not available yet"));
     // A graph node without a limit is refused by name.
     let bn = d.join("bn.json");
     std::fs::write(
