@@ -30,8 +30,8 @@ use crate::dense::Affine;
 use crate::engine::{InfiniteKernels, InfiniteOptions, PairKernel, run_pairs};
 use crate::error::{InfiniteError, Result};
 use crate::normalization::layer_norm;
-use crate::plan::{SampleVariances, Step, apply_linear};
-use crate::quadrature::{self, GaussHermite};
+use crate::plan::{SampleVariances, Step, apply_linear, cached_tanh_rule, entries, pixels};
+use crate::quadrature::GaussHermite;
 use ntk_nets::graph::spec::{GraphSpec, SpecNode};
 use ntk_nets::{FeatureShape, HostArray};
 use std::collections::BTreeSet;
@@ -196,30 +196,10 @@ impl GraphPlan {
                 .map(|&i| nodes[i].shape.clone())
                 .unwrap_or_default();
             let first = ins.first().copied().cloned();
-            let (rule, f) = compile_node(
-                spec,
-                node,
-                k,
-                &ins,
-                &in_shape,
-                first,
-                spatial,
-                &mut || -> Result<GaussHermite> {
-                    if let Some(r) = &tanh_rule {
-                        return Ok(r.clone());
-                    }
-                    let r =
-                        GaussHermite::new(tanh_degree).ok_or_else(|| InfiniteError::Option {
-                            option: "tanh_quadrature_degree".into(),
-                            message: format!(
-                                "must be in 1..={}, got {tanh_degree}",
-                                quadrature::MAX_DEGREE
-                            ),
-                        })?;
-                    tanh_rule = Some(r.clone());
-                    Ok(r)
-                },
-            )?;
+            let (rule, f) =
+                compile_node(spec, node, k, &ins, &in_shape, first, spatial, &mut || {
+                    cached_tanh_rule(&mut tanh_rule, tanh_degree)
+                })?;
             let variance_slot = match rule {
                 Rule::Activation(_) | Rule::LayerNorm { .. } => {
                     slots += 1;
@@ -759,15 +739,6 @@ fn compile_node(
     Ok((rule, f))
 }
 
-/// Number of entries of a layout, without overflow.
-fn entries(layout: Layout) -> u128 {
-    match layout {
-        Layout::Vector => 1,
-        Layout::Diagonal { h, w } => h as u128 * w as u128,
-        Layout::Full { h, w } => (h as u128 * w as u128).pow(2),
-    }
-}
-
 impl PairKernel for GraphPlan {
     fn sample_len(&self) -> usize {
         self.input.numel()
@@ -793,11 +764,16 @@ impl PairKernel for GraphPlan {
     /// per-sample variances and the outputs.
     fn memory_estimate(&self, n1: usize, n2: usize, threads: usize) -> (u128, String) {
         let mut peak: u128 = 1;
+        // Blocks alive at node k: computed at i ≤ k, last read at ≥ k (one sweep).
+        let mut ends = vec![0u128; self.nodes.len() + 1];
+        let mut live: u128 = 0;
         for k in 0..self.nodes.len() {
-            let live: u128 = (0..=k)
-                .filter(|&i| self.nodes[i].needed && self.nodes[i].last_use >= k)
-                .map(|i| entries(self.nodes[i].layout))
-                .sum();
+            live -= ends[k];
+            if self.nodes[k].needed {
+                let e = entries(self.nodes[k].layout);
+                live += e;
+                ends[self.nodes[k].last_use + 1] += e;
+            }
             let inter = self.nodes[k]
                 .inputs
                 .iter()
@@ -811,13 +787,7 @@ impl PairKernel for GraphPlan {
             .nodes
             .iter()
             .filter(|n| n.variance_slot.is_some())
-            .map(|n| {
-                let l = self.nodes[n.inputs[0]].layout;
-                match l {
-                    Layout::Vector => 1,
-                    Layout::Diagonal { h, w } | Layout::Full { h, w } => h as u128 * w as u128,
-                }
-            })
+            .map(|n| pixels(self.nodes[n.inputs[0]].layout))
             .sum::<u128>()
             * 8;
         let samples = (n1 as u128 + n2 as u128) * per_sample;

@@ -48,8 +48,24 @@ pub struct Plan {
 /// Per-sample variances at the input of every activation, in plan order.
 pub type SampleVariances = Vec<Vec<f64>>;
 
+/// The Gauss–Hermite rule of tanh with `degree` points, made once per network.
+pub(crate) fn cached_tanh_rule(
+    cache: &mut Option<GaussHermite>,
+    degree: usize,
+) -> Result<GaussHermite> {
+    if let Some(r) = cache {
+        return Ok(r.clone());
+    }
+    let r = GaussHermite::new(degree).ok_or_else(|| InfiniteError::Option {
+        option: "tanh_quadrature_degree".into(),
+        message: format!("must be in 1..={}, got {degree}", quadrature::MAX_DEGREE),
+    })?;
+    *cache = Some(r.clone());
+    Ok(r)
+}
+
 /// Number of entries of a layout, without overflow (for the memory estimate).
-fn entries(layout: Layout) -> u128 {
+pub(crate) fn entries(layout: Layout) -> u128 {
     match layout {
         Layout::Vector => 1,
         Layout::Diagonal { h, w } => h as u128 * w as u128,
@@ -57,7 +73,7 @@ fn entries(layout: Layout) -> u128 {
     }
 }
 
-fn pixels(layout: Layout) -> u128 {
+pub(crate) fn pixels(layout: Layout) -> u128 {
     match layout {
         Layout::Vector => 1,
         Layout::Diagonal { h, w } | Layout::Full { h, w } => h as u128 * w as u128,
@@ -141,22 +157,7 @@ impl Plan {
                         Activation::Erf => Some(ActivationKernel::Erf),
                         Activation::Gelu => Some(ActivationKernel::Gelu),
                         Activation::Tanh => {
-                            let rule = match &tanh_rule {
-                                Some(r) => r.clone(),
-                                None => {
-                                    let r = GaussHermite::new(tanh_degree).ok_or_else(|| {
-                                        InfiniteError::Option {
-                                            option: "tanh_quadrature_degree".into(),
-                                            message: format!(
-                                                "must be in 1..={}, got {tanh_degree}",
-                                                quadrature::MAX_DEGREE
-                                            ),
-                                        }
-                                    })?;
-                                    tanh_rule = Some(r.clone());
-                                    r
-                                }
-                            };
+                            let rule = cached_tanh_rule(&mut tanh_rule, tanh_degree)?;
                             Some(ActivationKernel::Tanh(rule))
                         }
                     };
