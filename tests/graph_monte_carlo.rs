@@ -65,6 +65,37 @@ fn ntk_parameterization_methods_agree() {
         let e = rel_err(&run(m), &j);
         assert!(e < 1e-12, "{m:?}: {e:.2e}");
     }
+    // Convolutions too (the bias reshaped to [C, 1, 1], then scaled): the WRN-style case,
+    // widened to 3 outputs.
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graph-stax/wrn-block");
+    let text = std::fs::read_to_string(case.join("spec.json"))
+        .unwrap()
+        .replace(r#""out_features": 1"#, r#""out_features": 3"#);
+    let conv = ntk::nets::graph::from_spec(
+        parse(&text, "wrn").unwrap(),
+        None,
+        2,
+        &device,
+        Precision::F64,
+    )
+    .unwrap();
+    assert_eq!(conv.n_outputs(), 3);
+    let xc = inputs(&[2, 6, 6], 3, 4);
+    let run = |method| {
+        let o = EmpiricalOptions {
+            method,
+            kind: KernelKind::Full,
+            ..Default::default()
+        };
+        ntk::empirical::graph::empirical_kernel(&conv, &xc, None, &o, &mut |_, _| {})
+            .unwrap()
+            .kernel
+    };
+    let j = run(Method::Jacobian);
+    for m in [Method::Structured, Method::NtkVp] {
+        let e = rel_err(&run(m), &j);
+        assert!(e < 1e-12, "conv {m:?}: {e:.2e}");
+    }
     // A bias of b_std 0.2 contributes 0.2² to every entry of the head's NTK.
     let only_bias = ntk::nets::graph::from_spec(
         parse(&residual(7), "r").unwrap(),
