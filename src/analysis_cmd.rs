@@ -32,6 +32,12 @@ pub struct AnalyzeArgs {
     /// With --checkpoints: inputs .npy of the kernel [n, *input_shape].
     #[arg(long, requires = "checkpoints")]
     pub x: Option<PathBuf>,
+    /// With --checkpoints (a real run): the folder of the same network trained with
+    /// `ntk train --linearized` (same init, data, optimiser). Compares the two runs
+    /// instead of the kernels: losses per epoch and, on --x, the output gap
+    /// ‖f − f_lin‖ / ‖f − f0‖ at each common checkpoint (--plot: both in one PNG).
+    #[arg(long, requires = "checkpoints")]
+    pub linearized: Option<PathBuf>,
     /// PNG plot: with --kernel, its spectrum (log10 λ_i against i; non-positive eigenvalues
     /// counted in the title); with --checkpoints, the spectrum and the kernel distance over
     /// training.
@@ -283,6 +289,17 @@ pub fn run_analyze(a: AnalyzeArgs) -> Result<()> {
             &[("--json", a.json.as_deref()), ("--plot", a.plot.as_deref())],
             &inputs,
         )?;
+    }
+    if let (Some(dir), Some(lin)) = (&a.checkpoints, &a.linearized) {
+        return crate::train_cmd::run_compare_linearized(
+            dir,
+            lin,
+            a.spec.as_deref(),
+            a.x.as_deref(),
+            a.json.as_deref(),
+            a.plot.as_deref(),
+            &a.dtype,
+        );
     }
     if let Some(dir) = &a.checkpoints {
         return crate::train_cmd::run_analyze_checkpoints(

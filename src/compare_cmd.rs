@@ -141,28 +141,36 @@ pub fn with_hidden_width(spec: &NetworkSpec, width: usize) -> NetworkSpec {
     s
 }
 
-/// A graph spec (JSON) with every `linear` `width` features wide and every `conv2d`
-/// `width` channels, except the last of them in node order (the readout).
+/// A graph spec (JSON) with every `linear` `width` features wide, every `conv2d` `width`
+/// channels and every `global_self_attention` `width` output, key and value channels per
+/// head (its number of heads kept), except the last of these layers in node order (the
+/// readout).
 pub fn graph_with_hidden_width(spec: &serde_json::Value, width: usize) -> serde_json::Value {
     let mut s = spec.clone();
     let is_layer = |n: &serde_json::Value| {
         matches!(
             n.get("type").and_then(|t| t.as_str()),
-            Some("linear") | Some("conv2d")
+            Some("linear") | Some("conv2d") | Some("global_self_attention")
         )
     };
     if let Some(nodes) = s.get_mut("nodes").and_then(|n| n.as_array_mut()) {
         let readout = nodes.iter().rposition(is_layer);
         for (i, n) in nodes.iter_mut().enumerate() {
-            if Some(i) == readout || !is_layer(n) {
+            if !is_layer(n) {
                 continue;
             }
-            let field = if n["type"] == "linear" {
-                "out_features"
-            } else {
-                "out_channels"
+            let fields: &[&str] = match n["type"].as_str() {
+                Some("linear") => &["out_features"],
+                Some("conv2d") => &["out_channels"],
+                _ => &["n_chan_out", "n_chan_key", "n_chan_val"],
             };
-            n[field] = serde_json::Value::from(width);
+            for (k, field) in fields.iter().enumerate() {
+                // The readout keeps its outputs (an attention readout still widens its heads).
+                if Some(i) == readout && k == 0 {
+                    continue;
+                }
+                n[*field] = serde_json::Value::from(width);
+            }
         }
     }
     s

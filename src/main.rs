@@ -509,6 +509,13 @@ fn monte_carlo(
         .saturating_sub(2)
         .max(1) as usize;
     let parallel = rayon::current_num_threads().min(k).min(fit).max(1);
+    // The workers share --max-memory: each plans its tiles within its part, after the
+    // kernels held (one per worker, the mean and the sum of squares).
+    let held = (parallel as u128 + 2) * per;
+    let mut worker_options = options.clone();
+    worker_options.max_memory =
+        ((options.max_memory as u128).saturating_sub(held) / parallel as u128) as u64;
+    let options = &worker_options;
     drop(first);
     let seeds: Vec<u64> = (0..k as u64).map(|i| a.net.seed.wrapping_add(i)).collect();
     let bar = ProgressBar::new(k as u64);

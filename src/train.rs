@@ -10,8 +10,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Tensor, TensorData};
+use ntk_empirical::Linearized;
+use ntk_empirical::ntk_vp::LayerTangent;
 use ntk_nets::array::{read_npy, write_atomic};
-use ntk_nets::{HostArray, Network};
+use ntk_nets::{HostArray, Layer, Network};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use std::path::{Path, PathBuf};
@@ -551,6 +553,10 @@ pub struct TrainOptions {
     pub shuffle_seed: u64,
     /// Where checkpoints and `metrics.jsonl` go (`None`: nothing written).
     pub out_dir: Option<PathBuf>,
+    /// Train the network linearised around its initial parameters,
+    /// `f_lin(θ, x) = f(θ0, x) + J(θ0, x)(θ − θ0)` ([`Linearized`]), with the same optimiser,
+    /// loss and batches; the checkpoints hold `θ` and the metrics are those of `f_lin`.
+    pub linearized: bool,
 }
 
 impl Default for TrainOptions {
@@ -564,6 +570,7 @@ impl Default for TrainOptions {
             checkpoint_every: 1,
             shuffle_seed: 0,
             out_dir: None,
+            linearized: false,
         }
     }
 }
@@ -592,6 +599,9 @@ pub struct EpochMetrics {
     pub checkpoint: Option<String>,
     /// Seconds since the start of training.
     pub seconds: f64,
+    /// The metrics are those of the linearised network ([`TrainOptions::linearized`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub linearized: bool,
 }
 
 /// Loss of outputs `f [N, O]` (row-major) against `y`, and accuracy for class labels.
@@ -730,14 +740,18 @@ pub fn train(
     let mut optim = options.optimizer.init();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(options.shuffle_seed);
     let mut log: Vec<EpochMetrics> = Vec::with_capacity(options.epochs + 1);
+    let lin = options.linearized.then(|| Linearized::new(net.clone()));
+    let eval = |current: &Network, d: &Dataset| -> Result<Eval> {
+        let f = match &lin {
+            Some(l) => l.forward_host(current, &d.x)?,
+            None => current.forward_host(&d.x)?,
+        };
+        evaluate_outputs(&f, &d.y, options.loss)
+    };
 
     let record = |epoch: usize, current: &Network, log: &mut Vec<EpochMetrics>| -> Result<()> {
-        let tr = evaluate(current, &data.train, options.loss)?;
-        let te = data
-            .test
-            .as_ref()
-            .map(|t| evaluate(current, t, options.loss))
-            .transpose()?;
+        let tr = eval(current, &data.train)?;
+        let te = data.test.as_ref().map(|t| eval(current, t)).transpose()?;
         if !tr.loss.is_finite() {
             bail!(
                 "training diverged at epoch {epoch}: the train loss is {} (lower --lr)",
@@ -764,6 +778,7 @@ pub fn train(
             test_accuracy: te.and_then(|e| e.accuracy),
             checkpoint,
             seconds: t0.elapsed().as_secs_f64(),
+            linearized: options.linearized,
         };
         log.push(m);
         if let Some(dir) = &options.out_dir {
@@ -781,6 +796,15 @@ pub fn train(
         }
         for chunk in order.chunks(batch) {
             let xb = gather(&data.train.x, chunk);
+            if let Some(lin) = &lin {
+                let rows: Vec<f64> = chunk
+                    .iter()
+                    .flat_map(|&i| targets[i * o..(i + 1) * o].iter().copied())
+                    .collect();
+                let grads = linearized_gradients(lin, &model, &xb, rows, options.loss)?;
+                model = optim.step(options.lr, model, grads);
+                continue;
+            }
             let input = model.input(&xb, &ad)?;
             let f = model.forward(input);
             let b = chunk.len();
@@ -814,6 +838,48 @@ pub fn train(
     }
     let trained = model.valid();
     Ok((trained, log))
+}
+
+/// The gradient of the batch loss of the linearised network at `model`'s parameters,
+/// `J(θ0, x)ᵀ ∂L/∂f_lin`, keyed by `model`'s parameter ids for burn's optimisers.
+/// `∂L/∂f` is `(f − y)/(B·O)` for MSE and `(softmax(f) − y)/B` for cross-entropy (`y` the
+/// one-hot rows `targets`, `[B, O]` row-major).
+fn linearized_gradients(
+    lin: &Linearized,
+    model: &Network,
+    xb: &HostArray,
+    targets: Vec<f64>,
+    loss: Loss,
+) -> Result<GradientsParams> {
+    let current = model.valid();
+    let f = lin.forward(&current, xb)?;
+    let [b, o] = f.dims();
+    let device = current.device();
+    let y = Tensor::<2>::from_data(TensorData::new(targets, [b, o]), (&device, current.dtype()));
+    let g = match loss {
+        Loss::Mse => (f - y).div_scalar((b * o) as f64),
+        Loss::Xent => (burn::tensor::activation::softmax(f, 1) - y).div_scalar(b as f64),
+    };
+    let tangents = lin.vjp(xb, g)?;
+    let mut grads = GradientsParams::new();
+    for (layer, t) in model.layers.iter().zip(tangents) {
+        match (layer, t) {
+            (Layer::Dense(d), LayerTangent::Dense(gw, gb)) => {
+                grads.register(d.weight.id, gw);
+                if let (Some(p), Some(gb)) = (&d.bias, gb) {
+                    grads.register(p.id, gb);
+                }
+            }
+            (Layer::Conv2d(c), LayerTangent::Conv2d(gw, gb)) => {
+                grads.register(c.weight.id, gw);
+                if let (Some(p), Some(gb)) = (&c.bias, gb) {
+                    grads.register(p.id, gb);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(grads)
 }
 
 /// Lists the checkpoints `epoch-{e}.safetensors` of a training folder, sorted by epoch.

@@ -145,6 +145,12 @@ pub struct TrainArgs {
     /// Float precision: f32 or f64.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Train the network linearised around its initial parameters,
+    /// f_lin(θ, x) = f(θ0, x) + J(θ0, x)(θ − θ0) (forward: a JVP; gradient: a VJP at θ0),
+    /// with the same optimiser, loss and batches. The checkpoints hold θ, the metrics are
+    /// f_lin's; `ntk analyze --checkpoints REAL --linearized THIS` compares the two runs.
+    #[arg(long)]
+    pub linearized: bool,
 }
 
 /// Arguments of `ntk score`.
@@ -255,9 +261,15 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         checkpoint_every: a.checkpoint_every,
         shuffle_seed: a.seed,
         out_dir: Some(a.out.clone()),
+        linearized: a.linearized,
     };
     eprintln!(
-        "training {} parameters on {} samples{} ({} loss, {} lr {}, batch {}, {} epochs, {})",
+        "training {}{} parameters on {} samples{} ({} loss, {} lr {}, batch {}, {} epochs, {})",
+        if a.linearized {
+            "the network linearised around its initial parameters: "
+        } else {
+            ""
+        },
         spec.n_params()?,
         split.train.x.len(),
         split
@@ -654,6 +666,214 @@ pub fn run_analyze_checkpoints(
     }
     if let Some(p) = plot {
         write_png(p, &checkpoint_panels(&r), (640, 480))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// One common checkpoint of a real run and its linearised run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinearizedPoint {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_loss_linearized: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_loss_linearized: Option<f64>,
+    /// `‖f(θ_e) − f_lin(θ'_e)‖ / ‖f(θ_e) − f(θ0)‖` on the inputs (Frobenius norms over
+    /// samples and outputs); `None` at epoch 0 and where the network has not moved.
+    pub output_gap: Option<f64>,
+}
+
+/// The epoch lines of a run's `metrics.jsonl`.
+fn read_metrics(dir: &Path) -> Result<Vec<serde_json::Value>> {
+    let path = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: not an `ntk train` run folder", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("{}", path.display())))
+        .collect()
+}
+
+fn frobenius_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// Compares a real run with the linearised run of the same network (`ntk train
+/// --linearized`): per common checkpoint epoch the two runs' losses (from their
+/// `metrics.jsonl`) and the relative output gap on `x`, with `f_lin(θ'_e) = f(θ0) +
+/// J(θ0)(θ'_e − θ0)` evaluated from the linear run's checkpoints (`θ0` its epoch 0).
+///
+/// # Errors
+/// Folders that are not such a pair (the linear one not linearised, different initial
+/// parameters, no common checkpoint), a spec that is not sequential.
+pub fn compare_linearized(
+    real: &Path,
+    lin: &Path,
+    spec: &NetworkSpec,
+    x: &HostArray,
+    device: &burn::tensor::Device,
+    precision: Precision,
+) -> Result<Vec<LinearizedPoint>> {
+    let (mr, ml) = (read_metrics(real)?, read_metrics(lin)?);
+    let flag = |m: &[serde_json::Value]| m.iter().any(|l| l["linearized"] == true);
+    if !flag(&ml) {
+        bail!(
+            "--linearized {}: this run was not trained with `ntk train --linearized`",
+            lin.display()
+        );
+    }
+    if flag(&mr) {
+        bail!(
+            "--checkpoints {}: this is a linearised run; give the real run there",
+            real.display()
+        );
+    }
+    let (cr, cl) = (list_checkpoints(real)?, list_checkpoints(lin)?);
+    let load = |p: &Path| -> Result<Network> {
+        Network::load(spec.clone(), p, device, precision)
+            .with_context(|| format!("{}", p.display()))
+    };
+    let Some((_, l0)) = cl.iter().find(|(e, _)| *e == 0) else {
+        bail!("--linearized {}: no epoch-0 checkpoint (θ0)", lin.display());
+    };
+    let Some((_, r0)) = cr.iter().find(|(e, _)| *e == 0) else {
+        bail!("--checkpoints {}: no epoch-0 checkpoint", real.display());
+    };
+    let theta0 = load(l0)?;
+    let f0 = theta0.forward_host(x)?;
+    let f0_real = load(r0)?.forward_host(x)?;
+    let scale = frobenius_diff(&f0.data, &vec![0.0; f0.data.len()]).max(f64::MIN_POSITIVE);
+    if frobenius_diff(&f0.data, &f0_real.data) > 1e-5 * scale {
+        bail!(
+            "the two runs start from different parameters (their epoch-0 outputs differ): \
+             train both from the same --seed or --weights"
+        );
+    }
+    let linear = ntk_empirical::Linearized::new(theta0);
+    let metric = |m: &[serde_json::Value], e: usize, key: &str| -> Option<f64> {
+        m.iter()
+            .find(|l| l["epoch"].as_u64() == Some(e as u64))
+            .and_then(|l| l[key].as_f64())
+    };
+    let mut out = Vec::new();
+    for (e, pr) in &cr {
+        let Some((_, pl)) = cl.iter().find(|(el, _)| el == e) else {
+            continue;
+        };
+        let f = load(pr)?.forward_host(x)?;
+        let fl = linear.forward_host(&load(pl)?, x)?;
+        let moved = frobenius_diff(&f.data, &f0.data);
+        out.push(LinearizedPoint {
+            epoch: *e,
+            train_loss: metric(&mr, *e, "train_loss").unwrap_or(f64::NAN),
+            train_loss_linearized: metric(&ml, *e, "train_loss").unwrap_or(f64::NAN),
+            test_loss: metric(&mr, *e, "test_loss"),
+            test_loss_linearized: metric(&ml, *e, "test_loss"),
+            output_gap: (*e > 0 && moved > 0.0).then(|| frobenius_diff(&f.data, &fl.data) / moved),
+        });
+    }
+    if out.is_empty() {
+        bail!(
+            "{} and {} have no checkpoint epoch in common",
+            real.display(),
+            lin.display()
+        );
+    }
+    Ok(out)
+}
+
+/// The panels of [`compare_linearized`]: losses of both runs, and the output gap.
+pub fn linearized_panels(points: &[LinearizedPoint]) -> Vec<Panel> {
+    let series = |label: &str, f: &dyn Fn(&LinearizedPoint) -> Option<f64>| Series {
+        label: label.into(),
+        points: points
+            .iter()
+            .filter_map(|p| f(p).filter(|v| v.is_finite()).map(|v| (p.epoch as f64, v)))
+            .collect(),
+    };
+    let mut losses = vec![
+        series("network, train", &|p| Some(p.train_loss)),
+        series("linearised, train", &|p| Some(p.train_loss_linearized)),
+        series("network, test", &|p| p.test_loss),
+        series("linearised, test", &|p| p.test_loss_linearized),
+    ];
+    losses.retain(|s| !s.points.is_empty());
+    vec![
+        Panel {
+            title: "loss: network vs its linearisation".into(),
+            x_label: "epoch".into(),
+            y_label: "loss".into(),
+            series: losses,
+        },
+        Panel {
+            title: "output gap on --x".into(),
+            x_label: "epoch".into(),
+            y_label: "‖f − f_lin‖ / ‖f − f0‖".into(),
+            series: vec![series("gap", &|p| p.output_gap)],
+        },
+    ]
+}
+
+/// `ntk analyze --checkpoints REAL --linearized LIN --spec S --x X [--json J] [--plot P]`.
+pub fn run_compare_linearized(
+    real: &Path,
+    lin: &Path,
+    spec: Option<&Path>,
+    x: Option<&Path>,
+    json: Option<&Path>,
+    plot: Option<&Path>,
+    dtype: &str,
+) -> Result<()> {
+    let spec_path = spec.context("--linearized needs --spec S.json (the network of both runs)")?;
+    let x = x.context("--linearized needs --x X.npy (the inputs of the output gap)")?;
+    let text = std::fs::read_to_string(spec_path)
+        .with_context(|| format!("reading {}", spec_path.display()))?;
+    if ntk_nets::graph::spec::is_graph_spec(&text) {
+        bail!("--linearized: `ntk train` trains sequential specs; this is a graph spec");
+    }
+    let spec = NetworkSpec::from_json(&text)?;
+    let (dev, precision) = device("flex", dtype)?;
+    let xa = match read_inputs(x, &spec.input_shape) {
+        Ok(a) => a,
+        Err(e) => {
+            let (raw, _) = ntk_nets::array::read_npy(x)?;
+            if raw.shape.len() < 2 {
+                return Err(e.into());
+            }
+            reshape_inputs(&raw, &spec.input_shape).with_context(|| format!("{}", x.display()))?
+        }
+    };
+    let points = compare_linearized(real, lin, &spec, &xa, &dev, precision)?;
+    println!(
+        "{:>6} {:>12} {:>12} {:>12} {:>12} {:>10}",
+        "epoch", "train_loss", "train_lin", "test_loss", "test_lin", "gap"
+    );
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4e}"));
+    for p in &points {
+        println!(
+            "{:>6} {:>12.4e} {:>12.4e} {:>12} {:>12} {:>10}",
+            p.epoch,
+            p.train_loss,
+            p.train_loss_linearized,
+            fmt(p.test_loss),
+            fmt(p.test_loss_linearized),
+            p.output_gap
+                .map_or("-".to_string(), |g| format!("{:.2}%", 100.0 * g))
+        );
+    }
+    if let Some(j) = json {
+        write_atomic(j, serde_json::to_string_pretty(&points)?.as_bytes())?;
+        eprintln!("wrote {}", j.display());
+    }
+    if let Some(p) = plot {
+        write_png(p, &linearized_panels(&points), (640, 480))?;
         eprintln!("wrote {}", p.display());
     }
     Ok(())

@@ -353,3 +353,101 @@ fn cli_infinite_and_monte_carlo_on_graph_specs() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("\"bn1\"") && e.contains("batch_norm"), "{e}");
 }
+
+/// The transformer-block case of tests/graph-stax (pre-norm softmax attention and a GELU
+/// MLP, both residual) at hidden width `w` (key, value and output channels of the
+/// attention too).
+fn transformer(w: usize) -> ntk::nets::graph::spec::GraphSpec {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graph-stax/transformer-block");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(case.join("spec.json")).unwrap()).unwrap();
+    let wide = ntk::compare_cmd::graph_with_hidden_width(&json, w);
+    parse(&wide.to_string(), "transformer").unwrap()
+}
+
+/// Self-attention as ops (projections, head split, logits, softmax, head merge): every
+/// method gives the same kernel.
+#[test]
+fn attention_methods_agree() {
+    let device = BackendKind::Flex.device(Precision::F64).unwrap();
+    let x = inputs(&[4, 5], 4, 8);
+    let net =
+        ntk::nets::graph::from_spec(transformer(6), None, 3, &device, Precision::F64).unwrap();
+    let names: Vec<&str> = net.graph.params.iter().map(|p| p.name.as_str()).collect();
+    for p in [
+        "attn.key_weight",
+        "attn.value_weight",
+        "attn.out_weight",
+        "attn.bias",
+    ] {
+        assert!(names.contains(&p), "{names:?}");
+    }
+    assert!(!names.contains(&"attn.query_weight"), "tied: {names:?}");
+    let run = |method| {
+        let o = EmpiricalOptions {
+            method,
+            kind: KernelKind::Full,
+            ..Default::default()
+        };
+        ntk::empirical::graph::empirical_kernel(&net, &x, None, &o, &mut |_, _| {})
+            .unwrap()
+            .kernel
+    };
+    let j = run(Method::Jacobian);
+    for m in [Method::Structured, Method::NtkVp] {
+        let e = rel_err(&run(m), &j);
+        assert!(e < 1e-11, "{m:?}: {e:.2e}");
+    }
+}
+
+/// Finite vs infinite width through attention: the empirical NTK of the transformer block
+/// approaches stax's linear-scaling limit (our rule, checked against stax in
+/// infinite_oracle.rs) as the key/value/hidden widths grow.
+#[test]
+fn attention_ntk_approaches_its_limit_with_width() {
+    let x = inputs(&[4, 5], 5, 21);
+    let exact = graph_kernels(&transformer(8), &x, None, &Default::default()).unwrap();
+    let device = BackendKind::Flex.device(Precision::F64).unwrap();
+    let options = EmpiricalOptions {
+        method: Method::Structured,
+        kind: KernelKind::Trace,
+        ..Default::default()
+    };
+    let seeds: Vec<u64> = (0..6).collect();
+    let mut errors = Vec::new();
+    for w in [16usize, 256] {
+        let spec = transformer(w);
+        let e = graph_kernels(&spec, &x, None, &Default::default()).unwrap();
+        assert!(
+            rel_err(&e.ntk, &exact.ntk) < 1e-14,
+            "the limit depends on the width"
+        );
+        let mc = monte_carlo_kernel(
+            &seeds,
+            1,
+            |seed| -> ntk::empirical::Result<HostArray> {
+                let net =
+                    ntk::nets::graph::from_spec(spec.clone(), None, seed, &device, Precision::F64)?;
+                let k = ntk::empirical::graph::empirical_kernel(
+                    &net,
+                    &x,
+                    None,
+                    &options,
+                    &mut |_, _| {},
+                )?
+                .kernel;
+                Ok(HostArray::new(vec![5, 5], k.data))
+            },
+            &mut |_, _| {},
+        )
+        .unwrap();
+        errors.push(frobenius_error(&mc.mean, &exact.ntk));
+    }
+    eprintln!(
+        "transformer block, mean of 6 NTKs vs the limit: width 16 {:.3e}, width 256 {:.3e}",
+        errors[0], errors[1]
+    );
+    // 16× the width: the error falls about 4× (1/√w); a wrong limit would level off.
+    assert!(errors[1] < 0.45 * errors[0], "{errors:?}");
+    assert!(errors[1] < 0.05, "{errors:?}");
+}

@@ -142,6 +142,56 @@ fn exact_kernels_match_the_oracle() {
     assert!(checked >= 10, "only {checked} analytic cases found");
 }
 
+/// The finite-width forward pass of each graph-stax case equals stax's `apply_fn` with the
+/// same parameters (`forward_weights.safetensors`, in the spec's layout): the graph nodes
+/// mean what the stax layers of the oracle mean (attention included), through `ntk forward`.
+#[test]
+fn graph_forward_matches_stax_apply() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graph-stax");
+    let mut checked = Vec::new();
+    for case in case_folders() {
+        let weights = case.join("forward_weights.safetensors");
+        if !case.starts_with(&dir) || !weights.is_file() {
+            continue;
+        }
+        let out = std::env::temp_dir().join(format!(
+            "ntk-stax-forward-{}-{}.npy",
+            case.file_name().unwrap().to_string_lossy(),
+            std::process::id()
+        ));
+        let o = common::run_ntk(&[
+            "forward",
+            "--spec",
+            case.join("spec.json").to_str().unwrap(),
+            "--weights",
+            weights.to_str().unwrap(),
+            "--x",
+            case.join("x1.npy").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            case.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let got = npy(&out);
+        let want = npy(case.join("expected_forward.npy"));
+        assert_eq!(got.shape, want.shape, "{}", case.display());
+        let e = rel_err(&got, &want);
+        assert!(e <= 1e-10, "{}: forward rel err {e:.3e}", case.display());
+        checked.push(case.file_name().unwrap().to_string_lossy().into_owned());
+        let _ = std::fs::remove_file(&out);
+    }
+    for name in ["transformer-block", "attention-identity", "wrn-block"] {
+        assert!(
+            checked.iter().any(|c| c == name),
+            "{name} not checked: {checked:?}"
+        );
+    }
+}
+
 /// `x2 = None` (upper triangle, mirrored) gives the same kernels as passing `x1` twice.
 #[test]
 fn symmetric_call_equals_explicit_pair() {

@@ -162,6 +162,7 @@ pub fn run(cfg: &Config, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Rep
                             checkpoint_every: 0,
                             shuffle_seed: cfg.seed,
                             out_dir: None,
+                            linearized: false,
                         },
                         &mut |_, _, _| {},
                     )?;

@@ -211,6 +211,7 @@ fn lazy_part(cfg: &Config, split: &Split, device: &burn::tensor::Device) -> Resu
             checkpoint_every: 0,
             shuffle_seed: cfg.seed,
             out_dir: None,
+            linearized: false,
         },
         &mut |_, _, _| {},
     )?;
@@ -302,6 +303,7 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&str)) -> Result<Report> {
             checkpoint_every: (cfg.epochs / 10).max(1),
             shuffle_seed: cfg.seed,
             out_dir: Some(ckpt.clone()),
+            linearized: false,
         },
         &mut |_, _, _| {},
     )?;

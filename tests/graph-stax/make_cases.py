@@ -23,6 +23,15 @@ without bias):
   avg_pool2d       AvgPool(window, strides, 'VALID')
   global_avg_pool  GlobalAvgPool()    mean over positions  GlobalAvgPool()
   flatten          Flatten()          identity, dropout  Identity()
+  global_self_attention
+                   GlobalSelfAttention(n_chan_out, n_chan_key, n_chan_val, n_heads,
+                   linear_scaling, W_key_std, W_value_std, W_query_std, W_out_std, b_std,
+                   attention_mechanism='SOFTMAX' | 'IDENTITY')
+
+Each case also checks the finite-width forward pass against stax's `apply_fn`: the
+parameters stax's `init_fn` draws (PRNGKey(seed), one key per node) are written in the
+graph spec's layout to forward_weights.safetensors and stax's output on x1 to
+expected_forward.npy ([N1, 1]); the layout maps are in `to_spec_params`.
 
 Usage (the venv of ../shared/oracle/setup.sh):
 
@@ -143,11 +152,116 @@ def stax_layer(node, shapes, parameterization, stax, jnp):
         return stax.Flatten(), "Flatten()"
     if t in ("identity", "dropout"):
         return stax.Identity(), "Identity()"
+    if t == "global_self_attention":
+        kw = dict(linear_scaling=node.get("linear_scaling", True),
+                  W_key_std=node.get("w_key_std", 1.0),
+                  W_value_std=node.get("w_value_std", 1.0),
+                  W_query_std=node.get("w_query_std", 1.0),
+                  W_out_std=node.get("w_out_std", 1.0),
+                  b_std=b_std,
+                  attention_mechanism=node.get("attention_mechanism", "softmax").upper())
+        args = (node["n_chan_out"], node["n_chan_key"], node["n_chan_val"], node["n_heads"])
+        d = f"GlobalSelfAttention{args + tuple(f'{k}={v}' for k, v in kw.items())}"
+        return stax.GlobalSelfAttention(*args, **kw), d
     raise SystemExit(f"node {node['name']}: type {t} has no stax layer here")
 
 
 def to_channels_last(x):
     return np.moveaxis(x, 1, -1) if x.ndim == 4 else x
+
+
+def to_spec_params(node, params, flattened=None):
+    """stax's parameters of one node in the graph spec's names and layouts; `flattened`:
+    (H, W, C) when the node's input is a flattened NHWC image (stax's feature order h, w,
+    c; the spec's, from NCHW, is c, h, w)."""
+    t, name = node["type"], node["name"]
+    out = {}
+    if t == "linear":
+        W, b = params
+        W = np.asarray(W)
+        if flattened is not None:
+            h, w, c = flattened
+            W = W.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
+        out[f"{name}.weight"] = W.T  # [in, out] -> [out, in]
+        if b is not None:
+            out[f"{name}.bias"] = np.asarray(b).reshape(-1)
+    elif t == "conv2d":
+        W, b = params
+        out[f"{name}.weight"] = np.asarray(W).transpose(3, 2, 0, 1)  # HWIO -> OIHW
+        if b is not None:
+            out[f"{name}.bias"] = np.asarray(b).reshape(-1)
+    elif t == "global_self_attention":
+        q, k, v, w_out, b, _ = params
+        heads, d, n_key = k.shape
+        n_val = v.shape[2]
+        # [H, D, C] -> [D, H*C] (head h owns columns h*C .. (h+1)*C).
+        cols = lambda m: np.asarray(m).transpose(1, 0, 2).reshape(m.shape[1], -1)
+        out[f"{name}.key_weight"] = cols(k)
+        if q is not None:
+            out[f"{name}.query_weight"] = cols(q)
+        out[f"{name}.value_weight"] = cols(v)
+        # stax's rows are v*H + h; ours h*n_val + v.
+        w_out = np.asarray(w_out)
+        out[f"{name}.out_weight"] = (w_out.reshape(n_val, heads, -1).transpose(1, 0, 2)
+                                     .reshape(heads * n_val, -1))
+        if b is not None:
+            out[f"{name}.bias"] = np.asarray(b).reshape(-1)
+    return out
+
+
+def write_safetensors(path, tensors):
+    """float64 tensors in the safetensors format (8-byte header length, JSON, data)."""
+    header, blobs, offset = {}, [], 0
+    for key in sorted(tensors):
+        a = np.ascontiguousarray(tensors[key], dtype="<f8")
+        header[key] = {"dtype": "F64", "shape": list(a.shape),
+                       "data_offsets": [offset, offset + a.nbytes]}
+        blobs.append(a.tobytes())
+        offset += a.nbytes
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little"))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def stax_forward(spec, x, seed):
+    """stax's finite-width output on x ([N, 1]) with parameters from init_fn, and those
+    parameters in the spec's layout."""
+    import jax
+    jnp, stax = setup_jax()
+    param = spec.get("parameterization", "standard")
+    a = jnp.asarray(to_channels_last(x), dtype=jnp.float64)
+    acts = {"input": a}
+    shapes = {"input": tuple(spec["input_shape"])}
+    weights = {}
+    flat = {}  # node -> (H, W, C) of the NHWC image it flattened
+    key = jax.random.PRNGKey(seed)
+    last = "input"
+    for node in spec["nodes"]:
+        ins = node.get("inputs", [last])
+        ins = [ins] if isinstance(ins, str) else ins
+        layer, _ = stax_layer(node, [shapes[i] for i in ins], param, stax, jnp)
+        init_fn, apply_fn = layer[0], layer[1]
+        key, sub = jax.random.split(key)
+        if node["type"] in ("add", "concat"):
+            _, params = init_fn(sub, [acts[i].shape for i in ins])
+            y = apply_fn(params, [acts[i] for i in ins])
+        else:
+            _, params = init_fn(sub, acts[ins[0]].shape)
+            y = apply_fn(params, acts[ins[0]])
+        weights.update(to_spec_params(node, params, flat.get(ins[0])))
+        if node["type"] == "flatten" and acts[ins[0]].ndim == 4:
+            flat[node["name"]] = tuple(acts[ins[0]].shape[1:])
+        elif node["type"] in ("identity", "dropout") and ins[0] in flat:
+            flat[node["name"]] = flat[ins[0]]
+        acts[node["name"]] = y
+        s = y.shape[1:]
+        shapes[node["name"]] = (s[-1],) + tuple(s[:-1]) if len(s) == 3 else tuple(s)
+        last = node["name"]
+    return np.asarray(acts[spec.get("output", last)]), weights
 
 
 def stax_kernels(spec, x1, x2):
@@ -267,11 +381,53 @@ def pool_cnn_tanh():
     return {"input_shape": [2, 5, 5], "nodes": n}
 
 
+def transformer_block():
+    """A pre-norm transformer block on tokens: embedding, LayerNorm, multi-head softmax
+    self-attention (linear scaling, as stax's limit needs) with a residual, LayerNorm, a
+    GELU MLP with a residual, a final LayerNorm, the mean over tokens and a readout."""
+    n = [
+        {"name": "embed", "type": "linear", "out_features": 8, "w_std": 1.0, "b_std": 0.2},
+        {"name": "attn.norm", "type": "layer_norm", "elementwise_affine": False},
+        {"name": "attn", "type": "global_self_attention", "n_chan_out": 8, "n_chan_key": 6,
+         "n_chan_val": 5, "n_heads": 3, "w_key_std": 1.2, "w_query_std": 0.9,
+         "w_value_std": 1.1, "w_out_std": 1.3, "b_std": 0.1},
+        {"name": "attn.add", "type": "add", "inputs": ["attn", "embed"]},
+        {"name": "mlp.norm", "type": "layer_norm", "elementwise_affine": False},
+        {"name": "mlp.fc1", "type": "linear", "out_features": 16, "w_std": 1.3, "b_std": 0.1},
+        {"name": "mlp.gelu", "type": "gelu"},
+        {"name": "mlp.fc2", "type": "linear", "out_features": 8, "w_std": 0.9, "b_std": 0.1},
+        {"name": "mlp.add", "type": "add", "inputs": ["mlp.fc2", "attn.add"]},
+        {"name": "norm", "type": "layer_norm", "elementwise_affine": False, "eps": 1e-6},
+        {"name": "pool", "type": "mean", "dim": [1]},
+        {"name": "head", "type": "linear", "out_features": 1, "w_std": 1.1, "b_std": 0.05},
+    ]
+    return {"input_shape": [4, 5], "parameterization": "ntk", "nodes": n}
+
+
+def attention_identity():
+    """Two stacked attention layers with the identity mechanism (no softmax) and no bias,
+    a relu between them, then the mean over tokens and a readout."""
+    n = [
+        {"name": "embed", "type": "linear", "out_features": 6, "w_std": 1.2, "b_std": 0.1},
+        {"name": "attn1", "type": "global_self_attention", "n_chan_out": 6, "n_chan_key": 4,
+         "n_chan_val": 4, "n_heads": 2, "w_key_std": 0.7, "w_query_std": 0.8,
+         "attention_mechanism": "identity", "bias": False},
+        {"name": "relu", "type": "relu"},
+        {"name": "attn2", "type": "global_self_attention", "n_chan_out": 5, "n_chan_key": 3,
+         "n_chan_val": 4, "n_heads": 2, "w_value_std": 1.4, "b_std": 0.3},
+        {"name": "pool", "type": "mean", "dim": [1]},
+        {"name": "head", "type": "linear", "out_features": 1, "w_std": 1.0, "b_std": 0.0},
+    ]
+    return {"input_shape": [3, 4], "parameterization": "ntk", "nodes": n}
+
+
 CASES = {
     "wrn-block": (wrn_block, 5, 4),
     "prenorm-mlp-block": (prenorm_mlp_block, 5, 3),
     "concat-mlp": (concat_mlp, 6, 4),
     "pool-cnn-tanh": (pool_cnn_tanh, 4, 3),
+    "transformer-block": (transformer_block, 5, 3),
+    "attention-identity": (attention_identity, 4, 3),
 }
 
 
@@ -285,11 +441,17 @@ def write_case(out_dir, name, spec, x1, x2):
     np.save(os.path.join(d, "x2.npy"), x2)
     np.save(os.path.join(d, "expected_nngp_analytic.npy"), nngp)
     np.save(os.path.join(d, "expected_ntk_analytic.npy"), ntk)
+    y, weights = stax_forward(spec, x1, seed=0)
+    write_safetensors(os.path.join(d, "forward_weights.safetensors"), weights)
+    np.save(os.path.join(d, "expected_forward.npy"), y)
     meta = {
         "made_by": "tests/graph-stax/make_cases.py",
         "semantics": "kernel_fn(x1, x2) of one output, float64; each node's stax layer's "
                      "kernel_fn applied to its inputs' Kernels (images NHWC to stax)",
         "stax_layers": how,
+        "forward": "expected_forward.npy = stax apply_fn(x1) with init_fn(PRNGKey(0) split "
+                   "per node) parameters, given in the spec's layout in "
+                   "forward_weights.safetensors",
         "versions": versions(),
     }
     with open(os.path.join(d, "meta.json"), "w") as f:

@@ -20,6 +20,7 @@ pub mod error;
 pub mod graph;
 pub mod jacobian;
 pub mod kernel;
+pub mod linearize;
 pub mod monte_carlo;
 pub mod ntk_vp;
 pub mod structured;
@@ -32,6 +33,7 @@ pub use engine::{
 };
 pub use error::{EmpiricalError, Result};
 pub use kernel::KernelKind;
+pub use linearize::Linearized;
 pub use monte_carlo::{MonteCarlo, monte_carlo_kernel};
 pub use structured::ConvStrategy;
 

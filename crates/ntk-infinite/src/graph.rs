@@ -10,6 +10,7 @@
 //! | `add` | `FanOut` + `parallel` + `FanInSum` | [`crate::branching`]: kernels add |
 //! | `concat` along channels | `FanInConcat(channel axis)` | [`crate::branching`]: channel-weighted mean |
 //! | `avg_pool2d` (no padding), `global_avg_pool`, `mean` over positions, `flatten` | `AvgPool`, `GlobalAvgPool`, `Flatten` | [`crate::pooling`] |
+//! | `global_self_attention` (tokens; `linear_scaling`, NTK parameterization) | `GlobalSelfAttention(linear_scaling=True)` | [`crate::attention`] |
 //! | `identity`, `dropout` (inference) | `Identity`, `Dropout(mode='test')` | nothing |
 //! | `scale` (`value` c), `zero` | (linear) | `c²·K`, `0` |
 //!
@@ -23,6 +24,7 @@
 //! random layer since they split (`x + x`: stax would add the kernels as if independent).
 
 use crate::activation::ActivationKernel;
+use crate::attention::Attention;
 use crate::branching::{concat_weights, weighted_sum};
 use crate::conv::ConvGeometry;
 use crate::covariance::{Layout, PairBlock, input_covariance};
@@ -53,6 +55,8 @@ pub enum Rule {
     Join { weights: Vec<f64> },
     /// `c²·K` (`scale` by `c`; `zero` is `c = 0`).
     Scale(f64),
+    /// Self-attention with linear scaling (needs each sample's own `[T, T]` covariance).
+    Attention(Attention),
 }
 
 /// One node of the compiled graph.
@@ -108,6 +112,8 @@ fn pools(node: &SpecNode) -> bool {
     match node.ty.as_str() {
         "avg_pool2d" | "global_avg_pool" => true,
         "mean" => true,
+        // Mixes positions: needs the covariances of every position pair.
+        "global_self_attention" => true,
         _ => false,
     }
 }
@@ -201,7 +207,7 @@ impl GraphPlan {
                     cached_tanh_rule(&mut tanh_rule, tanh_degree)
                 })?;
             let variance_slot = match rule {
-                Rule::Activation(_) | Rule::LayerNorm { .. } => {
+                Rule::Activation(_) | Rule::LayerNorm { .. } | Rule::Attention(_) => {
                     slots += 1;
                     Some(slots - 1)
                 }
@@ -306,14 +312,19 @@ impl GraphPlan {
                     apply_linear(step, &mut b);
                     b
                 }
-                Rule::Activation(_) | Rule::LayerNorm { .. } => {
+                Rule::Activation(_) | Rule::LayerNorm { .. } | Rule::Attention(_) => {
                     let mut b = take_first(&mut blocks);
                     let slot = node.variance_slot.expect("slot of a variance rule");
                     let recorded;
                     let (vx, vy) = match (&given, record.as_deref_mut()) {
                         (Some((vx, vy)), _) => (&vx[slot][..], &vy[slot][..]),
                         (None, Some(rec)) => {
-                            recorded = b.layout.variances(&b.nngp);
+                            // Attention keeps the whole own covariance `[T, T]`.
+                            recorded = if matches!(node.rule, Rule::Attention(_)) {
+                                b.nngp.clone()
+                            } else {
+                                b.layout.variances(&b.nngp)
+                            };
                             rec.push(recorded.clone());
                             (&recorded[..], &recorded[..])
                         }
@@ -322,6 +333,7 @@ impl GraphPlan {
                     match &node.rule {
                         Rule::Activation(kernel) => kernel.apply(&mut b, vx, vy),
                         Rule::LayerNorm { eps } => layer_norm(&mut b, vx, vy, *eps),
+                        Rule::Attention(a) => a.apply(&mut b, vx, vy),
                         _ => unreachable!(),
                     }
                     b
@@ -613,7 +625,13 @@ fn compile_node(
                     .fields
                     .get("dilation")
                     .is_none_or(|v| v.as_u64() == Some(1));
-            if !plain || in_shape.len() != 3 {
+            if in_shape.len() != 3 || f.layout == Layout::Vector {
+                return Err(refuse(
+                    node,
+                    format!("avg_pool2d on a {in_shape:?} input: the rule is for images [C, H, W]"),
+                ));
+            }
+            if !plain {
                 return Err(refuse(
                     node,
                     "avg_pool2d with padding, dilation or ceil_mode: stax's AvgPool rule here \
@@ -641,6 +659,18 @@ fn compile_node(
             })
         }
         "global_avg_pool" => {
+            // ONNX GlobalAveragePool averages every axis after the channels: over the
+            // positions of [C, H, W], but over the features of tokens [T, D] (no limit).
+            if in_shape.len() != 3 || f.layout == Layout::Vector {
+                return Err(refuse(
+                    node,
+                    format!(
+                        "global_avg_pool on a {in_shape:?} input: the rule is for images \
+                         [C, H, W] (on tokens [T, D] it averages the features, which has no \
+                         infinite-width limit; use mean over dim 1)"
+                    ),
+                ));
+            }
             f.layout = Layout::Vector;
             Rule::Linear(Step::GlobalAvgPool)
         }
@@ -696,6 +726,42 @@ fn compile_node(
                 f.sources.clear();
                 Rule::Linear(Step::Flatten)
             }
+        }
+        "global_self_attention" => {
+            if in_shape.len() != 2 || !matches!(f.layout, Layout::Full { h: 1, .. }) {
+                return Err(refuse(
+                    node,
+                    format!("global_self_attention on {in_shape:?}: the rule is for tokens [T, D]"),
+                ));
+            }
+            if !node.boolean("linear_scaling", true) {
+                return Err(refuse(
+                    node,
+                    "attention with 1/√n_key scaling has no closed-form limit (stax raises): \
+                     set \"linear_scaling\": true (tied keys and queries, 1/n_key)",
+                ));
+            }
+            if spec.parameterization != ntk_nets::Parameterization::Ntk {
+                return Err(refuse(
+                    node,
+                    "stax's GlobalSelfAttention is NTK-parameterized: set the spec's \
+                     \"parameterization\": \"ntk\" to compare with its limit",
+                ));
+            }
+            let softmax = node
+                .fields
+                .get("attention_mechanism")
+                .and_then(|v| v.as_str())
+                != Some("identity");
+            let b_std = node.float("b_std", 0.0);
+            f.gaussian = true;
+            f.sources = BTreeSet::from([k]);
+            Rule::Attention(Attention {
+                qk_std: node.float("w_query_std", 1.0) * node.float("w_key_std", 1.0),
+                ov_std: node.float("w_out_std", 1.0) * node.float("w_value_std", 1.0),
+                bias_variance: node.boolean("bias", true).then_some(b_std * b_std),
+                softmax,
+            })
         }
         "scale" => Rule::Scale(node.float("value", 1.0)),
         "zero" => {
@@ -787,7 +853,10 @@ impl PairKernel for GraphPlan {
             .nodes
             .iter()
             .filter(|n| n.variance_slot.is_some())
-            .map(|n| pixels(self.nodes[n.inputs[0]].layout))
+            .map(|n| match n.rule {
+                Rule::Attention(_) => entries(self.nodes[n.inputs[0]].layout),
+                _ => pixels(self.nodes[n.inputs[0]].layout),
+            })
             .sum::<u128>()
             * 8;
         let samples = (n1 as u128 + n2 as u128) * per_sample;
@@ -895,6 +964,13 @@ mod tests {
                 "[3,4]",
                 "a",
                 "end in a vector",
+            ),
+            (
+                // On tokens GlobalAveragePool averages the features.
+                r#"[{"name":"a","type":"linear","out_features":4},{"name":"g","type":"global_avg_pool"},{"name":"f","type":"flatten"},{"name":"o","type":"linear","out_features":1}]"#,
+                "[3,4]",
+                "g",
+                "tokens [T, D]",
             ),
         ];
         for (nodes, input, node, words) in cases {

@@ -80,6 +80,7 @@
 //! approach the true integral rather than the oracle).
 
 pub mod activation;
+pub mod attention;
 pub mod branching;
 pub mod conv;
 pub mod covariance;

@@ -193,7 +193,7 @@ impl Fields<'_> {
     }
 }
 
-const KNOWN_TYPES: &str = "linear, conv2d, batch_norm, layer_norm, relu, gelu, tanh, sigmoid, erf, elu, leaky_relu, softmax, identity, dropout, max_pool2d, avg_pool2d, global_avg_pool, flatten, mean, sum, add, sub, mul, div, matmul, scale, zero, reshape, permute, concat, select, parameter";
+const KNOWN_TYPES: &str = "linear, conv2d, global_self_attention, batch_norm, layer_norm, relu, gelu, tanh, sigmoid, erf, elu, leaky_relu, softmax, identity, dropout, max_pool2d, avg_pool2d, global_avg_pool, flatten, mean, sum, add, sub, mul, div, matmul, scale, zero, reshape, permute, concat, select, parameter";
 
 /// Builds the graph of a spec, checking every node on a zero sample as it goes (so a shape
 /// error names the node that causes it).
@@ -266,7 +266,9 @@ pub fn parse(text: &str, source: &str) -> Result<GraphSpec> {
         fields: Map::new(),
         shape: input_shape.clone(),
     }];
+    // Spec node name → its index in `nodes`; `graph_ids[k]` is spec node k's graph node.
     let mut spec_ids: HashMap<String, usize> = HashMap::from([("input".to_string(), 0)]);
+    let mut graph_ids: Vec<usize> = vec![0];
     for (i, s) in specs.iter().enumerate() {
         let map = s.as_object().ok_or_else(|| NetsError::SpecField {
             field: format!("nodes[{i}]"),
@@ -311,9 +313,11 @@ pub fn parse(text: &str, source: &str) -> Result<GraphSpec> {
                 ));
             }
         };
-        let mut ids = Vec::with_capacity(inputs.len());
+        // Inputs name earlier spec nodes only (a layer's internal nodes, such as
+        // `"fc.weight"` or `"fc/matmul"`, are not inputs).
+        let mut input_nodes = Vec::with_capacity(inputs.len());
         for n in &inputs {
-            ids.push(*b.names.get(n.as_str()).ok_or_else(|| {
+            input_nodes.push(*spec_ids.get(n.as_str()).ok_or_else(|| {
                 field_err(
                     name,
                     ty,
@@ -322,15 +326,28 @@ pub fn parse(text: &str, source: &str) -> Result<GraphSpec> {
                 )
             })?);
         }
+        let ids: Vec<usize> = input_nodes.iter().map(|&k| graph_ids[k]).collect();
         let f = Fields { name, ty, map };
         check_fields(&f)?;
         b.node(&f, &ids)?;
+        if let Some(c) = b.collision.take() {
+            return Err(field_err(
+                name,
+                ty,
+                "name",
+                format!(
+                    "{c:?} names two nodes: a layer's parameters and internal nodes are named \
+                     \"<layer>.<param>\" and \"<layer>/<step>\"; rename the node"
+                ),
+            ));
+        }
         last = name.to_string();
         let id = b.names[name];
+        graph_ids.push(id);
         nodes.push(SpecNode {
             name: name.to_string(),
             ty: ty.to_string(),
-            inputs: inputs.iter().map(|n| spec_ids[n.as_str()]).collect(),
+            inputs: input_nodes,
             fields: map.clone(),
             shape: if ty == "parameter" {
                 b.shape(id)
@@ -350,19 +367,13 @@ pub fn parse(text: &str, source: &str) -> Result<GraphSpec> {
                 message: "must be a node name".into(),
             })?,
     };
-    let out_id = *b
-        .names
+    let output_node = *spec_ids
         .get(output.as_str())
         .ok_or_else(|| NetsError::SpecField {
             field: "output".into(),
             message: format!("{output:?} is not a node"),
         })?;
-    let output_node = *spec_ids
-        .get(output.as_str())
-        .ok_or_else(|| NetsError::SpecField {
-            field: "output".into(),
-            message: format!("{output:?} is not a spec node"),
-        })?;
+    let out_id = graph_ids[output_node];
     let graph = Graph::new(
         b.nodes,
         out_id,
@@ -449,10 +460,25 @@ fn check_fields(f: &Fields) -> Result<()> {
         "concat" => &["dim"],
         "select" => &["dim", "index"],
         "parameter" => &["shape", "std"],
+        "global_self_attention" => &[
+            "n_chan_out",
+            "n_chan_key",
+            "n_chan_val",
+            "n_heads",
+            "linear_scaling",
+            "attention_mechanism",
+            "w_key_std",
+            "w_query_std",
+            "w_value_std",
+            "w_out_std",
+            "bias",
+        ],
         _ => &[],
     };
     let init: &[&str] = if matches!(f.ty, "linear" | "conv2d") {
         &["w_std", "b_std"]
+    } else if f.ty == "global_self_attention" {
+        &["b_std"]
     } else {
         &[]
     };
@@ -482,6 +508,8 @@ struct Builder {
     values: Vec<Value>,
     device: Device,
     parameterization: Parameterization,
+    /// The first name given to two nodes (a user name equal to a layer's internal node).
+    collision: Option<String>,
 }
 
 impl Builder {
@@ -504,6 +532,7 @@ impl Builder {
             values: vec![Value::Float(x)],
             device,
             parameterization: Parameterization::Standard,
+            collision: None,
         }
     }
 
@@ -570,7 +599,9 @@ impl Builder {
         });
         self.values.push(value);
         let id = self.nodes.len() - 1;
-        self.names.insert(name, id);
+        if let Some(_old) = self.names.insert(name.clone(), id) {
+            self.collision.get_or_insert(name);
+        }
         id
     }
 
@@ -615,6 +646,236 @@ impl Builder {
 
     fn ints(&mut self, name: String, data: Vec<i64>) -> usize {
         self.constant(name, Constant::Ints(IntValue::vector(data)))
+    }
+
+    /// `x · W` of tokens `[N, T, D]` with a `[D, width]` weight drawn standard normal and
+    /// scaled by `c` (NTK parameterization: a `Mul` node after the product; standard: the
+    /// weight drawn with standard deviation `c`).
+    fn token_projection(
+        &mut self,
+        name: String,
+        x: usize,
+        d: usize,
+        width: usize,
+        c: f64,
+    ) -> Result<usize> {
+        let ntk = self.parameterization == Parameterization::Ntk;
+        let w = self.param(
+            format!("{name}_weight"),
+            vec![d, width],
+            Init::Normal(if ntk { 1.0 } else { c }),
+        )?;
+        let mm = self.op(
+            format!("{name}/matmul"),
+            "MatMul",
+            Op::Linear(LinearOp::MatMul),
+            vec![x, w],
+        )?;
+        if ntk {
+            self.times(format!("{name}/scaled"), mm, c)
+        } else {
+            Ok(mm)
+        }
+    }
+
+    /// `[N, T, H·C] → [N, H, T, C]` (heads first).
+    fn split_heads(
+        &mut self,
+        name: String,
+        x: usize,
+        t: usize,
+        h: usize,
+        c: usize,
+    ) -> Result<usize> {
+        let shape = self.ints(
+            format!("{name}/split_shape"),
+            vec![0, t as i64, h as i64, c as i64],
+        );
+        let r = self.op(
+            format!("{name}/split"),
+            "Reshape",
+            Op::Shape(ShapeOp::Reshape { allowzero: false }),
+            vec![x, shape],
+        )?;
+        self.op(
+            format!("{name}/heads"),
+            "Transpose",
+            Op::Shape(ShapeOp::Transpose {
+                perm: Some(vec![0, 2, 1, 3]),
+            }),
+            vec![r],
+        )
+    }
+
+    /// stax's `GlobalSelfAttention` (neural-tangents v0.6.5) on tokens `[N, T, D]`, as ops.
+    ///
+    /// Per head `h` (of `H`): keys `K_h = c_k·x·W_K[:, h]`, queries `Q_h` (`= K_h` with
+    /// `linear_scaling`: tied weights, the query weights' std only enters as
+    /// `w_query_std·w_key_std`), values `V_h = c_v·x·W_V[:, h]`; attention weights
+    /// `A_h = softmax_rows(Q_h K_hᵀ / n_key)` (`/√n_key` without `linear_scaling`);
+    /// output `concat_h(A_h V_h)·c_o·W_O + b_std·b`. NTK scales: `c_k = √(σ_q σ_k / D)`
+    /// tied (`σ_k/√D`, `σ_q/√D` untied), `c_v = σ_v/√D`, `c_o = σ_o/√(H·n_val)`, so the
+    /// output scale is stax's `σ_o σ_v / √(n_val·H·D)`.
+    ///
+    /// # Shapes
+    /// `x`: `[N, T, D]` → `[N, T, n_chan_out]`. Parameters `"{name}.key_weight"`
+    /// `[D, H·n_key]` (`"{name}.query_weight"` likewise, untied), `"{name}.value_weight"`
+    /// `[D, H·n_val]`, `"{name}.out_weight"` `[H·n_val, n_chan_out]`, `"{name}.bias"`
+    /// `[n_chan_out]`; head `h` owns columns (rows of `out_weight`) `h·C .. (h+1)·C`.
+    fn self_attention(&mut self, f: &Fields, x: usize) -> Result<usize> {
+        let name = f.name.to_string();
+        let s = self.shape(x);
+        if s.len() != 3 {
+            return Err(f.err(
+                "inputs",
+                format!("global_self_attention needs tokens [N, T, D], got {s:?}"),
+            ));
+        }
+        let (t, d) = (s[1], s[2]);
+        let out = f.uint("n_chan_out", None)?;
+        let n_key = f.uint("n_chan_key", None)?;
+        let n_val = f.uint("n_chan_val", None)?;
+        let heads = f.uint("n_heads", None)?;
+        let tied = f.boolean("linear_scaling", true)?;
+        let softmax = match f.map.get("attention_mechanism").and_then(|v| v.as_str()) {
+            None | Some("softmax") => true,
+            Some("identity") => false,
+            Some(o) => {
+                return Err(f.err("attention_mechanism", format!("{o:?}: softmax or identity")));
+            }
+        };
+        let std = |field: &str| -> Result<f64> {
+            let v = f.float(field, 1.0)?;
+            if v < 0.0 {
+                return Err(f.err(field, format!("must be ≥ 0, got {v}")));
+            }
+            Ok(v)
+        };
+        let (sk, sq, sv, so) = (
+            std("w_key_std")?,
+            std("w_query_std")?,
+            std("w_value_std")?,
+            std("w_out_std")?,
+        );
+        let b_std = f.float("b_std", 0.0)?;
+        let df = d as f64;
+        let (keys, queries) = if tied {
+            let k = self.token_projection(
+                format!("{name}.key"),
+                x,
+                d,
+                heads * n_key,
+                (sq * sk / df).sqrt(),
+            )?;
+            (k, k)
+        } else {
+            let k =
+                self.token_projection(format!("{name}.key"), x, d, heads * n_key, sk / df.sqrt())?;
+            let q = self.token_projection(
+                format!("{name}.query"),
+                x,
+                d,
+                heads * n_key,
+                sq / df.sqrt(),
+            )?;
+            (k, q)
+        };
+        let keys = self.split_heads(format!("{name}.key"), keys, t, heads, n_key)?;
+        let queries = if tied {
+            keys
+        } else {
+            self.split_heads(format!("{name}.query"), queries, t, heads, n_key)?
+        };
+        let keys_t = self.op(
+            format!("{name}/keys_t"),
+            "Transpose",
+            Op::Shape(ShapeOp::Transpose {
+                perm: Some(vec![0, 1, 3, 2]),
+            }),
+            vec![keys],
+        )?;
+        let logits = self.op(
+            format!("{name}/logits"),
+            "MatMul",
+            Op::Linear(LinearOp::MatMul),
+            vec![queries, keys_t],
+        )?;
+        let norm = if tied {
+            n_key as f64
+        } else {
+            (n_key as f64).sqrt()
+        };
+        let logits = self.times(format!("{name}/logits_scaled"), logits, 1.0 / norm)?;
+        let weights = if softmax {
+            self.op(
+                format!("{name}/weights"),
+                "Softmax",
+                Op::Elementwise(ElementwiseOp::Softmax { axis: -1 }),
+                vec![logits],
+            )?
+        } else {
+            logits
+        };
+        let values =
+            self.token_projection(format!("{name}.value"), x, d, heads * n_val, sv / df.sqrt())?;
+        let values = self.split_heads(format!("{name}.value"), values, t, heads, n_val)?;
+        let mixed = self.op(
+            format!("{name}/mixed"),
+            "MatMul",
+            Op::Linear(LinearOp::MatMul),
+            vec![weights, values],
+        )?;
+        let merged = self.op(
+            format!("{name}/merge_t"),
+            "Transpose",
+            Op::Shape(ShapeOp::Transpose {
+                perm: Some(vec![0, 2, 1, 3]),
+            }),
+            vec![mixed],
+        )?;
+        let shape = self.ints(
+            format!("{name}/merge_shape"),
+            vec![0, t as i64, (heads * n_val) as i64],
+        );
+        let merged = self.op(
+            format!("{name}/merged"),
+            "Reshape",
+            Op::Shape(ShapeOp::Reshape { allowzero: false }),
+            vec![merged, shape],
+        )?;
+        let ntk = self.parameterization == Parameterization::Ntk;
+        let bias = f.boolean("bias", true)?;
+        let projected = self.token_projection(
+            format!("{name}.out"),
+            merged,
+            heads * n_val,
+            out,
+            so / ((heads * n_val) as f64).sqrt(),
+        )?;
+        if !bias {
+            return self.op(
+                name,
+                "Identity",
+                Op::Shape(ShapeOp::Identity),
+                vec![projected],
+            );
+        }
+        let b = self.param(
+            format!("{name}.bias"),
+            vec![out],
+            Init::Normal(if ntk { 1.0 } else { b_std }),
+        )?;
+        let b = if ntk {
+            self.times(format!("{name}/bias_scaled"), b, b_std)?
+        } else {
+            b
+        };
+        self.op(
+            name,
+            "Add",
+            Op::Elementwise(ElementwiseOp::Binary(Binary::Add)),
+            vec![projected, b],
+        )
     }
 
     fn node(&mut self, f: &Fields, ins: &[usize]) -> Result<()> {
@@ -1019,6 +1280,10 @@ impl Builder {
                     vec![ins[0], idx],
                 )?;
             }
+            "global_self_attention" => {
+                need(1)?;
+                self.self_attention(f, ins[0])?;
+            }
             "parameter" => {
                 if !ins.is_empty() && f.map.contains_key("inputs") {
                     return Err(f.err("inputs", "a parameter node takes no inputs"));
@@ -1040,5 +1305,68 @@ impl Builder {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match parse(text, "test") {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn internal_nodes_are_not_inputs() {
+        // "fc.weight" and "fc/matmul" are the linear layer's own nodes, not spec nodes.
+        for internal in ["fc.weight", "fc/matmul"] {
+            let text = format!(
+                r#"{{"input_shape": [3], "nodes": [
+                    {{"name": "fc", "type": "linear", "out_features": 2}},
+                    {{"name": "r", "type": "relu", "inputs": ["{internal}"]}}]}}"#
+            );
+            let e = err(&text);
+            assert!(e.contains("is not an earlier node"), "{e}");
+            assert!(e.contains(internal), "{e}");
+        }
+        let e = err(r#"{"input_shape": [3], "output": "fc.weight", "nodes": [
+            {"name": "fc", "type": "linear", "out_features": 2}]}"#);
+        assert!(e.contains("is not a node"), "{e}");
+    }
+
+    #[test]
+    fn user_names_equal_to_internal_names_are_refused() {
+        // A node named like the next layer's internal node, in either order.
+        let e = err(
+            r#"{"input_shape": [3], "parameterization": "ntk", "nodes": [
+            {"name": "b/scaled", "type": "relu"},
+            {"name": "b", "type": "linear", "out_features": 2}]}"#,
+        );
+        assert!(e.contains("\"b/scaled\" names two nodes"), "{e}");
+        let e = err(r#"{"input_shape": [3], "nodes": [
+            {"name": "b", "type": "linear", "out_features": 2},
+            {"name": "b.weight", "type": "relu"}]}"#);
+        assert!(e.contains("is used twice"), "{e}");
+    }
+
+    #[test]
+    fn spec_nodes_keep_their_inputs() {
+        let g = parse(
+            r#"{"input_shape": [3], "parameterization": "ntk", "nodes": [
+                {"name": "fc", "type": "linear", "out_features": 4},
+                {"name": "r", "type": "relu"},
+                {"name": "sum", "type": "add", "inputs": ["fc", "r"]}]}"#,
+            "test",
+        )
+        .unwrap();
+        let names: Vec<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["input", "fc", "r", "sum"]);
+        assert_eq!(g.nodes[3].inputs, [1, 2]);
+        assert_eq!(g.nodes[2].inputs, [1]);
+        assert_eq!(g.output, 3);
+        assert_eq!(g.nodes[3].shape, [4]);
     }
 }
