@@ -4,21 +4,26 @@
 //! An MLP in the NTK parameterization (64 → w → relu → w → relu → 10, f64) is trained by
 //! full-batch gradient descent on `L = ‖f − Y‖² / (2·n·O)` (`ntk::train`, burn's SGD) for
 //! `steps` steps at half the largest stable learning rate, `η = n·O / λ_max(Θ₀)` (GD on the
-//! linearised model diverges above `2·n·O / λ_max`). The linearised network
-//! `f_lin(θ, x) = f(θ₀, x) + J(θ₀, x)(θ − θ₀)` trained by the same GD moves in function
-//! space exactly as `f ← f − (η / (n·O)) Θ₀(·, train)(f_train − Y)` with the full empirical
-//! NTK `Θ₀` at initialisation (`[n·O, n·O]`, outputs not assumed independent), which is
-//! how it is computed here (no approximation: the linearised model is linear in θ).
-//! Reported on the test set: the relative gap `‖f_T − f_lin,T‖ / ‖f_T − f₀‖` per width, and
-//! its log-log slope against the width (the gap is `O(1/√width)`).
+//! linearised model diverges above `2·n·O / λ_max`), next to the linearised network
+//! `f_lin(θ, x) = f(θ₀, x) + J(θ₀, x)(θ − θ₀)` trained by the same GD in parameter space
+//! (`ntk train --linearized`: JVP forward, VJP gradient). The linear run is checked against
+//! the function-space recursion `f ← f − (η / (n·O)) Θ₀(·, train)(f_train − Y)` with the
+//! full empirical NTK `Θ₀` at initialisation (`[n·O, n·O]`; exact for GD on a model linear
+//! in θ): the "parameter vs function space" column. Reported on the test set, as
+//! `ntk analyze --checkpoints REAL --linearized LIN` computes it: the relative gap
+//! `‖f_T − f_lin,T‖ / ‖f_T − f₀‖` per width, its log-log slope against the width (the gap
+//! is `O(1/√width)`), and a plot (`$TMP/ntk-linearized-gap/linearized_gap.png`, beside
+//! the run folders).
 //!
 //! ```sh
 //! cargo run --example linearized_gap -- [widths=128,256,512,1024,2048] [steps=200] [n_train=256] [n_test=128]
 //! ```
 
-use ntk::empirical::{EmpiricalOptions, KernelKind, Method, empirical_kernel};
+use ntk::empirical::{EmpiricalOptions, KernelKind, Linearized, Method, empirical_kernel};
 use ntk::nets::{BackendKind, HostArray, NetworkConfig, NetworkSpec, Precision};
+use ntk::plot::{Panel, Series, write_png};
 use ntk::train::{OptimizerKind, Split, TrainOptions, digits_split, train};
+use ntk::train_cmd::compare_linearized;
 
 /// `λ_max` of a symmetric positive semi-definite `[m, m]` matrix by power iteration.
 fn largest_eigenvalue(a: &[f64], m: usize) -> f64 {
@@ -69,10 +74,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          learning rate, NTK parameterization, f64"
     );
     println!(
-        "| width | η | train loss real | train loss linearised | test gap ‖f − f_lin‖/‖f − f0‖ | s |"
+        "| width | η | train loss real | train loss linearised | test gap ‖f − f_lin‖/‖f − f0‖ | parameter vs function space | s |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
+    let out = std::env::temp_dir().join("ntk-linearized-gap");
+    std::fs::create_dir_all(&out)?;
     let mut points = Vec::new();
+    let mut series = Vec::new();
     for &w in &widths {
         let t0 = std::time::Instant::now();
         let spec = NetworkSpec::from_json(&format!(
@@ -81,7 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
               {{"type":"dense","width":{w},"w_std":1.4142135623730951,"b_std":0.1}},{{"type":"relu"}},
               {{"type":"dense","width":{o},"w_std":1.0,"b_std":0.1}}]}}"#
         ))?;
-        let net = NetworkConfig::new(spec)
+        let net = NetworkConfig::new(spec.clone())
             .with_seed(0)
             .with_precision(Precision::F64)
             .init(&device)?;
@@ -124,25 +132,56 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 *f -= lr / cols as f64 * g;
             }
         }
-        // Real GD, same loss, data and steps.
+        // Real GD and GD on the linearised network in parameter space (`ntk train` and
+        // `ntk train --linearized`), same loss, data and steps, checkpoints at 0 and T.
         let split = Split {
             train: train_set.clone(),
-            test: None,
+            test: Some(test_set.clone()),
         };
-        let (trained, _) = train(
-            &net,
-            &split,
-            &TrainOptions {
-                optimizer: OptimizerKind::Sgd,
-                lr,
-                epochs: steps,
-                batch_size: None,
-                checkpoint_every: 0,
-                ..Default::default()
-            },
-            &mut |_, _, _| {},
-        )?;
+        let run = |linearized: bool| -> Result<ntk::nets::Network, Box<dyn std::error::Error>> {
+            let dir = out.join(format!("{}-{w}", if linearized { "lin" } else { "real" }));
+            let _ = std::fs::remove_dir_all(&dir);
+            Ok(train(
+                &net,
+                &split,
+                &TrainOptions {
+                    optimizer: OptimizerKind::Sgd,
+                    lr,
+                    epochs: steps,
+                    batch_size: None,
+                    checkpoint_every: 0,
+                    out_dir: Some(dir),
+                    linearized,
+                    ..Default::default()
+                },
+                &mut |_, _, _| {},
+            )?
+            .0)
+        };
+        let trained = run(false)?;
+        let lin_trained = run(true)?;
         let f_t = trained.forward_host(&x)?.data;
+        // The parameter-space linear model against the function-space recursion.
+        let f_param = Linearized::new(net.clone())
+            .forward_host(&lin_trained, &x)?
+            .data;
+        let scale = f_lin.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let agree = f_param
+            .iter()
+            .zip(&f_lin)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
+            / scale;
+        // The gap as `ntk analyze --checkpoints REAL --linearized LIN` computes it.
+        let cmp = compare_linearized(
+            &out.join(format!("real-{w}")),
+            &out.join(format!("lin-{w}")),
+            &spec,
+            &test_set.x,
+            &device,
+            Precision::F64,
+        )?;
+        let last = cmp.last().ok_or("a common checkpoint")?;
+        let gap = last.output_gap.ok_or("the network moved")?;
         let loss = |f: &[f64]| {
             f[..cols]
                 .iter()
@@ -151,22 +190,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .sum::<f64>()
                 / (2.0 * cols as f64)
         };
-        let test = cols..big * o;
-        let gap: f64 = test
-            .clone()
-            .map(|k| (f_t[k] - f_lin[k]).powi(2))
-            .sum::<f64>()
-            .sqrt()
-            / test.map(|k| (f_t[k] - f0[k]).powi(2)).sum::<f64>().sqrt();
         println!(
-            "| {w} | {lr:.3} | {:.4e} | {:.4e} | {:.2}% | {:.1} |",
+            "| {w} | {lr:.3} | {:.4e} | {:.4e} | {:.2}% | {agree:.1e} | {:.1} |",
             loss(&f_t),
-            loss(&f_lin),
+            last.train_loss_linearized,
             100.0 * gap,
             t0.elapsed().as_secs_f64()
         );
         points.push(((w as f64).ln(), gap.ln()));
+        series.push((w as f64, gap));
     }
+    write_png(
+        &out.join("linearized_gap.png"),
+        &[Panel {
+            title: format!("digits, {steps} GD steps: network vs its linearisation (test set)"),
+            x_label: "width".into(),
+            y_label: "‖f − f_lin‖ / ‖f − f0‖".into(),
+            series: vec![Series {
+                label: "output gap".into(),
+                points: series,
+            }],
+        }],
+        (640, 480),
+    )?;
+    println!("wrote {}", out.join("linearized_gap.png").display());
     if points.len() >= 2 {
         let k = points.len() as f64;
         let (mx, my) = (

@@ -14,9 +14,10 @@
 //! finite-width bias `∝ 1/w`.
 //!
 //! Graph specs (`nodes`) work the same way: every `linear`/`conv2d` but the last gets the
-//! width, the exact kernel is `ntk_infinite::graph_kernels` (sketched features: sequential
-//! specs only, for now).
+//! width, the exact kernel is `ntk_infinite::graph_kernels`, and sketched features are
+//! `ntk_infinite::features::GraphFeatureMap` (relu graphs: residual sums, concatenations).
 
+use crate::features_cmd::AnyFeatureMap;
 use crate::nets::array::{read_inputs, write_atomic};
 use crate::nets::{
     BackendKind, LayerSpec, NetworkConfig, NetworkSpec, Parameterization, Precision,
@@ -26,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ntk_empirical::{EmpiricalOptions, KernelKind, empirical_kernel};
 use ntk_infinite::features::{
-    DEFAULT_DEGREE, FeatureMap, FeatureMethod, FeatureOptions, feature_kernel,
+    DEFAULT_DEGREE, FeatureMap, FeatureMethod, FeatureOptions, GraphFeatureMap, feature_kernel,
     relative_frobenius_error,
 };
 use ntk_infinite::{InfiniteOptions, graph_kernels, kernels};
@@ -104,6 +105,8 @@ impl ErrorPoint {
 pub struct FeatureErrors {
     pub method: String,
     pub points: Vec<ErrorPoint>,
+    /// Least-squares slope of log(mean error) against log(dimension) (sketches: −0.5).
+    pub slope: Option<f64>,
 }
 
 /// The `ntk compare` report.
@@ -280,12 +283,6 @@ pub fn run(a: &CompareArgs) -> Result<()> {
     } else {
         None
     };
-    if graph_json.is_some() && !features.is_empty() {
-        bail!(
-            "--features: sketched feature maps of graph specs are not available yet (sequential \
-             specs only); drop --features to compare the empirical and Monte Carlo kernels"
-        );
-    }
     let at_width = |w: usize| -> Result<AtWidth> {
         Ok(match &graph_json {
             Some(g) => AtWidth::Graph(Box::new(
@@ -367,27 +364,22 @@ pub fn run(a: &CompareArgs) -> Result<()> {
             .map(|p| (p.size as f64, p.mean))
             .collect::<Vec<_>>(),
     );
-    let base_spec = match &base {
-        AtWidth::Sequential(s) => Some(s.clone()),
-        AtWidth::Graph(_) => None,
-    };
     let mut feature_reports: Vec<FeatureErrors> = Vec::new();
     for (method, dim) in &features {
         let mut errors = Vec::new();
         let mut secs = 0.0;
         for seed in 0..a.seeds {
             let t = Instant::now();
-            let map = FeatureMap::new(
-                base_spec
-                    .as_ref()
-                    .expect("features need a sequential spec (checked)"),
-                &FeatureOptions {
-                    method: FeatureMethod::parse(method)?,
-                    dim: *dim,
-                    seed,
-                    degree: DEFAULT_DEGREE,
-                },
-            )?;
+            let options = FeatureOptions {
+                method: FeatureMethod::parse(method)?,
+                dim: *dim,
+                seed,
+                degree: DEFAULT_DEGREE,
+            };
+            let map = match &base {
+                AtWidth::Sequential(s) => AnyFeatureMap::Sequential(FeatureMap::new(s, &options)?),
+                AtWidth::Graph(g) => AnyFeatureMap::Graph(GraphFeatureMap::new(g, &options)?),
+            };
             let f1 = map.apply(&x1)?.ntk;
             let f2 = match &x2 {
                 Some(x2) => map.apply(x2)?.ntk,
@@ -403,8 +395,13 @@ pub fn run(a: &CompareArgs) -> Result<()> {
             None => feature_reports.push(FeatureErrors {
                 method: method.clone(),
                 points: vec![point],
+                slope: None,
             }),
         }
+    }
+    for f in feature_reports.iter_mut() {
+        let pts: Vec<(f64, f64)> = f.points.iter().map(|p| (p.size as f64, p.mean)).collect();
+        f.slope = log_log_slope(&pts);
     }
     let report = CompareReport {
         n1: x1.len(),
@@ -466,6 +463,14 @@ fn print_report(r: &CompareReport) {
                 println!(
                     "| {} | {} | {:.4} | {:.4} | {:.3} |",
                     f.method, p.size, p.mean, p.std, p.seconds
+                );
+            }
+        }
+        for f in &r.features {
+            if let Some(s) = f.slope {
+                println!(
+                    "{}: log-log slope of the error against the dimension: {s:.3} (1/√m: −0.5)",
+                    f.method
                 );
             }
         }

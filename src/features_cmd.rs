@@ -3,22 +3,24 @@
 //! with the infinite-width NTK, on a bundled dataset or the user's data).
 
 use crate::nets::array::{NpyRows, NpyWriter};
-use crate::nets::{FloatKind, NetworkSpec};
+use crate::nets::{FloatKind, HostArray, NetworkSpec};
 use crate::train::{Split, Targets};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ntk_analysis::Matrix;
 use ntk_analysis::predict::{DiagReg, GpInference};
 use ntk_analysis::ridge::FeatureRidge;
-use ntk_infinite::features::{DEFAULT_DEGREE, FeatureMap, FeatureMethod, FeatureOptions};
+use ntk_infinite::features::{
+    DEFAULT_DEGREE, FeatureMap, FeatureMethod, FeatureOptions, GraphFeatureMap, NtkFeatures,
+};
 use ntk_infinite::{InfiniteOptions, kernels};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Arguments of `ntk features`.
 #[derive(clap::Args, Debug)]
 pub struct FeaturesArgs {
-    /// Network spec (JSON); only the architecture matters (relu networks: dense, conv2d, relu, identity, pooling, flatten).
+    /// Network spec (JSON, sequential or graph); only the architecture matters (relu networks: dense/linear, conv2d, relu, identity, pooling, flatten; graphs also residual add, channel concat, scale).
     #[arg(long)]
     pub spec: PathBuf,
     /// Inputs .npy [N, *input_shape] (read in batches: N may exceed memory).
@@ -64,6 +66,61 @@ fn out_kind(s: &str) -> Result<FloatKind> {
     }
 }
 
+/// The feature map of a sequential or a graph spec.
+pub enum AnyFeatureMap {
+    Sequential(FeatureMap),
+    Graph(GraphFeatureMap),
+}
+
+impl AnyFeatureMap {
+    /// Reads the spec file (sequential `layers` or graph `nodes`) and compiles its map.
+    pub fn from_file(path: &Path, options: &FeatureOptions) -> Result<AnyFeatureMap> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(if ntk_nets::graph::spec::is_graph_spec(&text) {
+            let spec = ntk_nets::graph::spec::parse(&text, &path.display().to_string())?;
+            AnyFeatureMap::Graph(GraphFeatureMap::new(&spec, options)?)
+        } else {
+            AnyFeatureMap::Sequential(FeatureMap::new(&NetworkSpec::from_json(&text)?, options)?)
+        })
+    }
+
+    pub fn apply(&self, x: &HostArray) -> ntk_infinite::Result<NtkFeatures> {
+        match self {
+            AnyFeatureMap::Sequential(m) => m.apply(x),
+            AnyFeatureMap::Graph(m) => m.apply(x),
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        match self {
+            AnyFeatureMap::Sequential(m) => m.dim(),
+            AnyFeatureMap::Graph(m) => m.dim(),
+        }
+    }
+
+    pub fn input_shape(&self) -> Vec<usize> {
+        match self {
+            AnyFeatureMap::Sequential(m) => m.input_shape(),
+            AnyFeatureMap::Graph(m) => m.input_shape(),
+        }
+    }
+
+    pub fn options(&self) -> &FeatureOptions {
+        match self {
+            AnyFeatureMap::Sequential(m) => m.options(),
+            AnyFeatureMap::Graph(m) => m.options(),
+        }
+    }
+
+    pub fn numbers_per_sample(&self) -> usize {
+        match self {
+            AnyFeatureMap::Sequential(m) => m.numbers_per_sample(),
+            AnyFeatureMap::Graph(m) => m.numbers_per_sample(),
+        }
+    }
+}
+
 fn feature_options(method: &str, dim: usize, seed: u64, degree: usize) -> Result<FeatureOptions> {
     Ok(FeatureOptions {
         method: FeatureMethod::parse(method).context("--method")?,
@@ -89,8 +146,10 @@ pub fn run_features(a: &FeaturesArgs) -> Result<()> {
     };
     let kind = out_kind(&a.out_dtype)?;
     let budget = crate::infinite_cmd::parse_bytes(&a.max_memory)?;
-    let spec = NetworkSpec::from_file(&a.spec)?;
-    let map = FeatureMap::new(&spec, &feature_options(&a.method, a.dim, a.seed, a.degree)?)?;
+    let map = AnyFeatureMap::from_file(
+        &a.spec,
+        &feature_options(&a.method, a.dim, a.seed, a.degree)?,
+    )?;
     let mut reader = NpyRows::open(&a.x)?;
     let shape = map.input_shape();
     if reader.shape().len() != shape.len() + 1 || reader.shape()[1..] != shape[..] {

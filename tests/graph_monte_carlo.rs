@@ -331,8 +331,13 @@ fn cli_infinite_and_monte_carlo_on_graph_specs() {
         "--out",
         &s(&report),
     ]);
+    // Feature maps of graphs cover relu networks: this one has a leaky relu.
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not available yet"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("relu networks only") && err.contains("leaky"),
+        "{err}"
+    );
     // A graph node without a limit is refused by name.
     let bn = d.join("bn.json");
     std::fs::write(
@@ -450,4 +455,143 @@ fn attention_ntk_approaches_its_limit_with_width() {
     // 16× the width: the error falls about 4× (1/√w); a wrong limit would level off.
     assert!(errors[1] < 0.45 * errors[0], "{errors:?}");
     assert!(errors[1] < 0.05, "{errors:?}");
+}
+
+/// Mean relative Frobenius error of sketched NTK features of a graph spec against its exact
+/// NTK, over `seeds` feature maps of dimension `m`.
+fn sketch_error(
+    spec: &ntk::nets::graph::spec::GraphSpec,
+    x: &HostArray,
+    method: ntk::infinite::features::FeatureMethod,
+    m: usize,
+    seeds: u64,
+) -> f64 {
+    use ntk::infinite::features::{FeatureOptions, GraphFeatureMap, feature_kernel};
+    let exact = graph_kernels(spec, x, None, &Default::default())
+        .unwrap()
+        .ntk;
+    let mut total = 0.0;
+    for seed in 0..seeds {
+        let map = GraphFeatureMap::new(
+            spec,
+            &FeatureOptions {
+                method,
+                dim: m,
+                seed,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let f = map.apply(x).unwrap().ntk;
+        total += frobenius_error(&feature_kernel(&f, &f).unwrap(), &exact);
+    }
+    total / seeds as f64
+}
+
+/// CNTKSketch through the WideResNet-style case (identity and strided projection
+/// shortcuts: sums of branches as concatenated features) and NTKSketch/NTKRF through a
+/// residual relu MLP with a channel concat: the error against the exact graph kernel falls
+/// like m^(−1/2).
+#[test]
+fn sketches_of_residual_graphs_converge_like_one_over_sqrt_m() {
+    use ntk::infinite::features::FeatureMethod;
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graph-stax/wrn-block");
+    let wrn = parse(
+        &std::fs::read_to_string(case.join("spec.json")).unwrap(),
+        "wrn",
+    )
+    .unwrap();
+    let x = npy(case.join("x1.npy"));
+    let mut report = Vec::new();
+    let mut check = |what: &str, spec, x: &HostArray, method, ms: [usize; 2], seeds| {
+        let e: Vec<f64> = ms
+            .iter()
+            .map(|&m| sketch_error(spec, x, method, m, seeds))
+            .collect();
+        let slope = (e[1] / e[0]).ln() / ((ms[1] as f64) / (ms[0] as f64)).ln();
+        report.push(format!("{what}: m {ms:?} errors {e:?}, slope {slope:.2}"));
+        assert!((-0.85..=-0.25).contains(&slope) && e[1] < 0.1, "{report:?}");
+    };
+    check(
+        "wrn cntksketch",
+        &wrn,
+        &x,
+        FeatureMethod::CntkSketch,
+        [256, 4096],
+        6,
+    );
+    let mlp = parse(
+        r#"{"input_shape":[6],"parameterization":"ntk","nodes":[
+        {"name":"fc0","type":"linear","out_features":32,"w_std":1.3,"b_std":0.1},
+        {"name":"r1","type":"relu"},
+        {"name":"fc1","type":"linear","out_features":32,"w_std":1.4,"b_std":0.1},
+        {"name":"add","type":"add","inputs":["fc1","fc0"]},
+        {"name":"r2","type":"relu"},
+        {"name":"a","type":"linear","out_features":8,"w_std":1.2,"inputs":["r2"]},
+        {"name":"b","type":"linear","out_features":24,"w_std":0.9,"b_std":0.2,"inputs":["r2"]},
+        {"name":"rb","type":"relu"},
+        {"name":"cat","type":"concat","dim":1,"inputs":["a","rb"]},
+        {"name":"head","type":"linear","out_features":1,"w_std":1.0,"b_std":0.1}]}"#,
+        "mlp",
+    )
+    .unwrap();
+    let xm = inputs(&[6], 6, 13);
+    check(
+        "mlp ntksketch",
+        &mlp,
+        &xm,
+        FeatureMethod::NtkSketch,
+        [256, 4096],
+        6,
+    );
+    check("mlp ntkrf", &mlp, &xm, FeatureMethod::Ntkrf, [256, 4096], 6);
+    eprintln!("{}", report.join("\n"));
+}
+
+/// `ntk features` on a graph spec: the features' kernel is the exact graph NTK to the
+/// sketch's accuracy; a token input is refused by name.
+#[test]
+fn cli_features_of_a_graph_spec() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graph-stax/wrn-block");
+    let out = std::env::temp_dir().join(format!("ntk-graph-features-{}.npy", std::process::id()));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let o = ok(&[
+        "features",
+        "--spec",
+        &s(&case.join("spec.json")),
+        "--x",
+        &s(&case.join("x1.npy")),
+        "--method",
+        "cntksketch",
+        "--dim",
+        "4096",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("[5, 4096]"));
+    let f = npy(&out);
+    let k = ntk::infinite::features::feature_kernel(&f, &f).unwrap();
+    let spec = parse(
+        &std::fs::read_to_string(case.join("spec.json")).unwrap(),
+        "wrn",
+    )
+    .unwrap();
+    let exact = graph_kernels(&spec, &npy(case.join("x1.npy")), None, &Default::default())
+        .unwrap()
+        .ntk;
+    let e = frobenius_error(&k, &exact);
+    assert!(e < 0.15, "{e}");
+    let t = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graph-stax/transformer-block");
+    let o = common::run_ntk(&[
+        "features",
+        "--spec",
+        &s(&t.join("spec.json")),
+        "--x",
+        &s(&t.join("x1.npy")),
+        "--out",
+        &s(&out),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not tokens [T, D]"));
+    let _ = std::fs::remove_file(out);
 }

@@ -130,34 +130,39 @@ pub struct NtkFeatures {
 
 /// Feature rows of a batch between layers: row `n·P + p` is position `p` of sample `n`.
 #[derive(Debug, Clone)]
-struct Rows {
-    samples: usize,
-    h: usize,
-    w: usize,
-    kphi: usize,
-    phi: Vec<f64>,
-    kpsi: usize,
-    psi: Vec<f64>,
+pub(crate) struct Rows {
+    pub(crate) samples: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) kphi: usize,
+    pub(crate) phi: Vec<f64>,
+    pub(crate) kpsi: usize,
+    pub(crate) psi: Vec<f64>,
 }
 
 impl Rows {
-    fn pixels(&self) -> usize {
+    pub(crate) fn pixels(&self) -> usize {
         self.h * self.w
     }
 }
 
 /// An SRHT applied when a feature matrix grows past twice the sketch width.
 #[derive(Debug, Clone)]
-struct Reduce(Option<Srht>);
+pub(crate) struct Reduce(Option<Srht>);
 
 impl Reduce {
+    /// No reduction.
+    pub(crate) fn none() -> Self {
+        Reduce(None)
+    }
+
     fn new(cols: usize, dim: usize, rng: &mut ChaCha8Rng) -> Self {
         Reduce((cols > 2 * dim).then(|| Srht::new(cols, dim, rng)))
     }
 
     /// The reductions of a layer's NNGP and NTK features of `cols` columns (drawn in that
     /// order), updating the running widths `k` to their outputs.
-    fn pair(
+    pub(crate) fn pair(
         cols: (usize, usize),
         k: (&mut usize, &mut usize),
         dim: usize,
@@ -191,7 +196,7 @@ impl Reduce {
 
 /// How one relu layer maps features.
 #[derive(Debug, Clone)]
-enum ReluRule {
+pub(crate) enum ReluRule {
     /// `relu(W φ)/√m`, `step(W φ)/√m`; `W` `[m, in]` standard normal, drawn in blocks of
     /// [`RF_BLOCK`] rows, block `b` from the stream `(layer, b)` of the seed.
     Random { seed: u64, layer: usize, m: usize },
@@ -213,7 +218,7 @@ enum ReluRule {
 /// low-degree terms out of it makes shallow layers on low-dimensional inputs much more
 /// accurate; on wide inputs (`u` alone over `m/2` columns) everything is reduced.
 #[derive(Debug, Clone)]
-struct PolyReduce {
+pub(crate) struct PolyReduce {
     keep: usize,
     tail: Option<Srht>,
 }
@@ -251,7 +256,7 @@ const RF_BLOCK: usize = 256;
 /// per row in f64, with the random signs of the transform as large).
 pub const MAX_FEATURE_WIDTH: usize = 1 << 24;
 
-fn check_width(cols: usize, index: usize, kind: &str) -> Result<()> {
+pub(crate) fn check_width(cols: usize, index: usize, kind: &str) -> Result<()> {
     if cols > MAX_FEATURE_WIDTH {
         return Err(unsupported(
             index,
@@ -266,7 +271,7 @@ fn check_width(cols: usize, index: usize, kind: &str) -> Result<()> {
 }
 
 #[derive(Debug, Clone)]
-enum Step {
+pub(crate) enum Step {
     Affine {
         conv: Option<ConvGeometry>,
         /// `(kh, kw)`; `(1, 1)` for dense.
@@ -294,6 +299,142 @@ enum Step {
     },
 }
 
+/// What one layer does to the features: the layers of a sequential spec and the nodes of
+/// a graph spec ([`super::graph`]) alike.
+#[derive(Debug, Clone)]
+pub(crate) enum LayerRule {
+    /// `linear`/`dense` (`conv: None`, kernel `[1, 1]`) or `conv2d`.
+    Affine {
+        conv: Option<ConvGeometry>,
+        kernel: [usize; 2],
+        w_std: f64,
+        b_std: Option<f64>,
+        fan_in: usize,
+        parameterization: Parameterization,
+    },
+    Relu,
+    AvgPool {
+        window: [usize; 2],
+        stride: [usize; 2],
+        out: [usize; 2],
+    },
+    GlobalAvgPool,
+    /// Flatten of an image of `pixels` positions.
+    Flatten {
+        pixels: usize,
+    },
+    Identity,
+}
+
+/// The step of one layer, drawing its random maps from `rng` and updating the running
+/// feature widths `k = (φ columns, ψ columns)` (`None`: the layer leaves the features as
+/// they are). `index` and `kind` name the layer in errors; `index` also seeds NTKRF's
+/// projections.
+pub(crate) fn compile_step(
+    rule: &LayerRule,
+    index: usize,
+    kind: &str,
+    k: (&mut usize, &mut usize),
+    options: &FeatureOptions,
+    rng: &mut ChaCha8Rng,
+) -> Result<Option<Step>> {
+    let m = options.dim;
+    let (kphi, kpsi) = k;
+    Ok(match rule {
+        LayerRule::Affine {
+            conv,
+            kernel,
+            w_std,
+            b_std,
+            fan_in,
+            parameterization,
+        } => {
+            let taps = kernel[0] * kernel[1];
+            let cols = affine_dims(*kphi, *kpsi, taps, b_std.is_some(), *parameterization);
+            let (reduce_phi, reduce_psi) = Reduce::pair(cols, (kphi, kpsi), m, index, kind, rng)?;
+            Some(Step::Affine {
+                conv: *conv,
+                kernel: *kernel,
+                weight_std: *w_std,
+                bias_std: *b_std,
+                fan_in: *fan_in,
+                parameterization: *parameterization,
+                reduce_phi,
+                reduce_psi,
+            })
+        }
+        LayerRule::Identity => None,
+        LayerRule::Relu => {
+            let (rule, phi_cols, step_cols) = match options.method {
+                FeatureMethod::Ntkrf => (
+                    ReluRule::Random {
+                        seed: options.seed,
+                        layer: index,
+                        m,
+                    },
+                    m,
+                    m,
+                ),
+                FeatureMethod::NtkSketch | FeatureMethod::CntkSketch => {
+                    let poly = PolySketch::new(*kphi, options.degree, m, rng);
+                    let sqrt = |k| -> Vec<f64> {
+                        relu_kernel_polynomial(k, options.degree)
+                            .iter()
+                            .map(|c| c.sqrt())
+                            .collect()
+                    };
+                    let (sqrt_c1, sqrt_c0) = (sqrt(ArcCosine::Order1), sqrt(ArcCosine::Order0));
+                    // [√c₀, √c₁ u, √c_j S_j(u) for the c_j > 0, j ≥ 2]
+                    let widths = |c: &[f64]| -> Vec<usize> {
+                        [1, *kphi]
+                            .into_iter()
+                            .chain(
+                                c.iter()
+                                    .skip(2)
+                                    .filter(|&&v| v > 0.0)
+                                    .map(|_| poly.output_dim()),
+                            )
+                            .collect()
+                    };
+                    let reduce1 = PolyReduce::new(&widths(&sqrt_c1), m, rng);
+                    let reduce0 = PolyReduce::new(&widths(&sqrt_c0), m, rng);
+                    let (phi_cols, step_cols) = (reduce1.output_dim(), reduce0.output_dim());
+                    let rule = ReluRule::Sketch {
+                        poly,
+                        sqrt_c1,
+                        sqrt_c0,
+                        reduce1,
+                        reduce0,
+                    };
+                    (rule, phi_cols, step_cols)
+                }
+            };
+            let tensor = TensorSrht::new(*kpsi, step_cols, m, rng);
+            *kpsi = tensor.output_dim();
+            *kphi = phi_cols;
+            Some(Step::Relu { rule, tensor })
+        }
+        LayerRule::AvgPool {
+            window,
+            stride,
+            out,
+        } => Some(Step::AvgPool {
+            window: *window,
+            stride: *stride,
+            out: *out,
+        }),
+        LayerRule::GlobalAvgPool => Some(Step::GlobalAvgPool),
+        LayerRule::Flatten { pixels } => {
+            let cols = (kphi.saturating_mul(*pixels), kpsi.saturating_mul(*pixels));
+            let (reduce_phi, reduce_psi) = Reduce::pair(cols, (kphi, kpsi), m, index, kind, rng)?;
+            Some(Step::Flatten {
+                reduce_phi,
+                reduce_psi,
+            })
+        }
+    })
+}
+
 /// A compiled feature map (all random draws made).
 #[derive(Debug, Clone)]
 pub struct FeatureMap {
@@ -318,44 +459,11 @@ impl FeatureMap {
     /// method; NTKRF does not use it).
     pub fn new(spec: &NetworkSpec, options: &FeatureOptions) -> Result<FeatureMap> {
         Plan::build(spec, crate::DEFAULT_TANH_DEGREE)?;
-        if options.dim == 0 {
-            return Err(InfiniteError::Option {
-                option: "dim".into(),
-                message: "must be positive".into(),
-            });
-        }
-        if options.dim > MAX_FEATURE_WIDTH {
-            return Err(InfiniteError::Option {
-                option: "dim".into(),
-                message: format!("at most {MAX_FEATURE_WIDTH}, got {}", options.dim),
-            });
-        }
-        if options.degree < 2 || options.degree > 64 {
-            return Err(InfiniteError::Option {
-                option: "degree".into(),
-                message: format!("must be in 2..=64, got {}", options.degree),
-            });
-        }
+        check_options(options)?;
         let input = spec.input_feature_shape()?;
         let image = matches!(input, FeatureShape::Image { .. });
         let first = spec.layers.first().map_or("?", |l| l.kind());
-        match (options.method, image) {
-            (FeatureMethod::CntkSketch, false) => {
-                return Err(unsupported(
-                    0,
-                    first,
-                    "cntksketch is for conv nets on images; use ntksketch for vector inputs",
-                ));
-            }
-            (FeatureMethod::NtkSketch, true) | (FeatureMethod::Ntkrf, true) => {
-                return Err(unsupported(
-                    0,
-                    first,
-                    "this network takes images: use cntksketch (ntkrf and ntksketch are for vector inputs)",
-                ));
-            }
-            _ => {}
-        }
+        check_method(options.method, image, first)?;
         let m = options.dim;
         let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
         let geometry = spec.analyse()?;
@@ -367,104 +475,39 @@ impl FeatureMap {
         let mut steps = Vec::new();
         let mut image_now = image;
         for (layer, geo) in spec.layers.iter().zip(&geometry) {
-            let step = match layer {
-                LayerSpec::Dense(_) | LayerSpec::Conv2d(_) => {
-                    // (conv geometry, kernel, w_std, b_std) of the affine layer.
-                    let (conv, kernel, w_std, b_std) = match layer {
-                        LayerSpec::Conv2d(c) => {
-                            let FeatureShape::Image { h, w, .. } = geo.output else {
-                                return Err(unsupported(
-                                    geo.index,
-                                    layer.kind(),
-                                    "conv2d without an image output",
-                                ));
-                            };
-                            let g = ConvGeometry {
-                                kernel: c.kernel,
-                                stride: c.stride,
-                                pad_before: [geo.padding[0].0, geo.padding[1].0],
-                                out: [h, w],
-                            };
-                            (Some(g), c.kernel, c.w_std, c.b_std)
-                        }
-                        LayerSpec::Dense(d) => (None, [1, 1], d.w_std, d.b_std),
-                        _ => unreachable!("matched above"),
+            let rule = match layer {
+                LayerSpec::Dense(d) => LayerRule::Affine {
+                    conv: None,
+                    kernel: [1, 1],
+                    w_std: d.w_std,
+                    b_std: d.b_std,
+                    fan_in: geo.fan_in,
+                    parameterization: spec.parameterization,
+                },
+                LayerSpec::Conv2d(c) => {
+                    let FeatureShape::Image { h, w, .. } = geo.output else {
+                        return Err(unsupported(
+                            geo.index,
+                            layer.kind(),
+                            "conv2d without an image output",
+                        ));
                     };
-                    let taps = kernel[0] * kernel[1];
-                    let cols =
-                        affine_dims(kphi, kpsi, taps, b_std.is_some(), spec.parameterization);
-                    let (reduce_phi, reduce_psi) = Reduce::pair(
-                        cols,
-                        (&mut kphi, &mut kpsi),
-                        m,
-                        geo.index,
-                        layer.kind(),
-                        &mut rng,
-                    )?;
-                    Some(Step::Affine {
-                        conv,
-                        kernel,
-                        weight_std: w_std,
-                        bias_std: b_std,
+                    LayerRule::Affine {
+                        conv: Some(ConvGeometry {
+                            kernel: c.kernel,
+                            stride: c.stride,
+                            pad_before: [geo.padding[0].0, geo.padding[1].0],
+                            out: [h, w],
+                        }),
+                        kernel: c.kernel,
+                        w_std: c.w_std,
+                        b_std: c.b_std,
                         fan_in: geo.fan_in,
                         parameterization: spec.parameterization,
-                        reduce_phi,
-                        reduce_psi,
-                    })
+                    }
                 }
-                LayerSpec::Activation(Activation::Identity) => None,
-                LayerSpec::Activation(Activation::Relu) => {
-                    let (rule, phi_cols, step_cols) = match options.method {
-                        FeatureMethod::Ntkrf => (
-                            ReluRule::Random {
-                                seed: options.seed,
-                                layer: geo.index,
-                                m,
-                            },
-                            m,
-                            m,
-                        ),
-                        FeatureMethod::NtkSketch | FeatureMethod::CntkSketch => {
-                            let poly = PolySketch::new(kphi, options.degree, m, &mut rng);
-                            let sqrt = |k| -> Vec<f64> {
-                                relu_kernel_polynomial(k, options.degree)
-                                    .iter()
-                                    .map(|c| c.sqrt())
-                                    .collect()
-                            };
-                            let (sqrt_c1, sqrt_c0) =
-                                (sqrt(ArcCosine::Order1), sqrt(ArcCosine::Order0));
-                            // [√c₀, √c₁ u, √c_j S_j(u) for the c_j > 0, j ≥ 2]
-                            let widths = |c: &[f64]| -> Vec<usize> {
-                                [1, kphi]
-                                    .into_iter()
-                                    .chain(
-                                        c.iter()
-                                            .skip(2)
-                                            .filter(|&&v| v > 0.0)
-                                            .map(|_| poly.output_dim()),
-                                    )
-                                    .collect()
-                            };
-                            let reduce1 = PolyReduce::new(&widths(&sqrt_c1), m, &mut rng);
-                            let reduce0 = PolyReduce::new(&widths(&sqrt_c0), m, &mut rng);
-                            let (phi_cols, step_cols) =
-                                (reduce1.output_dim(), reduce0.output_dim());
-                            let rule = ReluRule::Sketch {
-                                poly,
-                                sqrt_c1,
-                                sqrt_c0,
-                                reduce1,
-                                reduce0,
-                            };
-                            (rule, phi_cols, step_cols)
-                        }
-                    };
-                    let tensor = TensorSrht::new(kpsi, step_cols, m, &mut rng);
-                    kpsi = tensor.output_dim();
-                    kphi = phi_cols;
-                    Some(Step::Relu { rule, tensor })
-                }
+                LayerSpec::Activation(Activation::Identity) => LayerRule::Identity,
+                LayerSpec::Activation(Activation::Relu) => LayerRule::Relu,
                 LayerSpec::Activation(a) => {
                     return Err(unsupported(
                         geo.index,
@@ -483,38 +526,33 @@ impl FeatureMap {
                             "avg_pool2d without an image output",
                         ));
                     };
-                    Some(Step::AvgPool {
+                    LayerRule::AvgPool {
                         window: *window,
                         stride: *stride,
                         out: [h, w],
-                    })
+                    }
                 }
                 LayerSpec::GlobalAvgPool => {
                     image_now = false;
-                    Some(Step::GlobalAvgPool)
+                    LayerRule::GlobalAvgPool
                 }
-                LayerSpec::Flatten if !image_now => None,
+                LayerSpec::Flatten if !image_now => LayerRule::Identity,
                 LayerSpec::Flatten => {
                     let FeatureShape::Image { h, w, .. } = geo.input else {
                         unreachable!("an image before flatten")
                     };
                     image_now = false;
-                    let cols = (kphi.saturating_mul(h * w), kpsi.saturating_mul(h * w));
-                    let (reduce_phi, reduce_psi) = Reduce::pair(
-                        cols,
-                        (&mut kphi, &mut kpsi),
-                        m,
-                        geo.index,
-                        layer.kind(),
-                        &mut rng,
-                    )?;
-                    Some(Step::Flatten {
-                        reduce_phi,
-                        reduce_psi,
-                    })
+                    LayerRule::Flatten { pixels: h * w }
                 }
             };
-            if let Some(s) = step {
+            if let Some(s) = compile_step(
+                &rule,
+                geo.index,
+                layer.kind(),
+                (&mut kphi, &mut kpsi),
+                options,
+                &mut rng,
+            )? {
                 steps.push(s);
             }
         }
@@ -561,55 +599,117 @@ impl FeatureMap {
     /// # Errors
     /// [`InfiniteError::InputShape`], [`InfiniteError::NonFiniteInput`] on bad inputs.
     pub fn apply(&self, x: &HostArray) -> Result<NtkFeatures> {
-        let dims = self.input.dims();
-        if x.shape.len() != dims.len() + 1 || x.shape[1..] != dims[..] {
-            return Err(InfiniteError::InputShape {
-                what: "x".into(),
-                got: x.shape.clone(),
-                expected: dims,
-            });
-        }
-        if x.data.len() != x.shape.iter().product::<usize>() {
-            return Err(InfiniteError::InputShape {
-                what: format!("x (data length {})", x.data.len()),
-                got: x.shape.clone(),
-                expected: dims,
-            });
-        }
-        if let Some((index, value)) = x.first_non_finite() {
-            return Err(InfiniteError::NonFiniteInput {
-                what: "x".into(),
-                index,
-                value,
-            });
-        }
-        let n = x.shape[0];
+        check_batch(self.input, x)?;
         let mut rows = input_rows(self.input, x);
         for step in &self.steps {
             rows = apply_step(step, rows);
         }
         debug_assert_eq!(rows.pixels(), 1);
         debug_assert_eq!((rows.kphi, rows.kpsi), self.final_dims);
-        let m = self.options.dim;
-        let project = |data: &[f64], cols: usize, s: &Srht| -> HostArray {
-            let mut out = vec![0.0; n * m];
-            let width = s.output_dim().min(m);
-            out.par_chunks_mut(m).enumerate().for_each_init(
-                || (Vec::new(), vec![0.0; s.output_dim()]),
-                |(work, buf), (i, row)| {
-                    if cols == 0 {
-                        return;
-                    }
-                    s.apply(&data[i * cols..(i + 1) * cols], work, buf);
-                    row[..width].copy_from_slice(&buf[..width]);
-                },
-            );
-            HostArray::new(vec![n, m], out)
-        };
-        Ok(NtkFeatures {
-            nngp: project(&rows.phi, rows.kphi, &self.out_nngp),
-            ntk: project(&rows.psi, rows.kpsi, &self.out_ntk),
-        })
+        Ok(project(
+            &rows,
+            &self.out_nngp,
+            &self.out_ntk,
+            self.options.dim,
+        ))
+    }
+}
+
+/// Refuses CNTKSketch on vector inputs and NTKSketch/NTKRF on images (`first`: the kind
+/// of the first layer, named in the error).
+pub(crate) fn check_method(method: FeatureMethod, image: bool, first: &str) -> Result<()> {
+    match (method, image) {
+        (FeatureMethod::CntkSketch, false) => {
+            return Err(unsupported(
+                0,
+                first,
+                "cntksketch is for conv nets on images; use ntksketch for vector inputs",
+            ));
+        }
+        (FeatureMethod::NtkSketch, true) | (FeatureMethod::Ntkrf, true) => {
+            return Err(unsupported(
+                0,
+                first,
+                "this network takes images: use cntksketch (ntkrf and ntksketch are for vector inputs)",
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Refuses a feature dimension outside `1..=MAX_FEATURE_WIDTH` or a degree outside
+/// `2..=64` (for every method; NTKRF does not use the degree).
+pub(crate) fn check_options(options: &FeatureOptions) -> Result<()> {
+    if options.dim == 0 {
+        return Err(InfiniteError::Option {
+            option: "dim".into(),
+            message: "must be positive".into(),
+        });
+    }
+    if options.dim > MAX_FEATURE_WIDTH {
+        return Err(InfiniteError::Option {
+            option: "dim".into(),
+            message: format!("at most {MAX_FEATURE_WIDTH}, got {}", options.dim),
+        });
+    }
+    if options.degree < 2 || options.degree > 64 {
+        return Err(InfiniteError::Option {
+            option: "degree".into(),
+            message: format!("must be in 2..=64, got {}", options.degree),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a batch that is not `[N, *input]`, or not finite.
+pub(crate) fn check_batch(input: FeatureShape, x: &HostArray) -> Result<()> {
+    let dims = input.dims();
+    if x.shape.len() != dims.len() + 1 || x.shape[1..] != dims[..] {
+        return Err(InfiniteError::InputShape {
+            what: "x".into(),
+            got: x.shape.clone(),
+            expected: dims,
+        });
+    }
+    if x.data.len() != x.shape.iter().product::<usize>() {
+        return Err(InfiniteError::InputShape {
+            what: format!("x (data length {})", x.data.len()),
+            got: x.shape.clone(),
+            expected: dims,
+        });
+    }
+    if let Some((index, value)) = x.first_non_finite() {
+        return Err(InfiniteError::NonFiniteInput {
+            what: "x".into(),
+            index,
+            value,
+        });
+    }
+    Ok(())
+}
+
+/// The output projections of the final (one-position) rows to `m` columns each.
+pub(crate) fn project(rows: &Rows, out_nngp: &Srht, out_ntk: &Srht, m: usize) -> NtkFeatures {
+    let n = rows.samples;
+    let project = |data: &[f64], cols: usize, s: &Srht| -> HostArray {
+        let mut out = vec![0.0; n * m];
+        let width = s.output_dim().min(m);
+        out.par_chunks_mut(m).enumerate().for_each_init(
+            || (Vec::new(), vec![0.0; s.output_dim()]),
+            |(work, buf), (i, row)| {
+                if cols == 0 {
+                    return;
+                }
+                s.apply(&data[i * cols..(i + 1) * cols], work, buf);
+                row[..width].copy_from_slice(&buf[..width]);
+            },
+        );
+        HostArray::new(vec![n, m], out)
+    };
+    NtkFeatures {
+        nngp: project(&rows.phi, rows.kphi, out_nngp),
+        ntk: project(&rows.psi, rows.kpsi, out_ntk),
     }
 }
 
@@ -629,7 +729,7 @@ fn affine_dims(
     (phi, psi)
 }
 
-fn input_rows(input: FeatureShape, x: &HostArray) -> Rows {
+pub(crate) fn input_rows(input: FeatureShape, x: &HostArray) -> Rows {
     let n = x.shape[0];
     match input {
         FeatureShape::Flat(d) => {
@@ -673,7 +773,7 @@ fn input_rows(input: FeatureShape, x: &HostArray) -> Rows {
 /// Fills `out` (`rows × cols`) row by row in parallel, each row from `fill(row, scratch,
 /// out_row)`; with `reduce`, `fill` writes the unreduced row into a scratch of `width`
 /// numbers that the SRHT then maps into the output row.
-fn fill_rows(
+pub(crate) fn fill_rows(
     rows: usize,
     width: usize,
     reduce: &Reduce,
@@ -701,7 +801,7 @@ fn fill_rows(
     (cols, out)
 }
 
-fn apply_step(step: &Step, rows: Rows) -> Rows {
+pub(crate) fn apply_step(step: &Step, rows: Rows) -> Rows {
     match step {
         Step::Affine {
             conv,

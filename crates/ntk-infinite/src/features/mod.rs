@@ -20,10 +20,12 @@
 //! parameterization. Other nonlinearities are refused naming the layer.
 
 pub mod arccos;
+pub mod graph;
 pub mod hadamard;
 pub mod map;
 pub mod polysketch;
 
+pub use graph::GraphFeatureMap;
 pub use map::{DEFAULT_DEGREE, FeatureMap, FeatureMethod, FeatureOptions, NtkFeatures};
 
 use crate::error::{InfiniteError, Result};
