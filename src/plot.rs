@@ -89,7 +89,13 @@ fn bounds(panel: &Panel) -> ((f64, f64), (f64, f64)) {
         return ((0.0, 1.0), (0.0, 1.0));
     }
     let pad = |a: f64, b: f64| {
-        let d = (b - a).abs().max(1e-12 * a.abs().max(1.0));
+        let d = (b - a).abs();
+        if d <= 1e-9 * a.abs().max(b.abs()).max(f64::MIN_POSITIVE) {
+            // One value (a single width, a flat series): a range around it, so that the
+            // ticks differ.
+            let h = if a == 0.0 { 0.5 } else { 0.1 * a.abs() };
+            return (a - h, b + h);
+        }
         (a - 0.05 * d, b + 0.05 * d)
     };
     (pad(x0, x1), pad(y0, y1))
@@ -250,5 +256,31 @@ mod tests {
         assert_eq!(tick(1.5e-7), "1.5e-7");
         assert_eq!(tick(-1.11e-16), "0");
         assert_eq!(tick(3e-14), "3e-14");
+    }
+
+    #[test]
+    fn a_single_value_gets_a_readable_range() {
+        let panel = |pts: Vec<(f64, f64)>| Panel {
+            title: String::new(),
+            x_label: String::new(),
+            y_label: String::new(),
+            series: vec![Series {
+                label: "a".into(),
+                points: pts,
+            }],
+        };
+        let ((x0, x1), (y0, y1)) = bounds(&panel(vec![(0.9031, -0.27)]));
+        assert!(
+            (x0 - 0.81279).abs() < 1e-9 && (x1 - 0.99341).abs() < 1e-9,
+            "{x0} {x1}"
+        );
+        assert!(y0 < -0.27 && y1 > -0.27 && y1 - y0 > 0.05, "{y0} {y1}");
+        // Ticks at a tenth of the range read differently.
+        assert_ne!(tick(x0 + 0.1 * (x1 - x0)), tick(x0 + 0.2 * (x1 - x0)));
+        let ((z0, z1), _) = bounds(&panel(vec![(0.0, 1.0), (0.0, 2.0)]));
+        assert_eq!((z0, z1), (-0.5, 0.5));
+        // A real range keeps its 5 % margins.
+        let ((a0, a1), _) = bounds(&panel(vec![(1.0, 1.0), (3.0, 2.0)]));
+        assert!((a0 - 0.9).abs() < 1e-12 && (a1 - 3.1).abs() < 1e-12);
     }
 }

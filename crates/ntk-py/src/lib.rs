@@ -356,6 +356,83 @@ fn score<'py>(
         .collect()
 }
 
+/// The infinite-width kernels need the architecture as a spec (an ONNX file's ops are too
+/// low-level to recognise layers by).
+fn spec_of<'a>(net: &'a Network, what: &str) -> PyResult<&'a Architecture> {
+    match &net.arch {
+        Architecture::Sequential(_) | Architecture::Graph(_) => Ok(&net.arch),
+        _ => Err(PyValueError::new_err(format!(
+            "{what} need the architecture as a JSON spec (sequential, or a graph spec: \
+             docs/graph-spec.md), not an ONNX file or a torch module"
+        ))),
+    }
+}
+
+/// The exact infinite-width NNGP and NTK `[N1, N2]` (neural-tangents `stax` conventions,
+/// one output) between `x1` and `x2` (`None`: x1), float64.
+#[pyfunction]
+#[pyo3(signature = (net, x1, x2=None))]
+fn infinite_kernel<'py>(
+    py: Python<'py>,
+    net: &Network,
+    x1: &Bound<'py, PyAny>,
+    x2: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let arch = spec_of(net, "infinite-width kernels")?;
+    let x1 = host("x1", x1)?;
+    let x2 = x2.map(|x| host("x2", x)).transpose()?;
+    let shape = net.input_shape.clone();
+    let k = compute(py, move || {
+        let x1 = ntk::train::reshape_inputs(&x1, &shape)?;
+        let x2 = x2
+            .map(|x| ntk::train::reshape_inputs(&x, &shape))
+            .transpose()?;
+        let o = ntk_infinite::InfiniteOptions::default();
+        Ok(match arch {
+            Architecture::Sequential(s) => ntk_infinite::kernels(s, &x1, x2.as_ref(), &o)?,
+            Architecture::Graph(g) => ntk_infinite::graph_kernels(g, &x1, x2.as_ref(), &o)?,
+            _ => unreachable!("checked by spec_of"),
+        })
+    })?;
+    Ok((to_numpy(py, k.nngp, false)?, to_numpy(py, k.ntk, false)?))
+}
+
+/// Sketched features `(φ, ψ)`, each `[N, dim]`, with `φ·φ ≈ NNGP` and `ψ·ψ ≈ NTK` of the
+/// infinite-width network (`method`: ntkrf, ntksketch, cntksketch; relu networks,
+/// sequential or graph specs), float64. The random maps are fixed by `seed` and the spec,
+/// so features of separate calls are compatible.
+#[pyfunction]
+#[pyo3(signature = (net, x, method="ntksketch", dim=4096, seed=0, degree=ntk_infinite::features::DEFAULT_DEGREE))]
+fn features<'py>(
+    py: Python<'py>,
+    net: &Network,
+    x: &Bound<'py, PyAny>,
+    method: &str,
+    dim: usize,
+    seed: u64,
+    degree: usize,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    use ntk_infinite::features::{FeatureMap, FeatureMethod, FeatureOptions, GraphFeatureMap};
+    let arch = spec_of(net, "feature maps")?;
+    let options = FeatureOptions {
+        method: FeatureMethod::parse(method).map_err(|e| PyValueError::new_err(e.to_string()))?,
+        dim,
+        seed,
+        degree,
+    };
+    let x = host("x", x)?;
+    let shape = net.input_shape.clone();
+    let f = compute(py, move || {
+        let x = ntk::train::reshape_inputs(&x, &shape)?;
+        Ok(match arch {
+            Architecture::Sequential(s) => FeatureMap::new(s, &options)?.apply(&x)?,
+            Architecture::Graph(g) => GraphFeatureMap::new(g, &options)?.apply(&x)?,
+            _ => unreachable!("checked by spec_of"),
+        })
+    })?;
+    Ok((to_numpy(py, f.nngp, false)?, to_numpy(py, f.ntk, false)?))
+}
+
 #[pymodule]
 fn _ntk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(score, m)?)?;
@@ -364,5 +441,7 @@ fn _ntk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_json, m)?)?;
     m.add_function(wrap_pyfunction!(empirical_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(forward, m)?)?;
+    m.add_function(wrap_pyfunction!(infinite_kernel, m)?)?;
+    m.add_function(wrap_pyfunction!(features, m)?)?;
     Ok(())
 }

@@ -182,3 +182,59 @@ def test_score_records_and_a_failing_candidate():
     tr = ntk.empirical_ntk(ntk.load(spec, seed=0), x, dtype="float64")
     assert abs(rows[0]["ntk_trace_norm"] - np.trace(tr) * 3 / 6) < 1e-9 * np.trace(tr)
     assert rows[0]["label_alignment"] is not None and rows[0]["seeds"] == 1
+
+
+GRAPH_STAX = ROOT / "tests" / "graph-stax"
+
+
+def test_infinite_kernel_matches_neural_tangents():
+    d = case("mlp-relu")
+    x1, x2 = np.load(d / "x1.npy"), np.load(d / "x2.npy")
+    k = ntk.infinite_kernel(d / "spec.json", x1, x2)
+    assert set(k) == {"nngp", "ntk"}
+    assert rel_err(k["ntk"], np.load(d / "expected_ntk_analytic.npy")) < 1e-10
+    assert rel_err(k["nngp"], np.load(d / "expected_nngp_analytic.npy")) < 1e-10
+    # Graph specs: stax's attention and residual cases (tests/graph-stax, made with stax).
+    for name in ["transformer-block", "wrn-block"]:
+        g = GRAPH_STAX / name
+        a, b = np.load(g / "x1.npy"), np.load(g / "x2.npy")
+        t = ntk.infinite_kernel(g / "spec.json", a, b, get="ntk")
+        assert t.dtype == np.float64
+        assert rel_err(t, np.load(g / "expected_ntk_analytic.npy")) < 1e-10, name
+    # x2 = None is x1 against itself.
+    s = ntk.infinite_kernel(d / "spec.json", x1, get="nngp")
+    assert s.shape == (len(x1), len(x1)) and np.allclose(s, s.T, rtol=0, atol=1e-14)
+
+
+def test_features_approximate_the_infinite_kernel_and_equal_the_cli(tmp_path):
+    g = GRAPH_STAX / "wrn-block"
+    x = np.load(g / "x1.npy")
+    exact = ntk.infinite_kernel(g / "spec.json", x, get="ntk")
+    f = ntk.features(g / "spec.json", x, method="cntksketch", dim=4096, seed=3)
+    assert f.shape == (len(x), 4096)
+    err = np.linalg.norm(f @ f.T - exact) / np.linalg.norm(exact)
+    assert err < 0.15, err
+    both = ntk.features(g / "spec.json", x, method="cntksketch", dim=4096, seed=3, get=("nngp", "ntk"))
+    assert np.array_equal(both["ntk"], f)
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    exe = target / "debug" / "ntk"
+    if not exe.is_file():
+        pytest.skip(f"{exe} not built")
+    out = tmp_path / "phi.npy"
+    subprocess.run(
+        [exe, "features", "--spec", g / "spec.json", "--x", g / "x1.npy", "--method", "cntksketch",
+         "--dim", "4096", "--seed", "3", "--out-dtype", "f64", "--out", out],
+        check=True, capture_output=True,
+    )
+    assert rel_err(f, np.load(out)) < 1e-12
+
+
+def test_infinite_width_errors():
+    d = case("onnx-preact-resnet")
+    with pytest.raises(ValueError, match="JSON spec"):
+        ntk.infinite_kernel(d / "model.onnx", np.load(d / "x1.npy"))
+    g = GRAPH_STAX / "transformer-block"
+    with pytest.raises(ValueError, match="not tokens"):
+        ntk.features(g / "spec.json", np.load(g / "x1.npy"))
+    with pytest.raises(ValueError, match="get"):
+        ntk.infinite_kernel(g / "spec.json", np.load(g / "x1.npy"), get="jacobian")

@@ -23,6 +23,8 @@ import numpy as np
 from ._ntk import Network, forward as _forward, load as _load, load_json as _load_json
 from ._ntk import empirical_kernel as _empirical_kernel
 from ._ntk import score as _score
+from ._ntk import infinite_kernel as _infinite_kernel
+from ._ntk import features as _features
 
 __all__ = [
     "Network",
@@ -33,6 +35,8 @@ __all__ = [
     "empirical_kernel",
     "sum_of_logits_ntk",
     "score",
+    "infinite_kernel",
+    "features",
 ]
 
 _IMPLEMENTATIONS = {
@@ -300,3 +304,49 @@ def score(models, x, y=None, *, seeds=1, dtype="float64", names=None):
     scored = iter(_score(nets, ok_names, x, None if y is None else np.asarray(y, dtype=np.float64), seeds=seeds, dtype=dtype))
     # In the models' order (names may repeat): a failed load, else the next scored row.
     return [{"name": n, "error": failed[i]} if i in failed else next(scored) for i, n in enumerate(names)]
+
+
+def _spec_network(model, what):
+    if not isinstance(model, (Network, str, os.PathLike, dict)) and hasattr(model, "named_parameters"):
+        raise ValueError(
+            f"{what} need the architecture as a JSON spec (sequential, or a graph spec: "
+            "docs/graph-spec.md), not a torch module"
+        )
+    return _network(model, None)
+
+
+def _get(get, kernels):
+    if isinstance(get, str):
+        if get not in kernels:
+            raise ValueError(f"get: unknown kernel {get!r} (nngp or ntk)")
+        return kernels[get]
+    out = {}
+    for g in get:
+        if g not in kernels:
+            raise ValueError(f"get: unknown kernel {g!r} (nngp or ntk)")
+        out[g] = kernels[g]
+    return out
+
+
+def infinite_kernel(model, x1, x2=None, get=("nngp", "ntk")):
+    """The exact infinite-width kernels, as neural-tangents' stax ``kernel_fn(x1, x2, get)``
+    (``diagonal_batch``, one output, float64 ``[N1, N2]``): a dict of those named in
+    ``get``, or one array when ``get`` is a string. ``model``: a JSON spec (sequential or
+    graph: residual sums, concatenation, layer norm without affine, pooling, self-attention
+    with linear scaling), a spec dict or an :class:`ntk.Network` of one."""
+    x1 = _array("x1", x1)
+    x2 = None if x2 is None else _array("x2", x2)
+    nngp, ntk = _infinite_kernel(_spec_network(model, "infinite-width kernels"), x1, x2)
+    return _get(get, {"nngp": nngp, "ntk": ntk})
+
+
+def features(model, x, *, method="ntksketch", dim=4096, seed=0, degree=None, get="ntk"):
+    """Sketched features of the infinite-width kernels (Zandieh et al. 2021): ``[N, dim]``
+    arrays with ``φ(x1) φ(x2)ᵀ ≈ NNGP`` and ``ψ(x1) ψ(x2)ᵀ ≈ NTK``; ``method`` ``ntkrf``,
+    ``ntksketch`` (vector inputs) or ``cntksketch`` (images); relu networks, sequential
+    or graph specs (residual sums, concatenation). The maps are fixed by ``seed`` and the
+    spec: features of separate calls are compatible. ``get`` as :func:`infinite_kernel`."""
+    x = _array("x", x)
+    kw = {} if degree is None else {"degree": int(degree)}
+    nngp, ntk = _features(_spec_network(model, "feature maps"), x, method=method, dim=int(dim), seed=int(seed), **kw)
+    return _get(get, {"nngp": nngp, "ntk": ntk})

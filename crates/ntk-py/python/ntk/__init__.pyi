@@ -45,3 +45,19 @@ def score(
     dtype: str = ...,
     names: Optional[Sequence[str]] = ...,
 ) -> list[dict[str, Any]]: ...
+def infinite_kernel(
+    model: Union[PathLike, dict, Network],
+    x1: np.ndarray,
+    x2: Optional[np.ndarray] = ...,
+    get: Union[str, Sequence[str]] = ...,
+) -> Union[np.ndarray, Dict[str, np.ndarray]]: ...
+def features(
+    model: Union[PathLike, dict, Network],
+    x: np.ndarray,
+    *,
+    method: str = ...,
+    dim: int = ...,
+    seed: int = ...,
+    degree: Optional[int] = ...,
+    get: Union[str, Sequence[str]] = ...,
+) -> Union[np.ndarray, Dict[str, np.ndarray]]: ...
