@@ -512,6 +512,14 @@ fn monte_carlo(
     // The workers share --max-memory: each plans its tiles within its part, after the
     // kernels held (one per worker, the mean and the sum of squares).
     let held = (parallel as u128 + 2) * per;
+    if held > options.max_memory as u128 {
+        bail!(
+            "--monte-carlo: the running mean, the sum of squares and one kernel per worker \
+             need {held} bytes, more than --max-memory {} allows: raise --max-memory, use \
+             --kernel trace, or fewer samples",
+            options.max_memory
+        );
+    }
     let mut worker_options = options.clone();
     worker_options.max_memory =
         ((options.max_memory as u128).saturating_sub(held) / parallel as u128) as u64;

@@ -252,6 +252,13 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     // Only now, with the spec, weights and data read: an --overwrite never removes a run
     // for a command that then fails on its input.
     prepare_run_folder(&a.out, a.overwrite)?;
+    // The run's own record of its architecture (for `ntk analyze --checkpoints` to check
+    // the --spec it is given against).
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    write_atomic(
+        a.out.join(RUN_SPEC),
+        serde_json::to_string_pretty(&spec.to_json())?.as_bytes(),
+    )?;
     let options = TrainOptions {
         loss,
         optimizer,
@@ -307,6 +314,9 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// The spec a run folder was trained with (written by `ntk train`).
+pub const RUN_SPEC: &str = "run-spec.json";
+
 /// One run per folder: an `--out` folder holding an earlier run (checkpoints or
 /// metrics) is refused, or emptied of them with `--overwrite`, so that `ntk analyze
 /// --checkpoints` never mixes two runs.
@@ -326,6 +336,7 @@ fn prepare_run_folder(dir: &Path, overwrite: bool) -> Result<()> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             name == "metrics.jsonl"
+                || name == RUN_SPEC
                 || (name.starts_with("epoch-") && name.ends_with(".safetensors"))
         })
         .collect();
@@ -734,6 +745,20 @@ pub fn compare_linearized(
             "--checkpoints {}: this is a linearised run; give the real run there",
             real.display()
         );
+    }
+    for dir in [real, lin] {
+        let path = dir.join(RUN_SPEC);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let trained =
+                NetworkSpec::from_json(&text).with_context(|| format!("{}", path.display()))?;
+            if &trained != spec {
+                bail!(
+                    "{}: the run was trained with another spec than --spec ({} holds it)",
+                    dir.display(),
+                    path.display()
+                );
+            }
+        }
     }
     let (cr, cl) = (list_checkpoints(real)?, list_checkpoints(lin)?);
     let load = |p: &Path| -> Result<Network> {

@@ -184,7 +184,12 @@ fn graph_forward_matches_stax_apply() {
         checked.push(case.file_name().unwrap().to_string_lossy().into_owned());
         let _ = std::fs::remove_file(&out);
     }
-    for name in ["transformer-block", "attention-identity", "wrn-block"] {
+    for name in [
+        "transformer-block",
+        "attention-identity",
+        "attention-untied",
+        "wrn-block",
+    ] {
         assert!(
             checked.iter().any(|c| c == name),
             "{name} not checked: {checked:?}"

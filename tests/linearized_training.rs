@@ -256,5 +256,27 @@ fn cli_linearized_run_and_comparison() {
     };
     refused(&lin, &real, "was not trained with `ntk train --linearized`");
     refused(&real, &other, "different parameters");
+    // The runs record their spec: another --spec of the same shapes is refused.
+    let wrong = dir.join("wrong.json");
+    std::fs::write(
+        &wrong,
+        std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("\"w_std\":1.4", "\"w_std\":1.3"),
+    )
+    .unwrap();
+    let o = run_ntk(&[
+        "analyze",
+        "--checkpoints",
+        real.to_str().unwrap(),
+        "--linearized",
+        lin.to_str().unwrap(),
+        "--spec",
+        wrong.to_str().unwrap(),
+        "--x",
+        x.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("trained with another spec"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -840,12 +840,16 @@ impl PairKernel for GraphPlan {
                 live += e;
                 ends[self.nodes[k].last_use + 1] += e;
             }
-            let inter = self.nodes[k]
+            let mut inter = self.nodes[k]
                 .inputs
                 .iter()
                 .map(|&i| entries(self.nodes[i].layout))
                 .max()
                 .unwrap_or(0);
+            if matches!(self.nodes[k].rule, Rule::Attention(_)) {
+                // Both samples' weights, and two [T, T] products per kernel.
+                inter += 6 * entries(self.nodes[k].layout);
+            }
             peak = peak.max(live + inter);
         }
         let per_thread = peak * 2 * 8;
@@ -977,6 +981,27 @@ mod tests {
             let (n, m) = refused(nodes, input);
             assert_eq!(n, node, "{m}");
             assert!(m.contains(words), "{node}: {m}");
+        }
+        // Attention: 1/√n_key scaling has no closed form; the standard parameterization
+        // is not stax's.
+        let attn = |extra: &str| {
+            format!(
+                r#"[{{"name":"a","type":"linear","out_features":4}},{{"name":"t","type":"global_self_attention","n_chan_out":4,"n_chan_key":2,"n_chan_val":2,"n_heads":2{extra}}},{{"name":"m","type":"mean","dim":[1]}},{{"name":"o","type":"linear","out_features":1}}]"#
+            )
+        };
+        let (n, m) = refused(&attn(r#","linear_scaling":false"#), "[3,4]");
+        assert_eq!(n, "t");
+        assert!(m.contains("no closed-form limit"), "{m}");
+        let text = format!(
+            r#"{{"input_shape": [3,4], "parameterization": "standard", "nodes": {}}}"#,
+            attn("")
+        );
+        match GraphPlan::build(&parse(&text, "test").unwrap(), 64).unwrap_err() {
+            InfiniteError::UnsupportedNode { node, message, .. } => {
+                assert_eq!(node, "t");
+                assert!(message.contains("NTK-parameterized"), "{message}");
+            }
+            other => panic!("{other}"),
         }
     }
 

@@ -737,13 +737,24 @@ impl Builder {
         let n_val = f.uint("n_chan_val", None)?;
         let heads = f.uint("n_heads", None)?;
         let tied = f.boolean("linear_scaling", true)?;
-        let softmax = match f.map.get("attention_mechanism").and_then(|v| v.as_str()) {
-            None | Some("softmax") => true,
-            Some("identity") => false,
+        let softmax = match f.map.get("attention_mechanism") {
+            None => true,
+            Some(Json::String(m)) if m == "softmax" => true,
+            Some(Json::String(m)) if m == "identity" => false,
             Some(o) => {
-                return Err(f.err("attention_mechanism", format!("{o:?}: softmax or identity")));
+                return Err(f.err(
+                    "attention_mechanism",
+                    format!("{o}: \"softmax\" or \"identity\""),
+                ));
             }
         };
+        // The attention weights [N, H, T, T] and the projections must fit one tensor:
+        // checked before the zero-sample run allocates them.
+        super::value::check_size(&[1, heads, t, t], &format!("{name}: attention weights"))?;
+        super::value::check_size(
+            &[1, t, heads.saturating_mul(n_key.max(n_val))],
+            &format!("{name}: projections"),
+        )?;
         let std = |field: &str| -> Result<f64> {
             let v = f.float(field, 1.0)?;
             if v < 0.0 {
@@ -1350,6 +1361,41 @@ mod tests {
             {"name": "b", "type": "linear", "out_features": 2},
             {"name": "b.weight", "type": "relu"}]}"#);
         assert!(e.contains("is used twice"), "{e}");
+    }
+
+    #[test]
+    fn attention_fields_are_checked_before_any_work() {
+        let attn = |extra: &str, input: &str| {
+            format!(
+                r#"{{"input_shape": {input}, "nodes": [
+                {{"name": "t", "type": "global_self_attention", "n_chan_out": 4, "n_chan_key": 2,
+                  "n_chan_val": 2, "n_heads": 8{extra}}}]}}"#
+            )
+        };
+        let e = err(&attn(r#", "attention_mechanism": 1"#, "[3, 4]"));
+        assert!(
+            e.contains("attention_mechanism") && e.contains("\"softmax\""),
+            "{e}"
+        );
+        let e = err(&attn(r#", "attention_mechanism": "relu""#, "[3, 4]"));
+        assert!(e.contains("attention_mechanism"), "{e}");
+        let e = err(&attn(r#", "w_key_std": -1"#, "[3, 4]"));
+        assert!(e.contains("must be ≥ 0"), "{e}");
+        let e = err(&attn("", "[12]"));
+        assert!(e.contains("tokens [N, T, D]"), "{e}");
+        // 8 heads of [16384, 16384] weights: refused by size, not allocated.
+        let e = err(&attn("", "[16384, 4]"));
+        assert!(
+            e.contains("attention weights") && e.contains("more than ntk allows"),
+            "{e}"
+        );
+        let g = parse(&attn(r#", "linear_scaling": false"#, "[3, 4]"), "t").unwrap();
+        let names: Vec<&str> = g.graph.params.iter().map(|p| p.name.as_str()).collect();
+        assert!(
+            names.contains(&"t.query_weight") && names.contains(&"t.key_weight"),
+            "{names:?}"
+        );
+        assert_eq!(g.nodes[1].shape, [3, 4]);
     }
 
     #[test]

@@ -163,6 +163,15 @@ pub fn matmul(a: &FloatValue, b: &FloatValue) -> Result<FloatValue> {
     if shape_a.len() > crate::graph::value::MAX_RANK {
         return Err(NetsError::op("MatMul: rank above 6"));
     }
+    let mut shape_y = batch.clone();
+    shape_y.extend([m, n]);
+    for (s, what) in [
+        (&shape_a, "MatMul's A"),
+        (&shape_b, "MatMul's B"),
+        (&shape_y, "MatMul"),
+    ] {
+        crate::graph::value::check_size(s, what)?;
+    }
     let y = expand_to(&a2, &shape_a)
         .t
         .matmul(expand_to(&b2, &shape_b).t);
