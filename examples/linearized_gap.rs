@@ -203,10 +203,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     write_png(
         &out.join("linearized_gap.png"),
         &[Panel {
+            log_x: false,
+            log_y: false,
             title: format!("digits, {steps} GD steps: network vs its linearisation (test set)"),
             x_label: "width".into(),
             y_label: "‖f − f_lin‖ / ‖f − f0‖".into(),
             series: vec![Series {
+                y_err: Vec::new(),
                 label: "output gap".into(),
                 points: series,
             }],

@@ -439,6 +439,8 @@ pub fn run_analyze(a: AnalyzeArgs) -> Result<()> {
     if let Some(p) = &a.plot {
         let dropped = stats.eigenvalues.iter().filter(|l| **l <= 0.0).count();
         let panel = crate::plot::Panel {
+            log_x: false,
+            log_y: false,
             title: format!(
                 "kernel spectrum (n = {n}){}",
                 if dropped > 0 {
@@ -450,6 +452,7 @@ pub fn run_analyze(a: AnalyzeArgs) -> Result<()> {
             x_label: "eigenvalue index i".into(),
             y_label: "log10 λ_i".into(),
             series: vec![crate::plot::Series {
+                y_err: Vec::new(),
                 label: "eigenvalues".into(),
                 points: stats
                     .eigenvalues

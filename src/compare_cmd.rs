@@ -477,20 +477,22 @@ fn print_report(r: &CompareReport) {
     }
 }
 
-/// The plot: the empirical error against the width with the fitted slope and a `1/√w`
-/// reference, and each feature map's error against its dimension (log-log axes).
+/// The plot (log-log axes, ticks in widths and dimensions): the empirical error against
+/// the width with ± one standard deviation over the seeds, the Monte Carlo mean, a `1/√w`
+/// reference through the first point, and each feature map's error against its dimension
+/// (± one standard deviation over the maps' seeds).
 pub fn panels(r: &CompareReport) -> Vec<Panel> {
-    let log = |v: f64| v.log10();
     let mut series = vec![Series {
         label: match r.slope {
-            Some(s) => format!("empirical NTK (slope {s:.2})"),
-            None => "empirical NTK".into(),
+            Some(s) => format!("empirical NTK (slope {s:.2}) ± std"),
+            None => "empirical NTK ± std".into(),
         },
         points: r
             .empirical
             .iter()
-            .map(|p| (log(p.size as f64), log(p.mean)))
+            .map(|p| (p.size as f64, p.mean))
             .collect(),
+        y_err: r.empirical.iter().map(|p| p.std).collect(),
     }];
     if !r.monte_carlo.is_empty() && r.monte_carlo.len() == r.empirical.len() {
         let k = r.empirical[0].errors.len();
@@ -499,8 +501,9 @@ pub fn panels(r: &CompareReport) -> Vec<Panel> {
             points: r
                 .monte_carlo
                 .iter()
-                .map(|p| (log(p.size as f64), log(p.mean)))
+                .map(|p| (p.size as f64, p.mean))
                 .collect(),
+            y_err: Vec::new(),
         });
     }
     if let Some(first) = r.empirical.first() {
@@ -510,33 +513,38 @@ pub fn panels(r: &CompareReport) -> Vec<Panel> {
             points: r
                 .empirical
                 .iter()
-                .map(|p| (log(p.size as f64), log(c / (p.size as f64).sqrt())))
+                .map(|p| (p.size as f64, c / (p.size as f64).sqrt()))
                 .collect(),
+            y_err: Vec::new(),
         });
     }
     let mut out = vec![Panel {
         title: format!("finite vs infinite width (n = {})", r.n1),
-        x_label: "log10 width".into(),
-        y_label: "log10 rel. Frobenius error".into(),
+        x_label: "width".into(),
+        y_label: "rel. Frobenius error".into(),
         series,
+        log_x: true,
+        log_y: true,
     }];
     if !r.features.is_empty() {
         out.push(Panel {
             title: "sketched features vs exact NTK".into(),
-            x_label: "log10 feature dimension m".into(),
-            y_label: "log10 rel. Frobenius error".into(),
+            x_label: "feature dimension m".into(),
+            y_label: "rel. Frobenius error".into(),
             series: r
                 .features
                 .iter()
                 .map(|f| Series {
-                    label: f.method.clone(),
-                    points: f
-                        .points
-                        .iter()
-                        .map(|p| (log(p.size as f64), log(p.mean)))
-                        .collect(),
+                    label: match f.slope {
+                        Some(s) => format!("{} (slope {s:.2}) ± std", f.method),
+                        None => format!("{} ± std", f.method),
+                    },
+                    points: f.points.iter().map(|p| (p.size as f64, p.mean)).collect(),
+                    y_err: f.points.iter().map(|p| p.std).collect(),
                 })
                 .collect(),
+            log_x: true,
+            log_y: true,
         });
     }
     out

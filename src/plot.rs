@@ -14,6 +14,8 @@ use std::sync::OnceLock;
 pub struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
+    /// Error bars: `±y_err[i]` at point `i` (empty: none).
+    pub y_err: Vec<f64>,
 }
 
 /// One chart.
@@ -23,6 +25,10 @@ pub struct Panel {
     pub x_label: String,
     pub y_label: String,
     pub series: Vec<Series>,
+    /// Logarithmic axes (ticks labelled in the data's own values); non-positive values
+    /// are left out on a log axis.
+    pub log_x: bool,
+    pub log_y: bool,
 }
 
 const COLORS: [RGBColor; 8] = [
@@ -72,23 +78,46 @@ fn font_available() -> bool {
     })
 }
 
+/// Whether a point can be drawn on the panel's axes (finite; positive on a log axis).
+fn drawable(panel: &Panel, (x, y): (f64, f64)) -> bool {
+    x.is_finite() && y.is_finite() && (!panel.log_x || x > 0.0) && (!panel.log_y || y > 0.0)
+}
+
+/// The axis ranges: the data (with its error bars) and a 5 % margin; on a log axis the
+/// margin is a factor; a single value gets a range around it.
 fn bounds(panel: &Panel) -> ((f64, f64), (f64, f64)) {
-    let pts = panel
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter())
-        .filter(|(x, y)| x.is_finite() && y.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
+    for s in &panel.series {
+        for (i, &p) in s.points.iter().enumerate() {
+            if !drawable(panel, p) {
+                continue;
+            }
+            let e = s
+                .y_err
+                .get(i)
+                .copied()
+                .filter(|e| e.is_finite() && *e > 0.0);
+            let lo = e.map_or(p.1, |e| p.1 - e);
+            let lo = if panel.log_y && lo <= 0.0 { p.1 } else { lo };
+            let hi = e.map_or(p.1, |e| p.1 + e);
+            x0 = x0.min(p.0);
+            x1 = x1.max(p.0);
+            y0 = y0.min(lo);
+            y1 = y1.max(hi);
+        }
     }
     if x0 > x1 {
-        return ((0.0, 1.0), (0.0, 1.0));
+        return ((1.0, 10.0), (1.0, 10.0));
     }
-    let pad = |a: f64, b: f64| {
+    let pad = |a: f64, b: f64, log: bool| {
+        if log {
+            let r = (b / a).ln();
+            if r <= 1e-9 {
+                return (a / 2.0, b * 2.0);
+            }
+            let f = (0.05 * r).exp();
+            return (a / f, b * f);
+        }
         let d = (b - a).abs();
         if d <= 1e-9 * a.abs().max(b.abs()).max(f64::MIN_POSITIVE) {
             // One value (a single width, a flat series): a range around it, so that the
@@ -98,7 +127,7 @@ fn bounds(panel: &Panel) -> ((f64, f64), (f64, f64)) {
         }
         (a - 0.05 * d, b + 0.05 * d)
     };
-    (pad(x0, x1), pad(y0, y1))
+    (pad(x0, x1, panel.log_x), pad(y0, y1, panel.log_y))
 }
 
 fn draw_panel<DB: DrawingBackend>(
@@ -113,53 +142,128 @@ fn draw_panel<DB: DrawingBackend>(
         builder
             .caption(&panel.title, ("sans-serif", 20))
             .x_label_area_size(40)
-            .y_label_area_size(60);
+            .y_label_area_size(70);
     }
-    let mut chart = builder
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(|e| e.to_string())?;
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    match (panel.log_x, panel.log_y) {
+        (false, false) => {
+            let chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(e)?;
+            draw_into(chart, panel, text)
+        }
+        (true, false) => {
+            let chart = builder
+                .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
+                .map_err(e)?;
+            draw_into(chart, panel, text)
+        }
+        (false, true) => {
+            let chart = builder
+                .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+                .map_err(e)?;
+            draw_into(chart, panel, text)
+        }
+        (true, true) => {
+            let chart = builder
+                .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+                .map_err(e)?;
+            draw_into(chart, panel, text)
+        }
+    }
+}
+
+/// The mesh, the series (markers for short ones, error bars) and the legend, on linear or
+/// log axes.
+fn draw_into<'a, DB, X, Y>(
+    mut chart: ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    panel: &Panel,
+    text: bool,
+) -> std::result::Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let whole_x = panel
+        .series
+        .iter()
+        .all(|s| s.points.iter().all(|p| p.0.fract() == 0.0));
     if text {
         chart
             .configure_mesh()
             .x_desc(panel.x_label.as_str())
             .y_desc(panel.y_label.as_str())
-            .x_label_formatter(&|v| tick(*v))
-            .y_label_formatter(&|v| tick(*v))
+            .x_label_formatter(&|v| {
+                if panel.log_x {
+                    log_tick(*v)
+                } else if whole_x && (v - v.round()).abs() > 1e-9 * v.abs().max(1.0) {
+                    // Epochs, indices: no "0.5" between whole numbers.
+                    String::new()
+                } else {
+                    tick(*v)
+                }
+            })
+            .y_label_formatter(&|v| if panel.log_y { log_tick(*v) } else { tick(*v) })
             .label_style(("sans-serif", 13))
             .draw()
-            .map_err(|e| e.to_string())?;
+            .map_err(err)?;
     } else {
+        // No font: a frame instead of the mesh (its labels would need text).
+        let (x, y) = (chart.x_range(), chart.y_range());
         chart
             .plotting_area()
             .draw(&Rectangle::new(
-                [(x0, y0), (x1, y1)],
+                [(x.start, y.start), (x.end, y.end)],
                 ShapeStyle::from(&BLACK).stroke_width(1),
             ))
-            .map_err(|e| e.to_string())?;
+            .map_err(err)?;
     }
     for (i, s) in panel.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let pts: Vec<(f64, f64)> = s
+        let pts: Vec<(usize, (f64, f64))> = s
             .points
             .iter()
             .copied()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .enumerate()
+            .filter(|(_, p)| drawable(panel, *p))
             .collect();
         // Few points: markers too, so a single point (or a short series) is visible.
         if pts.len() <= 50 {
             chart
                 .draw_series(
                     pts.iter()
-                        .map(|&p| Circle::new(p, 3, ShapeStyle::from(&color).filled())),
+                        .map(|&(_, p)| Circle::new(p, 3, ShapeStyle::from(&color).filled())),
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(err)?;
         }
+        let bars: Vec<((f64, f64), (f64, f64))> = pts
+            .iter()
+            .filter_map(|&(j, (x, y))| {
+                let e = s
+                    .y_err
+                    .get(j)
+                    .copied()
+                    .filter(|e| e.is_finite() && *e > 0.0)?;
+                let lo = if panel.log_y && y - e <= 0.0 {
+                    y
+                } else {
+                    y - e
+                };
+                Some(((x, lo), (x, y + e)))
+            })
+            .collect();
+        chart
+            .draw_series(
+                bars.into_iter()
+                    .map(|(a, b)| PathElement::new(vec![a, b], color.stroke_width(1))),
+            )
+            .map_err(err)?;
         let drawn = chart
             .draw_series(LineSeries::new(
-                pts,
+                pts.into_iter().map(|(_, p)| p),
                 ShapeStyle::from(&color).stroke_width(2),
             ))
-            .map_err(|e| e.to_string())?;
+            .map_err(err)?;
         if text {
             drawn.label(s.label.as_str()).legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
@@ -169,13 +273,31 @@ fn draw_panel<DB: DrawingBackend>(
     if text && panel.series.len() > 1 {
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .label_font(("sans-serif", 13))
             .draw()
-            .map_err(|e| e.to_string())?;
+            .map_err(err)?;
     }
     Ok(())
+}
+
+/// A tick label on a log axis: only at 1, 2 and 5 × 10^k (the other ticks of a decade
+/// stay unlabelled, so that labels never overlap).
+fn log_tick(v: f64) -> String {
+    if !(v.is_finite() && v > 0.0) {
+        return String::new();
+    }
+    let m = v / 10f64.powf(v.log10().floor());
+    if [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .any(|t| (m - t).abs() <= 1e-6 * t)
+    {
+        tick(v)
+    } else {
+        String::new()
+    }
 }
 
 /// A tick label: whole numbers from 1 up without a decimal point ("20", not "20.0"),
@@ -261,10 +383,13 @@ mod tests {
     #[test]
     fn a_single_value_gets_a_readable_range() {
         let panel = |pts: Vec<(f64, f64)>| Panel {
+            log_x: false,
+            log_y: false,
             title: String::new(),
             x_label: String::new(),
             y_label: String::new(),
             series: vec![Series {
+                y_err: Vec::new(),
                 label: "a".into(),
                 points: pts,
             }],
@@ -275,6 +400,18 @@ mod tests {
             "{x0} {x1}"
         );
         assert!(y0 < -0.27 && y1 > -0.27 && y1 - y0 > 0.05, "{y0} {y1}");
+        assert_eq!(log_tick(2000.0), "2000");
+        assert_eq!(log_tick(0.05), "0.05");
+        assert_eq!(log_tick(3000.0), "");
+        assert_eq!(log_tick(0.0), "");
+        let ((l0, l1), _) = bounds(&Panel {
+            log_x: true,
+            ..panel(vec![(64.0, 1.0), (1024.0, 2.0), (-1.0, 3.0)])
+        });
+        assert!(
+            l0 < 64.0 && l0 > 50.0 && l1 > 1024.0 && l1 < 1300.0,
+            "{l0} {l1}"
+        );
         // Ticks at a tenth of the range read differently.
         assert_ne!(tick(x0 + 0.1 * (x1 - x0)), tick(x0 + 0.2 * (x1 - x0)));
         let ((z0, z1), _) = bounds(&panel(vec![(0.0, 1.0), (0.0, 2.0)]));

@@ -530,10 +530,30 @@ pub fn analyze_checkpoints(
 pub fn checkpoint_panels(r: &CheckpointReport) -> Vec<Panel> {
     let mut picks: Vec<usize> = vec![0, r.checkpoints.len() / 2, r.checkpoints.len() - 1];
     picks.dedup();
+    // Non-positive eigenvalues (rounding at the bottom of a PSD spectrum) have no place on
+    // a log axis: counted in the title.
+    let dropped = picks
+        .iter()
+        .map(|&i| {
+            r.checkpoints[i]
+                .eigenvalues
+                .iter()
+                .filter(|l| **l <= 0.0)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
     let spectrum = Panel {
-        title: format!("trace-NTK spectrum (n = {})", r.n),
+        title: if dropped > 0 {
+            format!(
+                "trace-NTK spectrum (n = {}; {dropped} λ ≤ 0 not drawn)",
+                r.n
+            )
+        } else {
+            format!("trace-NTK spectrum (n = {})", r.n)
+        },
         x_label: "eigenvalue index i".into(),
-        y_label: "log10 λ_i".into(),
+        y_label: "λ_i".into(),
         series: picks
             .iter()
             .map(|&i| {
@@ -544,12 +564,14 @@ pub fn checkpoint_panels(r: &CheckpointReport) -> Vec<Panel> {
                         .eigenvalues
                         .iter()
                         .enumerate()
-                        .filter(|(_, l)| **l > 0.0)
-                        .map(|(j, l)| (j as f64, l.log10()))
+                        .map(|(j, l)| (j as f64, *l))
                         .collect(),
+                    y_err: Vec::new(),
                 }
             })
             .collect(),
+        log_x: false,
+        log_y: true,
     };
     let dist = Panel {
         title: "kernel distance from init".into(),
@@ -562,9 +584,32 @@ pub fn checkpoint_panels(r: &CheckpointReport) -> Vec<Panel> {
                 .iter()
                 .map(|c| (c.epoch as f64, c.distance_from_init))
                 .collect(),
+            y_err: Vec::new(),
         }],
+        log_x: false,
+        log_y: false,
     };
-    vec![spectrum, dist]
+    let mut out = vec![spectrum, dist];
+    if r.checkpoints.iter().any(|c| c.alignment.is_some()) {
+        let series = |label: &str, f: fn(&ntk_analysis::alignment::Alignment) -> f64| Series {
+            label: label.into(),
+            points: r
+                .checkpoints
+                .iter()
+                .filter_map(|c| c.alignment.as_ref().map(|a| (c.epoch as f64, f(a))))
+                .collect(),
+            y_err: Vec::new(),
+        };
+        out.push(Panel {
+            title: "kernel-target alignment".into(),
+            x_label: "epoch".into(),
+            y_label: "alignment".into(),
+            series: vec![series("centred", |a| a.centered), series("raw", |a| a.raw)],
+            log_x: false,
+            log_y: false,
+        });
+    }
+    out
 }
 
 /// `ntk analyze --checkpoints DIR --spec S --x X.npy [--y Y.npy] [--json J] [--plot P.png]`.
@@ -817,6 +862,7 @@ pub fn compare_linearized(
 /// The panels of [`compare_linearized`]: losses of both runs, and the output gap.
 pub fn linearized_panels(points: &[LinearizedPoint]) -> Vec<Panel> {
     let series = |label: &str, f: &dyn Fn(&LinearizedPoint) -> Option<f64>| Series {
+        y_err: Vec::new(),
         label: label.into(),
         points: points
             .iter()
@@ -832,12 +878,16 @@ pub fn linearized_panels(points: &[LinearizedPoint]) -> Vec<Panel> {
     losses.retain(|s| !s.points.is_empty());
     vec![
         Panel {
+            log_x: false,
+            log_y: false,
             title: "loss: network vs its linearisation".into(),
             x_label: "epoch".into(),
             y_label: "loss".into(),
             series: losses,
         },
         Panel {
+            log_x: false,
+            log_y: false,
             title: "output gap on --x".into(),
             x_label: "epoch".into(),
             y_label: "‖f − f_lin‖ / ‖f − f0‖".into(),

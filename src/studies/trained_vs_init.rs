@@ -329,15 +329,19 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         .collect();
     let mut panels = checkpoint_panels(&checkpoints);
     panels.push(Panel {
+        log_x: false,
+        log_y: false,
         title: "test accuracy".into(),
         x_label: "epoch".into(),
         y_label: "accuracy".into(),
         series: vec![
             Series {
+                y_err: Vec::new(),
                 label: "trained network".into(),
                 points: test_accuracy.iter().map(|&(e, a)| (e as f64, a)).collect(),
             },
             Series {
+                y_err: Vec::new(),
                 label: format!("NTK regression at init ({:.1}%)", 100.0 * ntk_init),
                 points: vec![(0.0, ntk_init), (cfg.epochs as f64, ntk_init)],
             },
