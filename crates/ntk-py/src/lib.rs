@@ -433,6 +433,209 @@ fn features<'py>(
     Ok((to_numpy(py, f.nngp, false)?, to_numpy(py, f.ntk, false)?))
 }
 
+/// A float64 matrix `[rows, cols]` from a 2-D array (a 1-D array is one column).
+fn matrix_arg(name: &str, x: &Bound<'_, PyAny>) -> PyResult<(Vec<f64>, usize, usize)> {
+    let a = host(name, x)?;
+    match a.shape.as_slice() {
+        [r] => Ok((a.data, *r, 1)),
+        [r, c] => Ok((a.data, *r, *c)),
+        s => Err(PyValueError::new_err(format!(
+            "{name} must be a matrix [rows, cols], got shape {s:?}"
+        ))),
+    }
+}
+
+fn analysis_err(e: ntk_analysis::AnalysisError) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+/// Spectral statistics of a symmetric kernel `[n, n]` (as `ntk analyze --kernel`): a dict
+/// with `n`, `trace`, `lambda_max`, `lambda_min`, `condition_number` (inf when
+/// `λmin ≤ 0`), `effective_rank_participation`, `effective_rank_entropy`,
+/// `max_learning_rate` (`2n/λmax`) and `eigenvalues` (descending).
+#[pyfunction]
+fn spectrum<'py>(
+    py: Python<'py>,
+    k: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    let (data, n, c) = matrix_arg("k", k)?;
+    if n != c {
+        return Err(PyValueError::new_err(format!(
+            "k must be square, got [{n}, {c}]"
+        )));
+    }
+    let s = py
+        .detach(|| ntk_analysis::spectrum::spectrum(&data, n))
+        .map_err(analysis_err)?;
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("n", s.n)?;
+    d.set_item("trace", s.trace)?;
+    d.set_item("lambda_max", s.lambda_max)?;
+    d.set_item("lambda_min", s.lambda_min)?;
+    d.set_item("condition_number", s.condition_number)?;
+    d.set_item(
+        "effective_rank_participation",
+        s.effective_rank_participation,
+    )?;
+    d.set_item("effective_rank_entropy", s.effective_rank_entropy)?;
+    d.set_item("max_learning_rate", s.max_learning_rate)?;
+    d.set_item("eigenvalues", s.eigenvalues.into_pyarray(py))?;
+    Ok(d)
+}
+
+/// Kernel-target alignment `(raw, centred)` of `k [n, n]` with targets `y [n, c]`
+/// (one-hot rows for classes).
+#[pyfunction]
+fn alignment<'py>(
+    py: Python<'py>,
+    k: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+) -> PyResult<(f64, f64)> {
+    let (kd, n, c) = matrix_arg("k", k)?;
+    if n != c {
+        return Err(PyValueError::new_err(format!(
+            "k must be square, got [{n}, {c}]"
+        )));
+    }
+    let (yd, rows, cols) = matrix_arg("y", y)?;
+    if rows != n {
+        return Err(PyValueError::new_err(format!(
+            "y has {rows} rows for a kernel of {n}"
+        )));
+    }
+    let a = py
+        .detach(|| ntk_analysis::alignment::alignment(&kd, n, &yd, cols))
+        .map_err(analysis_err)?;
+    Ok((a.raw, a.centered))
+}
+
+/// `1 − cos(K1, K2)` (Frobenius), the kernel distance of Fort et al. 2020.
+#[pyfunction]
+fn kernel_distance(k1: &Bound<'_, PyAny>, k2: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let a = host("k1", k1)?;
+    let b = host("k2", k2)?;
+    if a.shape != b.shape {
+        return Err(PyValueError::new_err(format!(
+            "k1 {:?} and k2 {:?} differ in shape",
+            a.shape, b.shape
+        )));
+    }
+    ntk_analysis::distance::kernel_distance(&a.data, &b.data).map_err(analysis_err)
+}
+
+/// Gradient flow on MSE in closed form (neural-tangents' `predict.gradient_descent_mse`):
+/// the train (and, with `k_test_train`, test) outputs at each of `times`, `[T, n, c]`
+/// and `[T, m, c]`.
+#[pyfunction]
+#[pyo3(signature = (k_train_train, y_train, times, learning_rate=1.0, diag_reg=0.0, fx_train_0=None, k_test_train=None, fx_test_0=None))]
+#[allow(clippy::too_many_arguments)]
+fn gradient_descent_mse<'py>(
+    py: Python<'py>,
+    k_train_train: &Bound<'py, PyAny>,
+    y_train: &Bound<'py, PyAny>,
+    times: Vec<f64>,
+    learning_rate: f64,
+    diag_reg: f64,
+    fx_train_0: Option<&Bound<'py, PyAny>>,
+    k_test_train: Option<&Bound<'py, PyAny>>,
+    fx_test_0: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
+    use ntk_analysis::Matrix;
+    use ntk_analysis::predict::{DiagReg, GradientDescentMse, TestSet};
+    let (k, n, kc) = matrix_arg("k_train_train", k_train_train)?;
+    let (y, yn, c) = matrix_arg("y_train", y_train)?;
+    let f0 = fx_train_0
+        .map(|f| matrix_arg("fx_train_0", f))
+        .transpose()?;
+    let kt = k_test_train
+        .map(|f| matrix_arg("k_test_train", f))
+        .transpose()?;
+    let ft = fx_test_0.map(|f| matrix_arg("fx_test_0", f)).transpose()?;
+    let m = kt.as_ref().map(|k| k.1);
+    let preds = py
+        .detach(|| -> ntk_analysis::Result<_> {
+            let gd = GradientDescentMse::new(
+                Matrix::new("k_train_train", &k, n, kc)?,
+                Matrix::new("y_train", &y, yn, c)?,
+                learning_rate,
+                DiagReg::relative(diag_reg),
+            )?;
+            let f0 = f0
+                .as_ref()
+                .map(|(d, r, cc)| Matrix::new("fx_train_0", d, *r, *cc))
+                .transpose()?;
+            let test = match &kt {
+                None => None,
+                Some((d, r, cc)) => Some(TestSet {
+                    k_test_train: Matrix::new("k_test_train", d, *r, *cc)?,
+                    fx_test_0: ft
+                        .as_ref()
+                        .map(|(d, r, cc)| Matrix::new("fx_test_0", d, *r, *cc))
+                        .transpose()?,
+                }),
+            };
+            gd.predict_times(&times, f0, test)
+        })
+        .map_err(analysis_err)?;
+    let t = preds.len();
+    let train: Vec<f64> = preds.iter().flat_map(|p| p.train.iter().copied()).collect();
+    let train = to_numpy(py, HostArray::new(vec![t, yn, c], train), false)?;
+    let test = match m {
+        None => None,
+        Some(m) => {
+            let d: Vec<f64> = preds
+                .iter()
+                .flat_map(|p| p.test.clone().unwrap_or_default())
+                .collect();
+            Some(to_numpy(py, HostArray::new(vec![t, m, c], d), false)?)
+        }
+    };
+    Ok((train, test))
+}
+
+/// Exact GP posterior (neural-tangents' `predict.gp_inference` with one kernel): mean
+/// `K*(K + rI)⁻¹Y` `[m, c]` and, with `k_test_test`, covariance `K** − K*(K + rI)⁻¹K*ᵀ`.
+#[pyfunction]
+#[pyo3(signature = (k_train_train, y_train, k_test_train, k_test_test=None, diag_reg=0.0))]
+fn gp_inference<'py>(
+    py: Python<'py>,
+    k_train_train: &Bound<'py, PyAny>,
+    y_train: &Bound<'py, PyAny>,
+    k_test_train: &Bound<'py, PyAny>,
+    k_test_test: Option<&Bound<'py, PyAny>>,
+    diag_reg: f64,
+) -> PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
+    use ntk_analysis::Matrix;
+    use ntk_analysis::predict::{DiagReg, GpInference};
+    let (k, n, nc) = matrix_arg("k_train_train", k_train_train)?;
+    let (y, yn, c) = matrix_arg("y_train", y_train)?;
+    let (ks, m, mc) = matrix_arg("k_test_train", k_test_train)?;
+    let kss = k_test_test
+        .map(|f| matrix_arg("k_test_test", f))
+        .transpose()?;
+    let g = py
+        .detach(|| -> ntk_analysis::Result<_> {
+            let gp = GpInference::new(
+                Matrix::new("k_train_train", &k, n, nc)?,
+                Matrix::new("y_train", &y, yn, c)?,
+                DiagReg::relative(diag_reg),
+            )?;
+            gp.posterior(
+                Matrix::new("k_test_train", &ks, m, mc)?,
+                kss.as_ref()
+                    .map(|(d, r, cc)| Matrix::new("k_test_test", d, *r, *cc))
+                    .transpose()?,
+            )
+        })
+        .map_err(analysis_err)?;
+    let mean = to_numpy(py, HostArray::new(vec![m, c], g.mean), false)?;
+    let cov = g
+        .covariance
+        .map(|v| to_numpy(py, HostArray::new(vec![m, m], v), false))
+        .transpose()?;
+    Ok((mean, cov))
+}
+
 #[pymodule]
 fn _ntk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(score, m)?)?;
@@ -443,5 +646,10 @@ fn _ntk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(forward, m)?)?;
     m.add_function(wrap_pyfunction!(infinite_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(features, m)?)?;
+    m.add_function(wrap_pyfunction!(spectrum, m)?)?;
+    m.add_function(wrap_pyfunction!(alignment, m)?)?;
+    m.add_function(wrap_pyfunction!(kernel_distance, m)?)?;
+    m.add_function(wrap_pyfunction!(gradient_descent_mse, m)?)?;
+    m.add_function(wrap_pyfunction!(gp_inference, m)?)?;
     Ok(())
 }

@@ -238,3 +238,68 @@ def test_infinite_width_errors():
         ntk.features(g / "spec.json", np.load(g / "x1.npy"))
     with pytest.raises(ValueError, match="get"):
         ntk.infinite_kernel(g / "spec.json", np.load(g / "x1.npy"), get="jacobian")
+
+
+def _kernels():
+    d = case("mlp-relu")
+    x1, x2 = np.load(d / "x1.npy"), np.load(d / "x2.npy")
+    k = ntk.infinite_kernel(d / "spec.json", x1, get="ntk")
+    ks = ntk.infinite_kernel(d / "spec.json", x2, x1, get="ntk")
+    kss = ntk.infinite_kernel(d / "spec.json", x2, get="ntk")
+    return k, ks, kss
+
+
+def test_analysis_against_numpy():
+    k, _, _ = _kernels()
+    n = len(k)
+    s = ntk.analysis.spectrum(k)
+    lam = np.sort(np.linalg.eigvalsh(k))[::-1]
+    assert rel_err(s["eigenvalues"], lam) < 1e-10
+    assert abs(s["trace"] - np.trace(k)) < 1e-10 * np.trace(k)
+    assert abs(s["condition_number"] - lam[0] / lam[-1]) < 1e-8 * lam[0] / lam[-1]
+    assert abs(s["effective_rank_participation"] - lam.sum() ** 2 / (lam ** 2).sum()) < 1e-10 * n
+    assert abs(s["max_learning_rate"] - 2 * n / lam[0]) < 1e-10 * n / lam[0]
+    labels = np.arange(n) % 2
+    y = np.eye(2)[labels]
+    raw, centred = ntk.analysis.alignment(k, labels)
+    yy = y @ y.T
+    assert abs(raw - (k * yy).sum() / np.linalg.norm(k) / np.linalg.norm(yy)) < 1e-12
+    h = np.eye(n) - 1.0 / n
+    hk, hy = h @ k @ h, h @ yy @ h
+    assert abs(centred - (hk * hy).sum() / np.linalg.norm(hk) / np.linalg.norm(hy)) < 1e-12
+    assert ntk.analysis.alignment(k, y) == (raw, centred)
+    k2 = k + 0.1 * np.eye(n)
+    want = 1 - (k * k2).sum() / np.linalg.norm(k) / np.linalg.norm(k2)
+    assert abs(ntk.analysis.kernel_distance(k, k2) - want) < 1e-12
+    with pytest.raises(ValueError, match="square"):
+        ntk.analysis.spectrum(np.ones((3, 4)))
+
+
+def test_predictions_against_numpy():
+    k, ks, kss = _kernels()
+    n, m = len(k), len(ks)
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(n, 2))
+    f0 = rng.normal(size=(n, 2))
+    ft0 = rng.normal(size=(m, 2))
+    lr, t = 0.7, 5.0
+    # f_t = y + exp(-lr t Θ / y.size)(f0 - y), by eigh; the test outputs follow
+    # f*_t = f*_0 + Θ* Θ⁻¹ (I - exp(-lr t Θ / y.size)) (y - f0).
+    lam, u = np.linalg.eigh(k)
+    decay = u @ np.diag(np.exp(-lr * t * lam / y.size)) @ u.T
+    want_train = y + decay @ (f0 - y)
+    want_test = ft0 + ks @ u @ np.diag((1 - np.exp(-lr * t * lam / y.size)) / lam) @ u.T @ (y - f0)
+    fn = ntk.predict.gradient_descent_mse(k, y, learning_rate=lr)
+    got_train, got_test = fn(t, fx_train_0=f0, fx_test_0=ft0, k_test_train=ks)
+    assert rel_err(got_train, want_train) < 1e-9
+    assert rel_err(got_test, want_test) < 1e-9
+    many = fn(np.array([0.0, t, np.inf]), fx_train_0=f0)
+    assert many.shape == (3, n, 2)
+    assert rel_err(many[0], f0) < 1e-12 and rel_err(many[1], want_train) < 1e-9
+    assert rel_err(many[2], y) < 1e-8
+    # GP posterior.
+    mean, cov = ntk.predict.gp_inference(k, y[:, 0])(ks, kss)
+    assert rel_err(mean, ks @ np.linalg.solve(k, y[:, 0])) < 1e-9
+    assert rel_err(cov, kss - ks @ np.linalg.solve(k, ks.T)) < 1e-8
+    with pytest.raises(ValueError, match="learning_rate"):
+        ntk.predict.gradient_descent_mse(k, y, learning_rate=-1.0)(1.0)

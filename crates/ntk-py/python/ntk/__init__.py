@@ -25,6 +25,7 @@ from ._ntk import empirical_kernel as _empirical_kernel
 from ._ntk import score as _score
 from ._ntk import infinite_kernel as _infinite_kernel
 from ._ntk import features as _features
+from . import analysis, predict
 
 __all__ = [
     "Network",
@@ -37,6 +38,8 @@ __all__ = [
     "score",
     "infinite_kernel",
     "features",
+    "analysis",
+    "predict",
 ]
 
 _IMPLEMENTATIONS = {
