@@ -41,6 +41,26 @@ fn frobenius_error(a: &HostArray, b: &HostArray) -> f64 {
     (d / n).sqrt()
 }
 
+/// Structured derivatives and NTK-vector products equal the Jacobian contraction (full
+/// kernel) to `tol` relative.
+fn methods_agree(net: &ntk::nets::graph::GraphNetwork, x: &HostArray, tol: f64) {
+    let run = |method| {
+        let o = EmpiricalOptions {
+            method,
+            kind: KernelKind::Full,
+            ..Default::default()
+        };
+        ntk::empirical::graph::empirical_kernel(net, x, None, &o, &mut |_, _| {})
+            .unwrap()
+            .kernel
+    };
+    let j = run(Method::Jacobian);
+    for m in [Method::Structured, Method::NtkVp] {
+        let e = rel_err(&run(m), &j);
+        assert!(e < tol, "{m:?}: {e:.2e}");
+    }
+}
+
 /// In the NTK parameterization the layers' products and biases are scaled by constants
 /// (`(w_std/√fan_in)·x·Wᵀ + b_std·b`): the structured rules see the scaled bias through its
 /// scale, and agree with autodiff's Jacobian contraction and with NTK-vector products.
@@ -50,21 +70,7 @@ fn ntk_parameterization_methods_agree() {
     let x = inputs(&[4], 5, 3);
     let spec = parse(&residual(7), "r").unwrap();
     let net = ntk::nets::graph::from_spec(spec, None, 1, &device, Precision::F64).unwrap();
-    let run = |method| {
-        let o = EmpiricalOptions {
-            method,
-            kind: KernelKind::Full,
-            ..Default::default()
-        };
-        ntk::empirical::graph::empirical_kernel(&net, &x, None, &o, &mut |_, _| {})
-            .unwrap()
-            .kernel
-    };
-    let j = run(Method::Jacobian);
-    for m in [Method::Structured, Method::NtkVp] {
-        let e = rel_err(&run(m), &j);
-        assert!(e < 1e-12, "{m:?}: {e:.2e}");
-    }
+    methods_agree(&net, &x, 1e-12);
     // Convolutions too (the bias reshaped to [C, 1, 1], then scaled): the WRN-style case,
     // widened to 3 outputs.
     let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graph-stax/wrn-block");
@@ -81,21 +87,7 @@ fn ntk_parameterization_methods_agree() {
     .unwrap();
     assert_eq!(conv.n_outputs(), 3);
     let xc = inputs(&[2, 6, 6], 3, 4);
-    let run = |method| {
-        let o = EmpiricalOptions {
-            method,
-            kind: KernelKind::Full,
-            ..Default::default()
-        };
-        ntk::empirical::graph::empirical_kernel(&conv, &xc, None, &o, &mut |_, _| {})
-            .unwrap()
-            .kernel
-    };
-    let j = run(Method::Jacobian);
-    for m in [Method::Structured, Method::NtkVp] {
-        let e = rel_err(&run(m), &j);
-        assert!(e < 1e-12, "conv {m:?}: {e:.2e}");
-    }
+    methods_agree(&conv, &xc, 1e-12);
     // A bias of b_std 0.2 contributes 0.2² to every entry of the head's NTK.
     let only_bias = ntk::nets::graph::from_spec(
         parse(&residual(7), "r").unwrap(),
@@ -388,21 +380,7 @@ fn attention_methods_agree() {
         assert!(names.contains(&p), "{names:?}");
     }
     assert!(!names.contains(&"attn.query_weight"), "tied: {names:?}");
-    let run = |method| {
-        let o = EmpiricalOptions {
-            method,
-            kind: KernelKind::Full,
-            ..Default::default()
-        };
-        ntk::empirical::graph::empirical_kernel(&net, &x, None, &o, &mut |_, _| {})
-            .unwrap()
-            .kernel
-    };
-    let j = run(Method::Jacobian);
-    for m in [Method::Structured, Method::NtkVp] {
-        let e = rel_err(&run(m), &j);
-        assert!(e < 1e-11, "{m:?}: {e:.2e}");
-    }
+    methods_agree(&net, &x, 1e-11);
 }
 
 /// Finite vs infinite width through attention: the empirical NTK of the transformer block

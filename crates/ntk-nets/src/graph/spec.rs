@@ -854,7 +854,6 @@ impl Builder {
             Op::Shape(ShapeOp::Reshape { allowzero: false }),
             vec![merged, shape],
         )?;
-        let ntk = self.parameterization == Parameterization::Ntk;
         let bias = f.boolean("bias", true)?;
         let projected = self.token_projection(
             format!("{name}.out"),
@@ -871,6 +870,13 @@ impl Builder {
                 vec![projected],
             );
         }
+        self.add_bias(name, projected, out, b_std)
+    }
+
+    /// `x + b` with a bias `"{name}.bias"` `[out]` on the last axis: drawn `N(0, b_std²)`
+    /// (standard), or standard normal and scaled by `b_std` (NTK parameterization).
+    fn add_bias(&mut self, name: String, x: usize, out: usize, b_std: f64) -> Result<usize> {
+        let ntk = self.parameterization == Parameterization::Ntk;
         let b = self.param(
             format!("{name}.bias"),
             vec![out],
@@ -885,7 +891,7 @@ impl Builder {
             name,
             "Add",
             Op::Elementwise(ElementwiseOp::Binary(Binary::Add)),
-            vec![projected, b],
+            vec![x, b],
         )
     }
 
@@ -960,22 +966,7 @@ impl Builder {
                     mm
                 };
                 if bias {
-                    let b = self.param(
-                        format!("{name}.bias"),
-                        vec![out],
-                        Init::Normal(if ntk { 1.0 } else { b_std }),
-                    )?;
-                    let b = if ntk {
-                        self.times(format!("{name}/bias_scaled"), b, b_std)?
-                    } else {
-                        b
-                    };
-                    self.op(
-                        name,
-                        "Add",
-                        Op::Elementwise(ElementwiseOp::Binary(Binary::Add)),
-                        vec![mm, b],
-                    )?;
+                    self.add_bias(name, mm, out, b_std)?;
                 }
             }
             "conv2d" => {
