@@ -22,6 +22,7 @@ without bias):
   add              FanInSum()    concat (channels)  FanInConcat(axis=-1)
   avg_pool2d       AvgPool(window, strides, 'VALID')
   global_avg_pool  GlobalAvgPool()    mean over positions  GlobalAvgPool()
+  sum over positions  GlobalSumPool()
   flatten          Flatten()          identity, dropout  Identity()
   global_self_attention
                    GlobalSelfAttention(n_chan_out, n_chan_key, n_chan_val, n_heads,
@@ -148,6 +149,8 @@ def stax_layer(node, shapes, parameterization, stax, jnp):
         return stax.AvgPool(k, s, "VALID"), f"AvgPool({k}, {s}, 'VALID')"
     if t in ("global_avg_pool", "mean"):
         return stax.GlobalAvgPool(), "GlobalAvgPool()"
+    if t == "sum":
+        return stax.GlobalSumPool(), "GlobalSumPool()"
     if t == "flatten":
         return stax.Flatten(), "Flatten()"
     if t in ("identity", "dropout"):
@@ -419,8 +422,8 @@ def transformer_block():
 
 
 def attention_identity():
-    """Two stacked attention layers with the identity mechanism (no softmax) and no bias,
-    a relu between them, then the mean over tokens and a readout."""
+    """Two attention layers, the first with the identity mechanism (no softmax) and no
+    bias, a relu between them, then the sum over tokens (GlobalSumPool) and a readout."""
     n = [
         {"name": "embed", "type": "linear", "out_features": 6, "w_std": 1.2, "b_std": 0.1},
         {"name": "attn1", "type": "global_self_attention", "n_chan_out": 6, "n_chan_key": 4,
@@ -429,7 +432,7 @@ def attention_identity():
         {"name": "relu", "type": "relu"},
         {"name": "attn2", "type": "global_self_attention", "n_chan_out": 5, "n_chan_key": 3,
          "n_chan_val": 4, "n_heads": 2, "w_value_std": 1.4, "b_std": 0.3},
-        {"name": "pool", "type": "mean", "dim": [1]},
+        {"name": "pool", "type": "sum", "dim": [1]},
         {"name": "head", "type": "linear", "out_features": 1, "w_std": 1.0, "b_std": 0.0},
     ]
     return {"input_shape": [3, 4], "parameterization": "ntk", "nodes": n}

@@ -10,6 +10,7 @@
 //! | `add` | `FanOut` + `parallel` + `FanInSum` | [`crate::branching`]: kernels add |
 //! | `concat` along channels | `FanInConcat(channel axis)` | [`crate::branching`]: channel-weighted mean |
 //! | `avg_pool2d` (no padding), `global_avg_pool`, `mean` over positions, `flatten` | `AvgPool`, `GlobalAvgPool`, `Flatten` | [`crate::pooling`] |
+//! | `sum` over positions | `GlobalSumPool` | `P²` × the mean's |
 //! | `global_self_attention` (tokens; `linear_scaling`, NTK parameterization) | `GlobalSelfAttention(linear_scaling=True)` | [`crate::attention`] |
 //! | `identity`, `dropout` (inference) | `Identity`, `Dropout(mode='test')` | nothing |
 //! | `scale` (`value` c), `zero` | (linear) | `c²·K`, `0` |
@@ -57,6 +58,9 @@ pub enum Rule {
     Scale(f64),
     /// Self-attention with linear scaling (needs each sample's own `[T, T]` covariance).
     Attention(Attention),
+    /// The sum over all `pixels` positions (stax's `GlobalSumPool`): `P²` times the
+    /// position-averaged kernels.
+    GlobalSum { pixels: usize },
 }
 
 /// One node of the compiled graph.
@@ -111,7 +115,7 @@ fn refuse(node: &SpecNode, message: impl Into<String>) -> InfiniteError {
 fn pools(node: &SpecNode) -> bool {
     match node.ty.as_str() {
         "avg_pool2d" | "global_avg_pool" => true,
-        "mean" => true,
+        "mean" | "sum" => true,
         // Mixes positions: needs the covariances of every position pair.
         "global_self_attention" => true,
         _ => false,
@@ -345,6 +349,16 @@ impl GraphPlan {
                         .map(|&i| blocks[i].as_ref().expect("input block computed"))
                         .collect();
                     weighted_sum(&ins, weights)
+                }
+                Rule::GlobalSum { pixels } => {
+                    let mut b = take_first(&mut blocks);
+                    apply_linear(&Step::GlobalAvgPool, &mut b);
+                    let p2 = (*pixels as f64).powi(2);
+                    b.nngp.iter_mut().for_each(|v| *v *= p2);
+                    if let Some(t) = b.ntk.as_mut() {
+                        t.iter_mut().for_each(|v| *v *= p2);
+                    }
+                    b
                 }
                 Rule::Scale(c) => {
                     let mut b = take_first(&mut blocks);
@@ -674,7 +688,7 @@ fn compile_node(
             f.layout = Layout::Vector;
             Rule::Linear(Step::GlobalAvgPool)
         }
-        "mean" => {
+        "mean" | "sum" => {
             // Over all positions: [N, T, D] dim 1, [N, C, H, W] dims 2 and 3.
             let mut dims: Vec<i64> = match node.fields.get("dim") {
                 Some(v) if v.is_i64() => vec![v.as_i64().unwrap_or(0)],
@@ -700,13 +714,20 @@ fn compile_node(
                 return Err(refuse(
                     node,
                     format!(
-                        "a mean over {dims:?}: only the mean over all positions ({positions:?}) \
-                         has a rule (a mean over channels has no infinite-width limit)"
+                        "a {} over {dims:?}: only the {0} over all positions ({positions:?}) \
+                         has a rule (one over channels has no infinite-width limit)",
+                        node.ty
                     ),
                 ));
             }
+            let pixels = f.layout.pixels();
             f.layout = Layout::Vector;
-            Rule::Linear(Step::GlobalAvgPool)
+            if node.ty == "sum" {
+                // stax's GlobalSumPool: P times the mean, P² times its kernels.
+                Rule::GlobalSum { pixels }
+            } else {
+                Rule::Linear(Step::GlobalAvgPool)
+            }
         }
         "flatten" => {
             if node

@@ -37,6 +37,8 @@ enum NodeStep {
     /// The first input's rows unchanged.
     Same,
     Layer(Step),
+    /// A layer, then every feature times a constant (a sum over positions: `P` × mean).
+    Scaled(Step, f64),
     /// `[√w_b φ_b]_b`, `[√w_b ψ_b]_b`, reduced past `2m` columns.
     Join {
         scales: Vec<f64>,
@@ -172,6 +174,12 @@ impl GraphFeatureMap {
                             reduce_psi,
                         }
                     }
+                    Rule::GlobalSum { pixels } => {
+                        match layer(LayerRule::GlobalAvgPool, &mut kphi, &mut kpsi, &mut rng)? {
+                            NodeStep::Layer(s) => NodeStep::Scaled(s, *pixels as f64),
+                            other => other,
+                        }
+                    }
                     Rule::Scale(c) => NodeStep::Join {
                         scales: vec![c.abs()],
                         reduce_phi: Reduce::none(),
@@ -269,6 +277,12 @@ impl GraphFeatureMap {
                 NodeStep::Input => input_rows(self.input, x),
                 NodeStep::Same => take(&mut rows, node.inputs[0]),
                 NodeStep::Layer(step) => apply_step(step, take(&mut rows, node.inputs[0])),
+                NodeStep::Scaled(step, c) => {
+                    let mut r = apply_step(step, take(&mut rows, node.inputs[0]));
+                    r.phi.iter_mut().for_each(|v| *v *= c);
+                    r.psi.iter_mut().for_each(|v| *v *= c);
+                    r
+                }
                 NodeStep::Join {
                     scales,
                     reduce_phi,
@@ -373,6 +387,33 @@ mod tests {
         for (a, b) in k.data.iter().zip(&exact.nngp.data) {
             assert!((a - b).abs() < 1e-12 * b.abs().max(1.0), "nngp {a} {b}");
         }
+        for (a, b) in t.data.iter().zip(&exact.ntk.data) {
+            assert!((a - b).abs() < 1e-12 * b.abs().max(1.0), "ntk {a} {b}");
+        }
+    }
+
+    /// A sum over positions is `P` times the mean in features (`P²` in kernels): exact
+    /// on a linear conv net, where every map is exact below `2m` columns.
+    #[test]
+    fn a_sum_over_positions_is_exact_on_a_linear_conv_net() {
+        let g = spec(
+            r#"{"input_shape":[2,3,3],"parameterization":"ntk","nodes":[
+            {"name":"c","type":"conv2d","out_channels":3,"kernel_size":2,"w_std":1.3,"b_std":0.2},
+            {"name":"s","type":"sum","dim":[2,3]},
+            {"name":"o","type":"linear","out_features":1,"w_std":0.8,"b_std":0.1}]}"#,
+        );
+        let x = HostArray::new(
+            vec![2, 2, 3, 3],
+            (0..36).map(|i| ((i * 7 % 11) as f64 - 5.0) / 4.0).collect(),
+        );
+        let exact = graph_kernels(&g, &x, None, &Default::default()).unwrap();
+        let o = FeatureOptions {
+            method: FeatureMethod::CntkSketch,
+            dim: 256,
+            ..Default::default()
+        };
+        let f = GraphFeatureMap::new(&g, &o).unwrap().apply(&x).unwrap();
+        let t = feature_kernel(&f.ntk, &f.ntk).unwrap();
         for (a, b) in t.data.iter().zip(&exact.ntk.data) {
             assert!((a - b).abs() < 1e-12 * b.abs().max(1.0), "ntk {a} {b}");
         }
