@@ -25,7 +25,8 @@ pub enum Architecture {
     OnnxFile(PathBuf),
 }
 
-/// A built network of either kind.
+/// A built network of either kind (a clone shares the parameter tensors).
+#[derive(Clone)]
 pub enum Built {
     Sequential(Network),
     Graph(GraphNetwork),

@@ -24,6 +24,9 @@ struct Network {
     weights: Option<PathBuf>,
     seed: u64,
     source: String,
+    /// The network last built, and its precision: calls in the same precision reuse it
+    /// (a clone shares the parameter tensors) instead of drawing or reading it again.
+    built: std::sync::Mutex<Option<(Precision, ntk::arch::Built)>>,
     #[pyo3(get)]
     input_shape: Vec<usize>,
     #[pyo3(get)]
@@ -77,6 +80,27 @@ fn device() -> burn::tensor::Device {
     burn::tensor::Device::flex()
 }
 
+impl Network {
+    /// The network in `precision`: the cached build, or a new one (then cached).
+    fn build(&self, precision: Precision) -> anyhow::Result<ntk::arch::Built> {
+        let mut cache = self
+            .built
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the network's cache was poisoned by a panic"))?;
+        if let Some((p, b)) = cache.as_ref()
+            && *p == precision
+        {
+            return Ok(b.clone());
+        }
+        let b = self
+            .arch
+            .build(self.seed, self.weights.as_deref(), &device(), precision)
+            .context("building the network")?;
+        *cache = Some((precision, b.clone()));
+        Ok(b)
+    }
+}
+
 fn describe(
     py: Python<'_>,
     arch: Architecture,
@@ -84,8 +108,8 @@ fn describe(
     seed: u64,
     source: String,
 ) -> PyResult<Network> {
-    let (arch, info) = compute(py, move || {
-        let built = arch.build(seed, weights.as_deref(), &device(), Precision::F64)?;
+    let (arch, info, built) = compute(py, move || {
+        let built = arch.build(seed, weights.as_deref(), &device(), Precision::F32)?;
         let info = (
             built.input_shape(),
             built.n_outputs(),
@@ -93,7 +117,7 @@ fn describe(
             built.n_params(),
             weights,
         );
-        Ok((arch, info))
+        Ok((arch, info, built))
     })?;
     let (input_shape, n_outputs, param_names, n_params, weights) = info;
     Ok(Network {
@@ -101,6 +125,7 @@ fn describe(
         weights,
         seed,
         source,
+        built: std::sync::Mutex::new(Some((Precision::F32, built))),
         input_shape,
         n_outputs,
         param_names,
@@ -212,11 +237,8 @@ fn empirical_kernel<'py>(
     if let Some(m) = max_memory {
         options.max_memory = m;
     }
-    let (arch, weights, seed) = (&net.arch, net.weights.as_deref(), net.seed);
     let k = compute(py, move || {
-        let mut built = arch
-            .build(seed, weights, &device(), precision)
-            .context("building the network")?;
+        let mut built = net.build(precision)?;
         built.select(include.as_ref(), exclude.as_ref())?;
         let x1 = ntk::train::reshape_inputs(&x1, &built.input_shape())?;
         let x2 = x2
@@ -257,9 +279,8 @@ fn forward<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let x = host("x", x)?;
     let precision = precision(dtype)?;
-    let (arch, weights, seed) = (&net.arch, net.weights.as_deref(), net.seed);
     let f = compute(py, move || {
-        let built = arch.build(seed, weights, &device(), precision)?;
+        let built = net.build(precision)?;
         let x = ntk::train::reshape_inputs(&x, &built.input_shape())?;
         built.forward(&x)
     })?;

@@ -113,10 +113,30 @@ def _torch_to_network(module, x1):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# Networks loaded from a path by the kernel functions, by (path, size, mtime): a loop that
+# passes the same file again reuses the parsed file and its built network.
+_LOADED = {}
+
+
+def _load_cached(path):
+    p = os.path.abspath(os.fspath(path))
+    st = os.stat(p)
+    key = (p, st.st_size, st.st_mtime_ns)
+    net = _LOADED.get(key)
+    if net is None:
+        net = load(p)
+        if len(_LOADED) >= 16:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = net
+    return net
+
+
 def _network(model, x1):
     if isinstance(model, Network):
         return model
-    if isinstance(model, (str, os.PathLike, dict)):
+    if isinstance(model, (str, os.PathLike)):
+        return _load_cached(model)
+    if isinstance(model, dict):
         return load(model)
     if hasattr(model, "named_parameters") and callable(model):
         return _torch_to_network(model, x1)
