@@ -188,6 +188,7 @@ fn graph_forward_matches_stax_apply() {
         "transformer-block",
         "attention-identity",
         "attention-untied",
+        "erf-family-mlp",
         "wrn-block",
     ] {
         assert!(

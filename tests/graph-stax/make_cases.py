@@ -15,8 +15,8 @@ without bias):
   linear           Dense(out_features, W_std, b_std, parameterization)
   conv2d           Conv(out_channels, kernel_size, stride, 'SAME' | 'VALID', ...)
                    (explicit padding p must be what SAME or VALID gives)
-  relu, leaky_relu(negative_slope), erf, gelu (exact), tanh
-                   Relu(), LeakyRelu(a), Erf(), Gelu(approximate=False),
+  relu, leaky_relu(negative_slope), erf(a, b, c), sigmoid_like, gelu (exact), tanh
+                   Relu(), LeakyRelu(a), Erf(a, b, c), Sigmoid_like(), Gelu(approximate=False),
                    ElementwiseNumerical(jnp.tanh, deg=64)
   layer_norm       LayerNorm(axis=-1, eps)  (elementwise_affine must be false)
   add              FanInSum()    concat (channels)  FanInConcat(axis=-1)
@@ -128,7 +128,10 @@ def stax_layer(node, shapes, parameterization, stax, jnp):
         a = node.get("negative_slope", 0.01)
         return stax.LeakyRelu(a), f"LeakyRelu({a})"
     if t == "erf":
-        return stax.Erf(), "Erf()"
+        a, b, c = node.get("a", 1.0), node.get("b", 1.0), node.get("c", 0.0)
+        return stax.Erf(a, b, c), f"Erf({a}, {b}, {c})"
+    if t == "sigmoid_like":
+        return stax.Sigmoid_like(), "Sigmoid_like()"
     if t == "gelu":
         assert node.get("approximate", "none") == "none"
         return stax.Gelu(approximate=False), "Gelu(approximate=False)"
@@ -453,6 +456,21 @@ def attention_untied():
     return {"input_shape": [3, 4], "parameterization": "standard", "nodes": n}
 
 
+def erf_family_mlp():
+    """stax's Erf(a, b, c) and Sigmoid_like in an NTK-parameterization MLP, with a
+    residual sum of the two branches."""
+    n = [
+        {"name": "fc0", "type": "linear", "out_features": 10, "w_std": 1.3, "b_std": 0.2},
+        {"name": "erf", "type": "erf", "a": 1.5, "b": 0.7, "c": -0.3},
+        {"name": "fc1", "type": "linear", "out_features": 10, "w_std": 1.1, "b_std": 0.1},
+        {"name": "sig", "type": "sigmoid_like"},
+        {"name": "fc2", "type": "linear", "out_features": 10, "w_std": 1.2, "b_std": 0.1},
+        {"name": "add", "type": "add", "inputs": ["fc2", "fc0"]},
+        {"name": "head", "type": "linear", "out_features": 1, "w_std": 0.9, "b_std": 0.05},
+    ]
+    return {"input_shape": [5], "parameterization": "ntk", "nodes": n}
+
+
 CASES = {
     "wrn-block": (wrn_block, 5, 4),
     "prenorm-mlp-block": (prenorm_mlp_block, 5, 3),
@@ -461,6 +479,7 @@ CASES = {
     "transformer-block": (transformer_block, 5, 3),
     "attention-identity": (attention_identity, 4, 3),
     "attention-untied": (attention_untied, 4, 3),
+    "erf-family-mlp": (erf_family_mlp, 5, 4),
 }
 
 

@@ -45,19 +45,37 @@ pub enum ActivationKernel {
         a: f64,
         b: f64,
     },
-    Erf,
+    /// `a·erf(b·x) + c` (stax's `Erf(a, b, c)`; `Sigmoid_like` is `a = c = ½`,
+    /// `b = 1/2.4020563531719796`): the erf rule on the kernel scaled by `b²`, then
+    /// `a² K + c²` (NNGP) and `a² b²` on the derivative term.
+    Erf {
+        a: f64,
+        b: f64,
+        c: f64,
+    },
     Gelu,
     /// tanh by Gauss–Hermite quadrature with the given rule.
     Tanh(GaussHermite),
 }
 
 impl ActivationKernel {
+    /// Plain `erf(x)`.
+    pub const ERF: ActivationKernel = ActivationKernel::Erf {
+        a: 1.0,
+        b: 1.0,
+        c: 0.0,
+    };
+
     /// `(E[φ(u) φ(v)], E[φ'(u) φ'(v)])` for covariance `c` and variances `q1`, `q2`.
     pub fn entry(&self, c: f64, q1: f64, q2: f64) -> (f64, f64) {
         match self {
             ActivationKernel::Relu => relu(c, q1, q2),
             ActivationKernel::ABRelu { a, b } => ab_relu(*a, *b, c, q1, q2),
-            ActivationKernel::Erf => erf(c, q1, q2),
+            ActivationKernel::Erf { a, b, c: shift } => {
+                let b2 = b * b;
+                let (e, d) = erf(b2 * c, b2 * q1, b2 * q2);
+                (a * a * e + shift * shift, a * a * b2 * d)
+            }
             ActivationKernel::Gelu => gelu(c, q1, q2),
             ActivationKernel::Tanh(rule) => tanh_quadrature(rule, c, q1, q2),
         }
@@ -350,7 +368,7 @@ mod tests {
         let rule = GaussHermite::new(64).unwrap();
         let all = [
             ActivationKernel::Relu,
-            ActivationKernel::Erf,
+            ActivationKernel::ERF,
             ActivationKernel::Gelu,
             ActivationKernel::Tanh(rule),
         ];

@@ -5,7 +5,7 @@
 //! | graph node | stax | rule |
 //! |---|---|---|
 //! | `linear` (vectors, or tokens `[T, D]`), `conv2d` (`[C, H, W]`; stride, padding; no dilation or groups) | `Dense`, `Conv` | [`crate::dense`], [`crate::conv`]; the spec's `parameterization` |
-//! | `relu`, `leaky_relu`, `erf`, `gelu` (exact), `tanh` | `Relu`, `LeakyRelu`, `Erf`, `Gelu`, `ElementwiseNumerical(tanh)` | [`crate::activation`] |
+//! | `relu`, `leaky_relu`, `erf` (`a·erf(b·x) + c`), `sigmoid_like`, `gelu` (exact), `tanh` | `Relu`, `LeakyRelu`, `Erf(a, b, c)`, `Sigmoid_like`, `Gelu`, `ElementwiseNumerical(tanh)` | [`crate::activation`] |
 //! | `layer_norm` (`elementwise_affine: false`; over channels: vectors and tokens) | `LayerNorm(axis=-1, eps)` | [`crate::normalization`] |
 //! | `add` | `FanOut` + `parallel` + `FanInSum` | [`crate::branching`]: kernels add |
 //! | `concat` along channels | `FanInConcat(channel axis)` | [`crate::branching`]: channel-weighted mean |
@@ -35,7 +35,7 @@ use crate::error::{InfiniteError, Result};
 use crate::normalization::layer_norm;
 use crate::plan::{SampleVariances, Step, apply_linear, cached_tanh_rule, entries, pixels};
 use crate::quadrature::GaussHermite;
-use ntk_nets::graph::spec::{GraphSpec, SpecNode};
+use ntk_nets::graph::spec::{GraphSpec, SIGMOID_LIKE_SCALE, SpecNode};
 use ntk_nets::{FeatureShape, HostArray};
 use std::collections::BTreeSet;
 
@@ -517,7 +517,22 @@ fn compile_node(
             },
             &mut f,
         )?,
-        "erf" => activation(ActivationKernel::Erf, &mut f)?,
+        "erf" => activation(
+            ActivationKernel::Erf {
+                a: node.float("a", 1.0),
+                b: node.float("b", 1.0),
+                c: node.float("c", 0.0),
+            },
+            &mut f,
+        )?,
+        "sigmoid_like" => activation(
+            ActivationKernel::Erf {
+                a: 0.5,
+                b: 1.0 / SIGMOID_LIKE_SCALE,
+                c: 0.5,
+            },
+            &mut f,
+        )?,
         "gelu" => {
             if node.fields.get("approximate").and_then(|v| v.as_str()) == Some("tanh") {
                 return Err(refuse(
@@ -809,8 +824,9 @@ fn compile_node(
         "sigmoid" => {
             return Err(refuse(
                 node,
-                "sigmoid has no closed-form kernel here (stax's Sigmoid_like is an erf, not \
-                 the logistic function): use erf or tanh",
+                "sigmoid (the logistic function) has no closed-form kernel: use \
+                 sigmoid_like (stax's Sigmoid_like, ½·erf(x/2.402) + ½, within 0.02 of it), \
+                 erf or tanh",
             ));
         }
         other => {

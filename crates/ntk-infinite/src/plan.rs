@@ -154,7 +154,7 @@ impl Plan {
                     let kernel = match a {
                         Activation::Identity => None,
                         Activation::Relu => Some(ActivationKernel::Relu),
-                        Activation::Erf => Some(ActivationKernel::Erf),
+                        Activation::Erf => Some(ActivationKernel::ERF),
                         Activation::Gelu => Some(ActivationKernel::Gelu),
                         Activation::Tanh => {
                             let rule = cached_tanh_rule(&mut tanh_rule, tanh_degree)?;

@@ -193,7 +193,11 @@ impl Fields<'_> {
     }
 }
 
-const KNOWN_TYPES: &str = "linear, conv2d, global_self_attention, batch_norm, layer_norm, relu, gelu, tanh, sigmoid, erf, elu, leaky_relu, softmax, identity, dropout, max_pool2d, avg_pool2d, global_avg_pool, flatten, mean, sum, add, sub, mul, div, matmul, scale, zero, reshape, permute, concat, select, parameter";
+/// stax's `Sigmoid_like`: `½·erf(x / SIGMOID_LIKE_SCALE) + ½` (the scale fits the logistic
+/// sigmoid on [−5, 5]).
+pub const SIGMOID_LIKE_SCALE: f64 = 2.4020563531719796;
+
+const KNOWN_TYPES: &str = "linear, conv2d, global_self_attention, sigmoid_like, batch_norm, layer_norm, relu, gelu, tanh, sigmoid, erf, elu, leaky_relu, softmax, identity, dropout, max_pool2d, avg_pool2d, global_avg_pool, flatten, mean, sum, add, sub, mul, div, matmul, scale, zero, reshape, permute, concat, select, parameter";
 
 /// Builds the graph of a spec, checking every node on a zero sample as it goes (so a shape
 /// error names the node that causes it).
@@ -443,6 +447,7 @@ fn check_fields(f: &Fields) -> Result<()> {
         "gelu" => &["approximate"],
         "elu" => &["alpha"],
         "leaky_relu" => &["negative_slope"],
+        "erf" => &["a", "b", "c"],
         "softmax" => &["dim"],
         "max_pool2d" | "avg_pool2d" => &[
             "kernel_size",
@@ -895,6 +900,48 @@ impl Builder {
         )
     }
 
+    /// `a·erf(b·x) + c` as ops (stax's `Erf(a, b, c)`); the last op is named `name`.
+    fn scaled_erf(&mut self, name: String, x: usize, a: f64, b: f64, c: f64) -> Result<usize> {
+        let x = if b != 1.0 {
+            self.times(format!("{name}/input_scaled"), x, b)?
+        } else {
+            x
+        };
+        let last_is_erf = a == 1.0 && c == 0.0;
+        let erf_name = if last_is_erf {
+            name.clone()
+        } else {
+            format!("{name}/erf")
+        };
+        let y = self.op(
+            erf_name,
+            "Erf",
+            Op::Elementwise(ElementwiseOp::Unary(Unary::Erf)),
+            vec![x],
+        )?;
+        if last_is_erf {
+            return Ok(y);
+        }
+        if c == 0.0 {
+            return self.times(name, y, a);
+        }
+        let y = if a != 1.0 {
+            self.times(format!("{name}/scaled"), y, a)?
+        } else {
+            y
+        };
+        let shift = self.constant(
+            format!("{name}/shift"),
+            Constant::Float(HostArray::new(vec![], vec![c])),
+        );
+        self.op(
+            name,
+            "Add",
+            Op::Elementwise(ElementwiseOp::Binary(Binary::Add)),
+            vec![y, shift],
+        )
+    }
+
     fn node(&mut self, f: &Fields, ins: &[usize]) -> Result<()> {
         let (name, ty) = (f.name.to_string(), f.ty);
         let need = |k: usize| -> Result<()> {
@@ -1121,7 +1168,15 @@ impl Builder {
             }
             "tanh" => unary(self, Unary::Tanh)?,
             "sigmoid" => unary(self, Unary::Sigmoid)?,
-            "erf" => unary(self, Unary::Erf)?,
+            "erf" | "sigmoid_like" => {
+                need(1)?;
+                let (a, b, c) = if ty == "sigmoid_like" {
+                    (0.5, 1.0 / SIGMOID_LIKE_SCALE, 0.5)
+                } else {
+                    (f.float("a", 1.0)?, f.float("b", 1.0)?, f.float("c", 0.0)?)
+                };
+                self.scaled_erf(name, ins[0], a, b, c)?;
+            }
             "elu" => unary(self, Unary::Elu(f.float("alpha", 1.0)?))?,
             "leaky_relu" => unary(self, Unary::LeakyRelu(f.float("negative_slope", 0.01)?))?,
             "identity" | "dropout" => {
