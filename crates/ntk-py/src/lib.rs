@@ -15,15 +15,9 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use std::path::PathBuf;
 
-// The allocator of the `ntk` binary: kernels allocate and free large buffers on every
-// call, which glibc's malloc maps and unmaps (page faults each time). Buffers handed to
-// numpy stay owned by Rust and are freed by it.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A network as the engine sees it: where it came from (an architecture and optional
-/// weights) and what it is (input shape, outputs, parameter names). The engine builds it
-/// afresh in the precision of each call.
+/// weights) and what it is (input shape, outputs, parameter names). It keeps the network
+/// last built (and its precision) for the next call.
 #[pyclass(module = "ntk", frozen)]
 struct Network {
     arch: Architecture,
