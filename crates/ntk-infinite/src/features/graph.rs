@@ -96,7 +96,13 @@ impl GraphFeatureMap {
         }
         let image = matches!(plan.input, FeatureShape::Image { .. });
         let first = spec.nodes.get(1).map_or("?", |n| n.ty.as_str());
-        check_method(options.method, image, first)?;
+        // The sequential wording names "layer 0": here the first node is named.
+        check_method(options.method, image, first).map_err(|e| match e {
+            InfiniteError::Unsupported { message, .. } => {
+                refuse(spec, 1.min(spec.nodes.len() - 1), message)
+            }
+            other => other,
+        })?;
         let m = options.dim;
         let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
         let input_cols = match plan.input {
@@ -416,6 +422,27 @@ mod tests {
         let t = feature_kernel(&f.ntk, &f.ntk).unwrap();
         for (a, b) in t.data.iter().zip(&exact.ntk.data) {
             assert!((a - b).abs() < 1e-12 * b.abs().max(1.0), "ntk {a} {b}");
+        }
+    }
+
+    #[test]
+    fn a_method_for_the_other_input_kind_names_the_first_node() {
+        let g = spec(
+            r#"{"input_shape":[1,4,4],"parameterization":"ntk","nodes":[
+            {"name":"stem","type":"conv2d","out_channels":2,"kernel_size":3},
+            {"name":"f","type":"flatten"},
+            {"name":"o","type":"linear","out_features":1}]}"#,
+        );
+        let o = FeatureOptions {
+            method: FeatureMethod::NtkSketch,
+            ..Default::default()
+        };
+        match GraphFeatureMap::new(&g, &o).unwrap_err() {
+            InfiniteError::UnsupportedNode { node, message, .. } => {
+                assert_eq!(node, "stem");
+                assert!(message.contains("use cntksketch"), "{message}");
+            }
+            e => panic!("{e}"),
         }
     }
 
