@@ -837,16 +837,22 @@ pub fn compare_linearized(
         let Some((_, pl)) = cl.iter().find(|(el, _)| el == e) else {
             continue;
         };
-        let f = load(pr)?.forward_host(x)?;
-        let fl = linear.forward_host(&load(pl)?, x)?;
-        let moved = frobenius_diff(&f.data, &f0.data);
+        // Epoch 0 is θ0 in both runs (checked above): no gap, nothing to evaluate.
+        let output_gap = if *e == 0 {
+            None
+        } else {
+            let f = load(pr)?.forward_host(x)?;
+            let fl = linear.forward_host(&load(pl)?, x)?;
+            let moved = frobenius_diff(&f.data, &f0.data);
+            (moved > 0.0).then(|| frobenius_diff(&f.data, &fl.data) / moved)
+        };
         out.push(LinearizedPoint {
             epoch: *e,
             train_loss: metric(&mr, *e, "train_loss").unwrap_or(f64::NAN),
             train_loss_linearized: metric(&ml, *e, "train_loss").unwrap_or(f64::NAN),
             test_loss: metric(&mr, *e, "test_loss"),
             test_loss_linearized: metric(&ml, *e, "test_loss"),
-            output_gap: (*e > 0 && moved > 0.0).then(|| frobenius_diff(&f.data, &fl.data) / moved),
+            output_gap,
         });
     }
     if out.is_empty() {

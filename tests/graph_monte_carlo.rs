@@ -41,6 +41,19 @@ fn frobenius_error(a: &HostArray, b: &HostArray) -> f64 {
     (d / n).sqrt()
 }
 
+/// The traced empirical NTK `[N, N]` of the network drawn from `seed` (f64).
+fn traced_ntk(
+    spec: &ntk::nets::graph::spec::GraphSpec,
+    seed: u64,
+    x: &HostArray,
+    options: &EmpiricalOptions,
+    device: &burn::tensor::Device,
+) -> ntk::empirical::Result<HostArray> {
+    let net = ntk::nets::graph::from_spec(spec.clone(), None, seed, device, Precision::F64)?;
+    let k = ntk::empirical::graph::empirical_kernel(&net, x, None, options, &mut |_, _| {})?.kernel;
+    Ok(HostArray::new(vec![x.len(), x.len()], k.data))
+}
+
 /// Structured derivatives and NTK-vector products equal the Jacobian contraction (full
 /// kernel) to `tol` relative.
 fn methods_agree(net: &ntk::nets::graph::GraphNetwork, x: &HostArray, tol: f64) {
@@ -142,17 +155,7 @@ fn monte_carlo_mean_of_a_residual_graph_approaches_the_exact_ntk() {
             &seeds,
             1,
             |seed| -> ntk::empirical::Result<HostArray> {
-                let net =
-                    ntk::nets::graph::from_spec(spec.clone(), None, seed, &device, Precision::F64)?;
-                let k = ntk::empirical::graph::empirical_kernel(
-                    &net,
-                    &x,
-                    None,
-                    &options,
-                    &mut |_, _| {},
-                )?
-                .kernel;
-                let k = HostArray::new(vec![6, 6], k.data);
+                let k = traced_ntk(&spec, seed, &x, &options, &device)?;
                 single.lock().unwrap().push(frobenius_error(&k, &exact.ntk));
                 Ok(k)
             },
@@ -408,19 +411,7 @@ fn attention_ntk_approaches_its_limit_with_width() {
         let mc = monte_carlo_kernel(
             &seeds,
             1,
-            |seed| -> ntk::empirical::Result<HostArray> {
-                let net =
-                    ntk::nets::graph::from_spec(spec.clone(), None, seed, &device, Precision::F64)?;
-                let k = ntk::empirical::graph::empirical_kernel(
-                    &net,
-                    &x,
-                    None,
-                    &options,
-                    &mut |_, _| {},
-                )?
-                .kernel;
-                Ok(HostArray::new(vec![5, 5], k.data))
-            },
+            |seed| traced_ntk(&spec, seed, &x, &options, &device),
             &mut |_, _| {},
         )
         .unwrap();

@@ -77,8 +77,9 @@ impl Linearized {
     pub fn forward(&self, params: &Network, x: &HostArray) -> Result<Tensor<2>> {
         let u = self.displacement(params)?;
         let device = self.base.device();
-        let f0 = self.base.forward(self.base.input(x, &device)?);
-        let du = jvp(&self.base, self.base.input(x, &device)?, &u);
+        let input = self.base.input(x, &device)?;
+        let f0 = self.base.forward(input.clone());
+        let du = jvp(&self.base, input, &u);
         Ok(f0 + du)
     }
 

@@ -19,7 +19,8 @@
 use super::hadamard::Srht;
 use super::map::{
     FeatureOptions, LayerRule, NtkFeatures, Reduce, Rows, Step, apply_step, check_batch,
-    check_method, check_options, check_width, compile_step, fill_rows, input_rows, project,
+    check_method, check_options, check_width, compile_step, fill_rows, input_rows,
+    numbers_per_branch, project,
 };
 use crate::activation::ActivationKernel;
 use crate::error::{InfiniteError, Result};
@@ -212,11 +213,15 @@ impl GraphFeatureMap {
                 last_use: node.last_use,
             });
         }
-        let mut max_live = 1;
-        for k in 0..nodes.len() {
-            let live = (0..=k)
-                .filter(|&i| nodes[i].needed && nodes[i].last_use >= k)
-                .count();
+        // Node outputs alive at node k: computed at i ≤ k, last read at ≥ k (one sweep).
+        let (mut max_live, mut live) = (1usize, 0usize);
+        let mut ends = vec![0usize; nodes.len() + 1];
+        for (k, node) in nodes.iter().enumerate() {
+            live -= ends[k];
+            if node.needed {
+                live += 1;
+                ends[node.last_use + 1] += 1;
+            }
             max_live = max_live.max(live);
         }
         let (kphi, kpsi) = dims[plan.output];
@@ -241,11 +246,7 @@ impl GraphFeatureMap {
     /// About the numbers held per sample at the widest point (for choosing batch sizes):
     /// as [`super::FeatureMap::numbers_per_sample`] for each branch alive at once.
     pub fn numbers_per_sample(&self) -> usize {
-        let (pixels, channels) = match self.input {
-            FeatureShape::Flat(d) => (1, d),
-            FeatureShape::Image { c, h, w } => (h * w, c),
-        };
-        pixels * 10 * self.options.dim.max(channels) * self.max_live
+        numbers_per_branch(self.input, self.options.dim) * self.max_live
     }
 
     /// Output dimension (of both maps).

@@ -587,11 +587,7 @@ impl FeatureMap {
     /// relu layer holds its input φ and ψ (up to `2m` each), the projections or
     /// polynomial blocks, and its outputs, about `10 m` per position.
     pub fn numbers_per_sample(&self) -> usize {
-        let (pixels, channels) = match self.input {
-            FeatureShape::Flat(d) => (1, d),
-            FeatureShape::Image { c, h, w } => (h * w, c),
-        };
-        pixels * 10 * self.options.dim.max(channels)
+        numbers_per_branch(self.input, self.options.dim)
     }
 
     /// The features of a batch `x` `[N, *input_shape]`.
@@ -613,6 +609,16 @@ impl FeatureMap {
             self.options.dim,
         ))
     }
+}
+
+/// About `10·max(m, C)` numbers per position of the input (see
+/// [`FeatureMap::numbers_per_sample`]).
+pub(crate) fn numbers_per_branch(input: FeatureShape, m: usize) -> usize {
+    let (pixels, channels) = match input {
+        FeatureShape::Flat(d) => (1, d),
+        FeatureShape::Image { c, h, w } => (h * w, c),
+    };
+    pixels * 10 * m.max(channels)
 }
 
 /// Refuses CNTKSketch on vector inputs and NTKSketch/NTKRF on images (`first`: the kind
