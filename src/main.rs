@@ -540,9 +540,18 @@ fn monte_carlo(
         |seed| -> Result<ntk::nets::HostArray> {
             let mut net = arch.build(seed, None, &device, precision)?;
             net.select(include, exclude)?;
-            Ok(net
-                .empirical(&x1, x2.as_ref(), options, &mut |_, _| {})?
-                .kernel)
+            match net.empirical(&x1, x2.as_ref(), options, &mut |_, _| {}) {
+                Ok(k) => Ok(k.kernel),
+                // The bound in the engine's message is this worker's share: say so.
+                Err(e) => match e.downcast_ref::<ntk::empirical::EmpiricalError>() {
+                    Some(ntk::empirical::EmpiricalError::Memory { bound, needed }) => bail!(
+                        "--max-memory: each of the {parallel} Monte Carlo worker(s) gets \
+                         {bound} bytes beside the kernels held, and one tile needs {needed}: \
+                         raise --max-memory"
+                    ),
+                    _ => Err(e),
+                },
+            }
         },
         &mut |done, _| bar.set_position(done as u64),
     )?;

@@ -260,6 +260,23 @@ fn cli_infinite_and_monte_carlo_on_graph_specs() {
         assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
     }
     assert_eq!(npy(&se).shape, m.shape);
+    // A --max-memory too small for the workers' tiles is said as such, before any kernel.
+    let o = common::run_ntk(&[
+        "empirical",
+        "--spec",
+        &s(&spec),
+        "--x1",
+        &s(&x),
+        "--monte-carlo",
+        "4",
+        "--max-memory",
+        "1KiB",
+        "--out",
+        &s(&mean),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Monte Carlo worker(s) gets"), "{err}");
 
     // Errors before any work.
     for (args, words) in [
