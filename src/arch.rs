@@ -122,6 +122,57 @@ impl Architecture {
     }
 }
 
+impl Architecture {
+    /// The network with the weights of a state dict in memory (graph specs and ONNX
+    /// files; every parameter by name, BatchNorm statistics when present).
+    pub fn build_with_state(
+        &self,
+        state: &graph::StateDict,
+        device: &burn::tensor::Device,
+        precision: Precision,
+    ) -> Result<Built> {
+        let source = Path::new("<state dict>");
+        Ok(match self {
+            Architecture::Sequential(_) => anyhow::bail!(
+                "a state dict in memory is taken by graph specs and ONNX files; \
+                 give a sequential spec's weights as a safetensors file"
+            ),
+            Architecture::Graph(s) => Built::Graph(graph::from_spec_with_state(
+                (**s).clone(),
+                state,
+                device,
+                precision,
+            )?),
+            Architecture::Onnx { model, .. } => {
+                let mut m = (**model).clone();
+                graph::apply_state_dict_map(
+                    &mut m.graph,
+                    &mut m.params,
+                    &m.buffers,
+                    state,
+                    source,
+                )?;
+                Built::Graph(GraphNetwork::from_params(
+                    m.graph, &m.params, device, precision,
+                )?)
+            }
+            Architecture::OnnxFile(p) => {
+                let mut m = graph::onnx::load(p)?;
+                graph::apply_state_dict_map(
+                    &mut m.graph,
+                    &mut m.params,
+                    &m.buffers,
+                    state,
+                    source,
+                )?;
+                Built::Graph(GraphNetwork::from_params(
+                    m.graph, &m.params, device, precision,
+                )?)
+            }
+        })
+    }
+}
+
 impl Built {
     /// Shape of one input sample.
     pub fn input_shape(&self) -> Vec<usize> {
@@ -173,6 +224,15 @@ impl Built {
             Built::Graph(g) => {
                 ntk_empirical::graph::empirical_kernel(g, x1, x2, options, progress)?
             }
+        })
+    }
+
+    /// The rows per tile the engine plans for the kernel of `x` against itself under
+    /// `options` (its memory bound): `x.len()` when it fits in one tile.
+    pub fn tile_rows(&self, x: &HostArray, options: &EmpiricalOptions) -> Result<usize> {
+        Ok(match self {
+            Built::Sequential(n) => ntk_empirical::plan(n, x, None, options)?.tile_rows,
+            Built::Graph(g) => ntk_empirical::graph::plan(g, x, None, options)?.tile_rows,
         })
     }
 

@@ -326,6 +326,7 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         max_memory: ntk::infinite_cmd::parse_bytes(&a.max_memory)?,
         tile_rows: a.tile_rows,
         tensor_contraction: false,
+        cancel: Default::default(),
     };
     if a.tile.is_some() && a.tiles.is_none() {
         bail!("--tile i/n needs --tiles DIR (the folder the shares write into)");

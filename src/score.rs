@@ -24,11 +24,24 @@ use rayon::prelude::*;
 use std::path::Path;
 use std::time::Instant;
 
-/// A candidate architecture: a name and its spec, or why it could not be read.
+/// A candidate architecture: a name and its spec, or why it could not be read; with a
+/// state dict, it is scored at those weights (one network, whatever the seeds).
 #[derive(Debug, Clone)]
 pub struct Candidate {
     pub name: String,
     pub spec: std::result::Result<Architecture, String>,
+    pub state_dict: Option<std::sync::Arc<ntk_nets::graph::StateDict>>,
+}
+
+impl Candidate {
+    /// A candidate without weights of its own (random per seed; ONNX: its initializers).
+    pub fn new(name: String, spec: std::result::Result<Architecture, String>) -> Candidate {
+        Candidate {
+            name,
+            spec,
+            state_dict: None,
+        }
+    }
 }
 
 /// Reads candidates from a folder of `*.json` specs (sequential or graph) and `*.onnx`
@@ -53,7 +66,7 @@ pub fn load_candidates(path: &Path) -> Result<Vec<Candidate>> {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let spec = Architecture::candidate(&f).map_err(|e| format!("{e:#}"));
-            out.push(Candidate { name, spec });
+            out.push(Candidate::new(name, spec));
         }
         if out.is_empty() {
             bail!(
@@ -90,14 +103,8 @@ pub fn load_candidates(path: &Path) -> Result<Vec<Candidate>> {
                 }
             };
         out.push(match parsed {
-            Ok((name, spec)) => Candidate {
-                name,
-                spec: Ok(spec),
-            },
-            Err(e) => Candidate {
-                name: default_name,
-                spec: Err(e),
-            },
+            Ok((name, spec)) => Candidate::new(name, Ok(spec)),
+            Err(e) => Candidate::new(default_name, Err(e)),
         });
     }
     if out.is_empty() {
@@ -113,6 +120,85 @@ pub struct ScoreOptions {
     pub seeds: u64,
     pub precision: Precision,
     pub device: burn::tensor::Device,
+    /// The parameters the kernels are over (graph networks): names matching `params`
+    /// (TE-NAS: `weight`) and not `frozen`; `None`: all.
+    pub params: Option<regex::Regex>,
+    pub frozen: Option<regex::Regex>,
+    /// Which statistics to compute (the kernels they need, no more).
+    pub metrics: Metrics,
+    /// Set from another thread to stop: candidates not yet done get a `cancelled` error.
+    pub cancel: ntk_empirical::Cancel,
+    /// Working memory of the kernels, in bytes, shared by the candidates scored at once
+    /// (one per rayon thread).
+    pub max_memory: u64,
+}
+
+impl ScoreOptions {
+    /// Every statistic over every parameter.
+    pub fn new(seeds: u64, precision: Precision, device: burn::tensor::Device) -> ScoreOptions {
+        ScoreOptions {
+            seeds,
+            precision,
+            device,
+            params: None,
+            frozen: None,
+            metrics: Metrics::all(),
+            cancel: ntk_empirical::Cancel::default(),
+            max_memory: ntk_empirical::EmpiricalOptions::default().max_memory,
+        }
+    }
+}
+
+/// The statistics a score run computes: those of the sum-of-logits kernel (TE-NAS
+/// condition number, pNTK eigen statistics) and those of the trace kernel (NASI trace norm,
+/// label alignment), which costs O (outputs) times more. Statistics not computed are NaN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metrics {
+    pub sum_of_logits: bool,
+    pub trace: bool,
+}
+
+/// Statistic names as in the CSV, with the kernel each needs (`true`: the trace kernel).
+pub const METRIC_NAMES: [(&str, bool); 6] = [
+    ("te_nas_condition", false),
+    ("pntk_lambda_max", false),
+    ("pntk_lambda_min", false),
+    ("pntk_effective_rank", false),
+    ("ntk_trace_norm", true),
+    ("label_alignment", true),
+];
+
+impl Metrics {
+    pub fn all() -> Metrics {
+        Metrics {
+            sum_of_logits: true,
+            trace: true,
+        }
+    }
+
+    /// The kernels the named statistics need; an unknown name is an error naming the
+    /// known ones.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Metrics> {
+        let mut m = Metrics {
+            sum_of_logits: false,
+            trace: false,
+        };
+        for n in names {
+            let n = n.as_ref();
+            match METRIC_NAMES.iter().find(|(k, _)| *k == n) {
+                Some((_, true)) => m.trace = true,
+                Some((_, false)) => m.sum_of_logits = true,
+                None => bail!(
+                    "unknown metric {n:?}: use {}",
+                    METRIC_NAMES.map(|(k, _)| k).join(", ")
+                ),
+            }
+        }
+        if !m.sum_of_logits && !m.trace {
+            bail!("no metrics named");
+        }
+        Ok(m)
+    }
 }
 
 /// The scores of one candidate (means over seeds), or its error.
@@ -146,7 +232,7 @@ impl ScoreRow {
     /// The row as CSV (fields of a failed candidate are empty but for its name and error).
     pub fn csv_line(&self) -> String {
         let num = |v: f64| {
-            if self.error.is_some() {
+            if self.error.is_some() || v.is_nan() {
                 String::new()
             } else {
                 format!("{v:e}")
@@ -190,10 +276,12 @@ pub fn write_csv(path: &Path, rows: &[ScoreRow]) -> Result<()> {
 }
 
 /// Scores one spec on inputs `x` (reshaped to the spec's input shape when the sizes agree)
-/// with optional labels `y`.
+/// with optional labels `y`: at the weights of `state` when given (one network), else at
+/// seeds `0..options.seeds` (ONNX files: their own weights).
 pub fn score_spec(
     name: &str,
     spec: &Architecture,
+    state: Option<&ntk_nets::graph::StateDict>,
     x: &HostArray,
     y: Option<&Targets>,
     options: &ScoreOptions,
@@ -202,69 +290,112 @@ pub fn score_spec(
         bail!("--seeds must be at least 1");
     }
     let t0 = Instant::now();
-    // An ONNX file carries its weights: one network, whatever --seeds says.
-    let seeds = if spec.seeded() { options.seeds } else { 1 };
-    let first = spec.build(0, None, &options.device, options.precision)?;
+    // An ONNX file or a state dict carries its weights: one network, whatever --seeds says.
+    let seeds = if spec.seeded() && state.is_none() {
+        options.seeds
+    } else {
+        1
+    };
+    let build = |seed: u64| -> Result<crate::arch::Built> {
+        let mut net = match state {
+            Some(st) => spec.build_with_state(st, &options.device, options.precision)?,
+            None => spec.build(seed, None, &options.device, options.precision)?,
+        };
+        net.select(options.params.as_ref(), options.frozen.as_ref())?;
+        Ok(net)
+    };
+    let first = build(0)?;
     let n_params = first.n_params();
     let x = reshape_inputs(x, &first.input_shape())?;
     let n = x.len();
     if n < 2 {
         bail!("need at least 2 input samples, got {n}");
     }
+    let metrics = options.metrics;
     let mut sums = [0.0f64; 6];
     let mut built = Some(first);
     for seed in 0..seeds {
         let net = match built.take() {
             Some(net) => net,
-            None => spec.build(seed as u64, None, &options.device, options.precision)?,
+            None => build(seed)?,
         };
         let o = net.n_outputs();
+        let opts = |kind: KernelKind| ntk_empirical::EmpiricalOptions {
+            kind,
+            cancel: options.cancel.clone(),
+            max_memory: options.max_memory,
+            ..Default::default()
+        };
         let kernel = |kind: KernelKind| -> Result<Vec<f64>> {
+            let opts = opts(kind);
             Ok(net
-                .kernel(&x, kind)
+                .empirical(&x, None, &opts, &mut |_, _| {})
                 .with_context(|| format!("seed {seed}: {} kernel", kind.name()))?
+                .kernel
                 .data)
         };
-        let sol = kernel(KernelKind::SumOfLogits)?;
-        let s =
-            spectrum::spectrum(&sol, n).with_context(|| format!("seed {seed}: pNTK spectrum"))?;
-        let tr = kernel(KernelKind::Trace)?;
-        let trace = spectrum::trace(&tr, n)?;
-        sums[0] += s.condition_number;
-        sums[1] += trace * o as f64 / n as f64;
-        sums[2] += s.lambda_max;
-        sums[3] += s.lambda_min;
-        sums[4] += s.effective_rank_participation;
-        if let Some(y) = y {
-            let c = match y {
-                Targets::Classes { n_classes, .. } => *n_classes,
-                Targets::Values(v) => v.shape[1],
-            };
-            let ym = y.matrix(c)?;
-            sums[5] += alignment::centered_kernel_target_alignment(&tr, n, &ym, c)
-                .with_context(|| format!("seed {seed}: label alignment"))?;
+        if metrics.sum_of_logits {
+            let sol = kernel(KernelKind::SumOfLogits)?;
+            let s = spectrum::spectrum(&sol, n)
+                .with_context(|| format!("seed {seed}: pNTK spectrum"))?;
+            sums[0] += s.condition_number;
+            sums[2] += s.lambda_max;
+            sums[3] += s.lambda_min;
+            sums[4] += s.effective_rank_participation;
+        }
+        if metrics.trace && y.is_none() {
+            // The trace norm alone needs the diagonal Θ(x_i, x_i) only: the diagonal
+            // tiles, each one kernel of its own rows (no off-diagonal tile, and no
+            // forward pass repeated for them).
+            let o_opts = opts(KernelKind::Trace);
+            let rows = net.tile_rows(&x, &o_opts)?;
+            let mut trace = 0.0;
+            for start in (0..n).step_by(rows) {
+                let len = rows.min(n - start);
+                let k = net
+                    .empirical(&x.rows(start, len), None, &o_opts, &mut |_, _| {})
+                    .with_context(|| format!("seed {seed}: trace kernel"))?
+                    .kernel;
+                trace += spectrum::trace(&k.data, len)?;
+            }
+            sums[1] += trace * o as f64 / n as f64;
+        } else if metrics.trace {
+            let tr = kernel(KernelKind::Trace)?;
+            let trace = spectrum::trace(&tr, n)?;
+            sums[1] += trace * o as f64 / n as f64;
+            if let Some(y) = y {
+                let c = match y {
+                    Targets::Classes { n_classes, .. } => *n_classes,
+                    Targets::Values(v) => v.shape[1],
+                };
+                let ym = y.matrix(c)?;
+                sums[5] += alignment::centered_kernel_target_alignment(&tr, n, &ym, c)
+                    .with_context(|| format!("seed {seed}: label alignment"))?;
+            }
         }
     }
     let k = seeds as f64;
+    let mean = |v: f64, computed: bool| if computed { v / k } else { f64::NAN };
+    let (sol, tr) = (metrics.sum_of_logits, metrics.trace);
     let row = ScoreRow {
         name: name.to_string(),
         n_params: Some(n_params),
         seeds,
-        te_nas_condition: sums[0] / k,
-        ntk_trace_norm: sums[1] / k,
-        label_alignment: y.map(|_| sums[5] / k),
-        pntk_lambda_max: sums[2] / k,
-        pntk_lambda_min: sums[3] / k,
-        pntk_effective_rank: sums[4] / k,
+        te_nas_condition: mean(sums[0], sol),
+        ntk_trace_norm: mean(sums[1], tr),
+        label_alignment: y.filter(|_| tr).map(|_| sums[5] / k),
+        pntk_lambda_max: mean(sums[2], sol),
+        pntk_lambda_min: mean(sums[3], sol),
+        pntk_effective_rank: mean(sums[4], sol),
         seconds: t0.elapsed().as_secs_f64(),
         error: None,
     };
-    for (what, v) in [
-        ("ntk_trace_norm", row.ntk_trace_norm),
-        ("pntk_lambda_max", row.pntk_lambda_max),
-        ("pntk_effective_rank", row.pntk_effective_rank),
+    for (what, v, computed) in [
+        ("ntk_trace_norm", row.ntk_trace_norm, tr),
+        ("pntk_lambda_max", row.pntk_lambda_max, sol),
+        ("pntk_effective_rank", row.pntk_effective_rank, sol),
     ] {
-        if !v.is_finite() {
+        if computed && !v.is_finite() {
             bail!("{what} is {v}: the kernel overflowed");
         }
     }
@@ -287,14 +418,21 @@ pub fn score_all(
     options: &ScoreOptions,
     done: &(dyn Fn(&str) + Sync),
 ) -> Vec<ScoreRow> {
+    // The memory bound is shared by the candidates in flight.
+    let in_flight = rayon::current_num_threads().min(candidates.len()).max(1) as u64;
+    let options = &ScoreOptions {
+        max_memory: options.max_memory / in_flight,
+        ..options.clone()
+    };
     candidates
         .par_iter()
         .map(|c| {
             let t0 = Instant::now();
             let result = match &c.spec {
+                _ if options.cancel.is_cancelled() => Err("cancelled".to_string()),
                 Err(e) => Err(e.clone()),
                 Ok(spec) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    score_spec(&c.name, spec, x, y, options)
+                    score_spec(&c.name, spec, c.state_dict.as_deref(), x, y, options)
                 }))
                 .map_err(|p| format!("panic: {}", panic_message(p)))
                 .and_then(|r| r.map_err(|e| format!("{e:#}"))),

@@ -185,6 +185,23 @@ pub struct ScoreArgs {
     /// Float precision: f32 or f64.
     #[arg(long, default_value = "f64")]
     pub dtype: String,
+    /// Graph networks: kernels over the parameters whose names match this regex only
+    /// (TE-NAS: 'weight').
+    #[arg(long)]
+    pub params: Option<String>,
+    /// Graph networks: leave out the parameters whose names match this regex.
+    #[arg(long)]
+    pub frozen: Option<String>,
+    /// Statistics to compute, comma-separated (default all): te_nas_condition,
+    /// pntk_lambda_max, pntk_lambda_min, pntk_effective_rank (the sum-of-logits kernel),
+    /// ntk_trace_norm, label_alignment (the trace kernel, O times dearer). The others are
+    /// left empty.
+    #[arg(long, value_delimiter = ',')]
+    pub metrics: Option<Vec<String>>,
+    /// Working memory of the kernels (e.g. 4GiB), shared by the candidates scored at
+    /// once (one per core); larger inputs are tiled under it.
+    #[arg(long, default_value = "2GiB")]
+    pub max_memory: String,
 }
 
 fn device(backend: &str, dtype: &str) -> Result<(burn::tensor::Device, Precision)> {
@@ -392,10 +409,22 @@ pub fn run_score(a: ScoreArgs) -> Result<()> {
         }
         _ => bail!("give --x X.npy [--y Y.npy] or --data digits|diabetes"),
     };
+    let regex = |flag: &str, r: &Option<String>| -> Result<Option<regex::Regex>> {
+        r.as_deref()
+            .map(|s| {
+                regex::Regex::new(s).with_context(|| format!("{flag} {s:?} is not a valid regex"))
+            })
+            .transpose()
+    };
     let options = ScoreOptions {
-        seeds: a.seeds,
-        precision,
-        device: dev,
+        params: regex("--params", &a.params)?,
+        frozen: regex("--frozen", &a.frozen)?,
+        metrics: match &a.metrics {
+            Some(m) => crate::score::Metrics::from_names(m).context("--metrics")?,
+            None => crate::score::Metrics::all(),
+        },
+        max_memory: crate::infinite_cmd::parse_bytes(&a.max_memory).context("--max-memory")?,
+        ..ScoreOptions::new(a.seeds, precision, dev)
     };
     let bar = ProgressBar::new(candidates.len() as u64);
     bar.set_style(

@@ -4,8 +4,9 @@ torch.func.
 A small torchvision-style ResNet (3x3 stem, BasicBlocks with BatchNorm and a strided 1x1
 projection shortcut, global average pool, linear head) on CIFAR-sized inputs:
 
-1. `ntk.empirical_ntk(model, x)`: the module is exported to ONNX in memory (BatchNorm
-   kept, eval mode) and its trace NTK computed by the Rust engine;
+1. `ntk.empirical_ntk(model, x)`: the module is traced by torch.fx and translated to a
+   graph spec, its weights handed over by name (BatchNorm kept, eval mode), and its
+   trace NTK computed by the Rust engine;
 2. the full kernel `[N, N, O, O]` in float64, compared with torch.func's Jacobian
    contraction (vmap(jacrev) + einsum) on the same weights;
 3. its spectrum and label alignment with `ntk.analysis`, and an NTK regression

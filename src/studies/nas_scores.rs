@@ -96,21 +96,23 @@ fn random_spec(rng: &mut impl Rng) -> String {
 pub fn candidates(n: usize, seed: u64) -> Vec<Candidate> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut out: Vec<Candidate> = (0..n)
-        .map(|i| Candidate {
-            name: format!("cand-{i:02}"),
-            spec: NetworkSpec::from_json(&random_spec(&mut rng))
-                .map(Architecture::Sequential)
-                .map_err(|e| e.to_string()),
+        .map(|i| {
+            Candidate::new(
+                format!("cand-{i:02}"),
+                NetworkSpec::from_json(&random_spec(&mut rng))
+                    .map(Architecture::Sequential)
+                    .map_err(|e| e.to_string()),
+            )
         })
         .collect();
-    out.push(Candidate {
-        name: "broken".into(),
-        spec: NetworkSpec::from_json(
+    out.push(Candidate::new(
+        "broken".into(),
+        NetworkSpec::from_json(
             r#"{"input_shape":[64],"layers":[{"type":"dense","width":-4},{"type":"relu"},{"type":"dense","width":10}]}"#,
         )
         .map(Architecture::Sequential)
         .map_err(|e| e.to_string()),
-    });
+    ));
     out
 }
 
@@ -127,11 +129,11 @@ pub fn run(cfg: &Config, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Rep
         &cands,
         &sample.x,
         Some(&sample.y),
-        &ScoreOptions {
-            seeds: cfg.score_seeds,
-            precision: Precision::F64,
-            device: BackendKind::Flex.device(Precision::F64)?,
-        },
+        &ScoreOptions::new(
+            cfg.score_seeds,
+            Precision::F64,
+            BackendKind::Flex.device(Precision::F64)?,
+        ),
         &|_| {},
     );
     let done = std::sync::atomic::AtomicUsize::new(0);

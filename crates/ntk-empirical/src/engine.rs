@@ -27,6 +27,8 @@ pub struct EmpiricalOptions {
     /// Structured method: contract full kernels with burn tensor ops even on CPU
     /// backends, instead of the fused host contraction (see `structured::host_gram`).
     pub tensor_contraction: bool,
+    /// Set from another thread to stop the computation ([`crate::EmpiricalError::Cancelled`]).
+    pub cancel: crate::Cancel,
 }
 
 impl Default for EmpiricalOptions {
@@ -38,6 +40,7 @@ impl Default for EmpiricalOptions {
             max_memory: 2 << 30,
             tile_rows: None,
             tensor_contraction: false,
+            cancel: crate::Cancel::default(),
         }
     }
 }
@@ -231,6 +234,8 @@ pub struct TilePlan {
     /// Tiles computed at once (one per rayon thread).
     pub parallel_tiles: usize,
     pub structured: StructuredOptions,
+    /// Checked before each tile (and inside graph tiles).
+    pub cancel: crate::Cancel,
 }
 
 impl TilePlan {
@@ -303,6 +308,7 @@ pub fn plan(
             conv: options.conv,
             tensor_contraction: options.tensor_contraction,
         },
+        cancel: options.cancel.clone(),
     })
 }
 
@@ -337,6 +343,7 @@ pub fn compute_tile(
     plan: &TilePlan,
     (i, j): (usize, usize),
 ) -> Result<HostArray> {
+    plan.cancel.check()?;
     let (s1, l1) = plan.block(i, plan.n1);
     let (s2, l2) = plan.block(j, plan.n2);
     let a = x1.rows(s1, l1);

@@ -21,6 +21,9 @@ pub enum EmpiricalError {
         path: std::path::PathBuf,
         message: String,
     },
+    /// The caller cancelled the computation (its [`crate::Cancel`] was set).
+    #[error("cancelled")]
+    Cancelled,
     /// A tile folder does not fit the run (manifest mismatch, missing or damaged tiles).
     #[error("tile folder {}: {message}", dir.display())]
     Tiles {

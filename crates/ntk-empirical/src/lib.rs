@@ -14,6 +14,7 @@
 //! empirical NNGP. [`empirical_kernel`] tiles large inputs under a memory bound and uses
 //! the symmetry of `Θ(x, x)`.
 
+pub mod cancel;
 pub mod cost;
 pub mod engine;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod ntk_vp;
 pub mod structured;
 pub mod tiles;
 
+pub use cancel::Cancel;
 pub use cost::Method;
 pub use engine::{
     EmpiricalOptions, KernelOutput, TilePlan, compute_tile, empirical_kernel, place_tile, plan,

@@ -22,6 +22,8 @@ use std::path::PathBuf;
 struct Network {
     arch: Architecture,
     weights: Option<PathBuf>,
+    /// Weights handed over in memory (a torch module's state dict).
+    state: Option<std::sync::Arc<ntk_nets::graph::StateDict>>,
     seed: u64,
     source: String,
     /// The network last built, and its precision: calls in the same precision reuse it
@@ -51,19 +53,73 @@ fn value_err(e: anyhow::Error) -> PyErr {
     PyValueError::new_err(format!("{e:#}"))
 }
 
+fn panic_err(p: Box<dyn std::any::Any + Send>) -> PyErr {
+    let msg = p
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into());
+    PyRuntimeError::new_err(format!("internal error in the ntk engine: {msg}"))
+}
+
 /// Runs `f` with the GIL released, turning errors into `ValueError` and panics into
 /// `RuntimeError`.
 fn compute<T: Send>(py: Python<'_>, f: impl FnOnce() -> anyhow::Result<T> + Send) -> PyResult<T> {
     py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)))
-        .map_err(|p| {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            PyRuntimeError::new_err(format!("internal error in the ntk engine: {msg}"))
-        })?
+        .map_err(panic_err)?
         .map_err(value_err)
+}
+
+/// How often a cancellable call looks at Python's signals (Ctrl-C).
+const SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// As [`compute`], for long calls that can be cancelled: `f` runs on a worker thread with
+/// a [`Cancel`] flag while the calling thread (the only one that sees signals) waits with
+/// the GIL released and checks Python's signals every 100 ms. On `KeyboardInterrupt` (or
+/// an exception from another signal handler) the flag is set, the engine stops at its next
+/// check (between tiles, parameters, samples), and the exception is raised.
+fn compute_cancellable<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce(ntk_empirical::Cancel) -> anyhow::Result<T> + Send,
+) -> PyResult<T> {
+    let cancel = ntk_empirical::Cancel::new();
+    let flag = cancel.clone();
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Waited on with the GIL released, so shared with that closure: behind a lock.
+        let rx = std::sync::Mutex::new(rx);
+        let wait = |timeout: Option<std::time::Duration>| {
+            let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+            match timeout {
+                Some(t) => rx.recv_timeout(t),
+                None => rx
+                    .recv()
+                    .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
+            }
+        };
+        scope.spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(flag)));
+            let _ = tx.send(r);
+        });
+        loop {
+            match py.detach(|| wait(Some(SIGNAL_POLL))) {
+                Ok(r) => return r.map_err(panic_err)?.map_err(value_err),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(PyRuntimeError::new_err(
+                        "internal error in the ntk engine: the worker thread vanished",
+                    ));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = py.check_signals() {
+                        cancel.cancel();
+                        // The worker stops at its next check; its result is dropped.
+                        let _ = py.detach(|| wait(None));
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    })
 }
 
 fn precision(dtype: &str) -> PyResult<Precision> {
@@ -92,10 +148,13 @@ impl Network {
         {
             return Ok(b.clone());
         }
-        let b = self
-            .arch
-            .build(self.seed, self.weights.as_deref(), &device(), precision)
-            .context("building the network")?;
+        let b = match &self.state {
+            Some(st) => self.arch.build_with_state(st, &device(), precision),
+            None => self
+                .arch
+                .build(self.seed, self.weights.as_deref(), &device(), precision),
+        }
+        .context("building the network")?;
         *cache = Some((precision, b.clone()));
         Ok(b)
     }
@@ -105,11 +164,16 @@ fn describe(
     py: Python<'_>,
     arch: Architecture,
     weights: Option<PathBuf>,
+    state: Option<std::sync::Arc<ntk_nets::graph::StateDict>>,
     seed: u64,
     source: String,
 ) -> PyResult<Network> {
+    let st = state.clone();
     let (arch, info, built) = compute(py, move || {
-        let built = arch.build(seed, weights.as_deref(), &device(), Precision::F32)?;
+        let built = match &st {
+            Some(st) => arch.build_with_state(st, &device(), Precision::F32)?,
+            None => arch.build(seed, weights.as_deref(), &device(), Precision::F32)?,
+        };
         let info = (
             built.input_shape(),
             built.n_outputs(),
@@ -123,6 +187,7 @@ fn describe(
     Ok(Network {
         arch,
         weights,
+        state,
         seed,
         source,
         built: std::sync::Mutex::new(Some((Precision::F32, built))),
@@ -144,19 +209,43 @@ fn load(py: Python<'_>, path: PathBuf, weights: Option<PathBuf>, seed: u64) -> P
         py,
         arch,
         weights,
+        None,
         seed,
         format!("{:?}", path.display().to_string()),
     )
 }
 
-/// Loads a network from the JSON text of a spec (what `json.dumps(spec_dict)` gives).
+/// Loads a network from the JSON text of a spec (what `json.dumps(spec_dict)` gives);
+/// weights from a safetensors file, or `state_dict` (names to float32/float64 arrays, as
+/// `{k: v.numpy() for k, v in module.state_dict().items()}`), else random from `seed`.
 #[pyfunction]
-#[pyo3(signature = (text, weights=None, seed=0))]
-fn load_json(py: Python<'_>, text: &str, weights: Option<PathBuf>, seed: u64) -> PyResult<Network> {
+#[pyo3(signature = (text, weights=None, seed=0, state_dict=None, source=None))]
+fn load_json(
+    py: Python<'_>,
+    text: &str,
+    weights: Option<PathBuf>,
+    seed: u64,
+    state_dict: Option<std::collections::HashMap<String, Bound<'_, PyAny>>>,
+    source: Option<String>,
+) -> PyResult<Network> {
     let v: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| PyValueError::new_err(format!("the spec is not valid JSON: {e}")))?;
-    let arch = Architecture::from_value(&v, "<spec dict>").map_err(value_err)?;
-    describe(py, arch, weights, seed, "<spec dict>".into())
+    let source = source.unwrap_or_else(|| "<spec dict>".into());
+    let arch = Architecture::from_value(&v, &source).map_err(value_err)?;
+    if weights.is_some() && state_dict.is_some() {
+        return Err(PyValueError::new_err(
+            "give weights (a safetensors file) or state_dict, not both",
+        ));
+    }
+    let state = state_dict
+        .map(|d| {
+            d.iter()
+                .map(|(k, a)| Ok((k.clone(), host(&format!("state_dict[{k:?}]"), a)?)))
+                .collect::<PyResult<ntk_nets::graph::StateDict>>()
+        })
+        .transpose()?
+        .map(std::sync::Arc::new);
+    describe(py, arch, weights, state, seed, source)
 }
 
 /// A float32 or float64 numpy array as a host array (f64).
@@ -237,35 +326,34 @@ fn empirical_kernel<'py>(
     if let Some(m) = max_memory {
         options.max_memory = m;
     }
-    let k = compute(py, move || {
+    let k = compute_cancellable(py, move |cancel| {
+        options.cancel = cancel;
         let mut built = net.build(precision)?;
         built.select(include.as_ref(), exclude.as_ref())?;
         let x1 = ntk::train::reshape_inputs(&x1, &built.input_shape())?;
         let x2 = x2
             .map(|x| ntk::train::reshape_inputs(&x, &built.input_shape()))
             .transpose()?;
-        // The callback's first exception (KeyboardInterrupt included) is raised once the
-        // engine returns: it has no cancellation point inside a call yet.
+        // The callback's first exception stops the computation and is raised.
         let mut failed: Option<PyErr> = None;
+        let stop = options.cancel.clone();
         let mut report = |done: usize, total: usize| {
             if let (Some(cb), None) = (&progress, &failed) {
                 Python::attach(|py| {
                     if let Err(e) = cb.call1(py, (done, total)) {
                         failed = Some(e);
+                        stop.cancel();
                     }
                 });
             }
         };
-        let k = built
-            .empirical(&x1, x2.as_ref(), &options, &mut report)?
-            .kernel;
-        Ok((k, failed))
+        let k = built.empirical(&x1, x2.as_ref(), &options, &mut report);
+        match (k, failed) {
+            (_, Some(e)) => Ok(Err(e)),
+            (k, None) => Ok(Ok(k?.kernel)),
+        }
     })?;
-    let (k, failed) = k;
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    to_numpy(py, k, precision == Precision::F32)
+    to_numpy(py, k?, precision == Precision::F32)
 }
 
 /// The network's outputs `[N, O]` on `x`.
@@ -292,7 +380,8 @@ fn forward<'py>(
 /// (ONNX files: their own weights). A failing candidate gives a record with `error` set;
 /// the others go on. Returns one dict per candidate.
 #[pyfunction]
-#[pyo3(signature = (nets, names, x, y=None, seeds=1, dtype="float64"))]
+#[pyo3(signature = (nets, names, x, y=None, seeds=1, dtype="float64", params=None, frozen=None, metrics=None, max_memory=None))]
+#[allow(clippy::too_many_arguments)]
 fn score<'py>(
     py: Python<'py>,
     nets: Vec<PyRef<'py, Network>>,
@@ -301,8 +390,12 @@ fn score<'py>(
     y: Option<&Bound<'py, PyAny>>,
     seeds: u64,
     dtype: &str,
+    params: Option<&str>,
+    frozen: Option<&str>,
+    metrics: Option<Vec<String>>,
+    max_memory: Option<u64>,
 ) -> PyResult<Vec<Bound<'py, pyo3::types::PyDict>>> {
-    use ntk::score::{Candidate, ScoreOptions, score_all};
+    use ntk::score::{Candidate, Metrics, ScoreOptions, score_all};
     use ntk::train::Targets;
     if nets.len() != names.len() {
         return Err(PyValueError::new_err("one name per network"));
@@ -340,14 +433,23 @@ fn score<'py>(
         .map(|(n, name)| Candidate {
             name,
             spec: Ok(n.arch.clone()),
+            state_dict: n.state.clone(),
         })
         .collect();
-    let options = ScoreOptions {
-        seeds,
-        precision: precision(dtype)?,
-        device: device(),
+    let mut options = ScoreOptions {
+        params: regex_arg("params", params)?,
+        frozen: regex_arg("frozen", frozen)?,
+        metrics: match &metrics {
+            Some(m) => Metrics::from_names(m).map_err(value_err)?,
+            None => Metrics::all(),
+        },
+        ..ScoreOptions::new(seeds, precision(dtype)?, device())
     };
-    let rows = compute(py, move || {
+    if let Some(m) = max_memory {
+        options.max_memory = m;
+    }
+    let rows = compute_cancellable(py, move |cancel| {
+        let options = ScoreOptions { cancel, ..options };
         Ok(score_all(
             &candidates,
             &x,
@@ -363,7 +465,8 @@ fn score<'py>(
             d.set_item("n_params", r.n_params)?;
             d.set_item("seeds", r.seeds)?;
             let ok = r.error.is_none();
-            let num = |v: f64| ok.then_some(v);
+            // Not computed (metrics left it out): None.
+            let num = |v: f64| (ok && !v.is_nan()).then_some(v);
             d.set_item("te_nas_condition", num(r.te_nas_condition))?;
             d.set_item("ntk_trace_norm", num(r.ntk_trace_norm))?;
             d.set_item("label_alignment", r.label_alignment.filter(|_| ok))?;

@@ -303,3 +303,194 @@ def test_predictions_against_numpy():
     assert rel_err(cov, kss - ks @ np.linalg.solve(k, ks.T)) < 1e-8
     with pytest.raises(ValueError, match="learning_rate"):
         ntk.predict.gradient_descent_mse(k, y, learning_rate=-1.0)(1.0)
+
+
+def _fx_test_module(torch):
+    nn = torch.nn
+    F = torch.nn.functional
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 6, 3, stride=2, padding=1, bias=False)
+            self.bn = nn.BatchNorm2d(6)
+            self.proj = nn.Conv2d(3, 6, 1, stride=2)
+            self.pool = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+
+        def forward(self, x):
+            y = F.relu(self.bn(self.conv(x)))
+            return sum([y, self.proj(x), self.pool(y) * 0.5])  # sum() starts at 0
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = Block()
+            self.act = nn.GELU(approximate="tanh")
+            self.mp = nn.MaxPool2d(2)
+            self.norm = nn.LayerNorm(24)
+            self.fc = nn.Linear(24 + 6, 4)
+            self.drop = nn.Dropout(0.3)
+
+        def forward(self, x):
+            y = self.mp(self.act(self.block(x)))                 # [N, 6, 2, 2]
+            flat = self.norm(y.view(y.size(0), -1))               # [N, 24]
+            pooled = torch.flatten(F.adaptive_avg_pool2d(y, 1), 1)
+            z = torch.cat([flat, torch.tanh(pooled) / 2.0], dim=1)
+            return self.fc(self.drop(z)) - x.flatten(1).mean(dim=1, keepdim=True).mul(0.0)
+
+    torch.manual_seed(3)
+    m = Net()
+    with torch.no_grad():
+        m.block.bn.running_mean.uniform_(-0.5, 0.5)
+        m.block.bn.running_var.uniform_(0.5, 1.5)
+        m.block.bn.weight.uniform_(0.5, 1.5)
+        m.norm.bias.uniform_(-0.2, 0.2)
+    return m
+
+
+def test_fx_translation_matches_torch_func_and_the_onnx_export():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from ntk.torch_spec import module_to_spec
+
+    m = _fx_test_module(torch)
+    x = np.random.default_rng(4).normal(size=(5, 3, 8, 8))
+    spec, state = module_to_spec(m.eval(), (3, 8, 8))
+    types = {n["type"] for n in spec["nodes"]}
+    assert {"conv2d", "batch_norm", "avg_pool2d", "max_pool2d", "layer_norm", "concat", "zero", "scale"} <= types
+    by_fx = ntk.from_torch(m, (3, 8, 8), via="fx")
+    by_onnx = ntk.from_torch(m, (3, 8, 8), via="onnx")
+    assert sorted(by_fx.param_names) == sorted(k for k, _ in m.named_parameters())
+    k_fx = ntk.empirical_ntk(by_fx, x, trace_axes=(), dtype="float64")
+    ref = _torch_func_ntk(copy.deepcopy(m), x)
+    assert rel_err(k_fx, ref) < 1e-10
+    # The ONNX export's kernel: the same function and parameters (its float32 constants
+    # widened), so the same kernel to f64 rounding.
+    k_onnx = ntk.empirical_ntk(by_onnx, x, trace_axes=(), dtype="float64")
+    assert rel_err(k_fx, k_onnx) < 1e-10
+    # Forward passes agree with the module in f64.
+    with torch.no_grad():
+        f_ref = m.double().eval()(torch.as_tensor(x)).numpy()
+    assert rel_err(ntk.forward(by_fx, x), f_ref) < 1e-12
+
+
+def test_fx_refusals_name_the_node_and_auto_falls_back_to_onnx():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from ntk.torch_spec import Untranslatable
+
+    class Shift(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x) + 0.25  # adding a constant has no graph-spec node
+
+    m = Shift()
+    with pytest.raises(Untranslatable, match="add"):
+        ntk.from_torch(m, (4,), via="fx")
+    x = np.random.default_rng(5).normal(size=(3, 4))
+    k = ntk.empirical_ntk(m, x, trace_axes=(), dtype="float64")  # via the ONNX export
+    assert rel_err(k, _torch_func_ntk(copy.deepcopy(m), x)) < 1e-10
+
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.fc(x)))
+
+    with pytest.raises(Untranslatable, match="called twice"):
+        ntk.from_torch(Shared(), (4,), via="fx")
+    with pytest.raises(ValueError, match="via"):
+        ntk.from_torch(Shared(), (4,), via="jit")
+
+
+def _te_nas_torch(m, x):
+    """TE-NAS by hand: per-sample gradients of the sum of logits over 'weight' parameters."""
+    import torch
+
+    m = m.double().eval()
+    xs = torch.as_tensor(x, dtype=torch.float64)
+    ws = [p for n, p in m.named_parameters() if "weight" in n]
+    rows = []
+    for i in range(len(xs)):
+        m.zero_grad(set_to_none=True)
+        m(xs[i : i + 1]).sum().backward()
+        rows.append(torch.cat([p.grad.reshape(-1) for p in ws]))
+    g = torch.stack(rows)
+    e = np.linalg.eigvalsh((g @ g.T).numpy())
+    return e[-1] / e[0]
+
+
+def test_score_torch_modules_at_their_weights_over_selected_parameters():
+    torch = pytest.importorskip("torch")
+    m1 = _fx_test_module(torch)
+    torch.manual_seed(9)
+    m2 = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+    x = np.random.default_rng(6).normal(size=(7, 3, 8, 8))
+    rows = ntk.score([m1, m2], x, names=["fx", "mlp"], params="weight", metrics=["te_nas_condition"])
+    for r, m in zip(rows, [m1, m2]):
+        assert r["error"] is None, r["error"]
+        assert r["ntk_trace_norm"] is None and r["label_alignment"] is None
+        ref = _te_nas_torch(copy.deepcopy(m), x)
+        assert abs(r["te_nas_condition"] - ref) < 1e-8 * ref, (r["te_nas_condition"], ref)
+    # The trace norm alone, over every parameter, equals trace(Θ)·O/n of the kernel.
+    (r,) = ntk.score([m2], x, metrics="ntk_trace_norm")
+    assert r["te_nas_condition"] is None
+    tr = np.trace(ntk.empirical_ntk(m2, x, dtype="float64"))
+    assert abs(r["ntk_trace_norm"] - tr * 4 / 7) < 1e-10 * tr
+    with pytest.raises(ValueError, match="unknown metric"):
+        ntk.score([m2], x, metrics=["accuracy"])
+
+
+def test_ctrl_c_stops_a_long_call_within_a_second():
+    import _thread
+    import threading
+    import time
+
+    spec = {"input_shape": [64], "nodes": [
+        {"name": "fc1", "type": "linear", "out_features": 512},
+        {"name": "act", "type": "relu"},
+        {"name": "fc2", "type": "linear", "out_features": 512},
+        {"name": "act2", "type": "tanh"},
+        {"name": "fc3", "type": "linear", "out_features": 10}]}
+    net = ntk.load(spec)
+    x = np.random.default_rng(7).normal(size=(3000, 64))
+    # One sample's Jacobian takes milliseconds; all of them, tens of seconds.
+    fired = {}
+
+    def interrupt():
+        fired["t"] = time.perf_counter()
+        _thread.interrupt_main()
+
+    timer = threading.Timer(1.0, interrupt)
+    timer.start()
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        ntk.empirical_ntk(net, x, implementation="jacobian", dtype="float64")
+    waited = time.perf_counter() - fired["t"]
+    timer.join()
+    assert time.perf_counter() - t0 < 10
+    assert waited < 1.0, f"stopped {waited:.2f} s after Ctrl-C"
+    # The engine is usable afterwards.
+    assert ntk.empirical_ntk(net, x[:2]).shape == (2, 2)
+
+
+def test_an_exception_in_the_progress_callback_stops_the_call():
+    spec = {"input_shape": [8], "nodes": [
+        {"name": "fc1", "type": "linear", "out_features": 16},
+        {"name": "act", "type": "relu"},
+        {"name": "fc2", "type": "linear", "out_features": 3}]}
+    calls = []
+
+    def progress(done, total):
+        calls.append((done, total))
+        raise RuntimeError("stop here")
+
+    x = np.random.default_rng(8).normal(size=(64, 8))
+    with pytest.raises(RuntimeError, match="stop here"):
+        ntk.empirical_ntk(spec, x, trace_axes=(), progress=progress, max_memory=1 << 20)
+    assert len(calls) == 1 and calls[0][1] > 1

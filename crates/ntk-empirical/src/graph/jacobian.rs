@@ -16,13 +16,19 @@ use ntk_nets::HostArray;
 use ntk_nets::graph::GraphNetwork;
 
 /// The Jacobian `[N, K, P]` of the selected parameters (on the network's own device).
-pub fn jacobian(net: &GraphNetwork, x: &HostArray, sum_of_logits: bool) -> Result<Tensor<3>> {
+pub fn jacobian(
+    net: &GraphNetwork,
+    x: &HostArray,
+    sum_of_logits: bool,
+    cancel: &crate::Cancel,
+) -> Result<Tensor<3>> {
     let ad = net.device().autodiff();
     let model = net.clone().fork(&ad).train();
     let n = x.len();
     let mut rows: Vec<Tensor<1>> = Vec::new();
     let mut k_out = 0;
     for s in 0..n {
+        cancel.check()?;
         let xs = model.input(&x.rows(s, 1), &ad)?;
         let probe = model.forward(xs.clone())?;
         let o = probe.dims()[1];
@@ -63,10 +69,11 @@ pub fn kernel(
     x1: &HostArray,
     x2: Option<&HostArray>,
     kind: KernelKind,
+    cancel: &crate::Cancel,
 ) -> Result<(KernelSum, usize)> {
     let sol = kind == KernelKind::SumOfLogits;
-    let j1 = jacobian(net, x1, sol)?;
-    let j2 = x2.map(|x| jacobian(net, x, sol)).transpose()?;
+    let j1 = jacobian(net, x1, sol, cancel)?;
+    let j2 = x2.map(|x| jacobian(net, x, sol, cancel)).transpose()?;
     let [n1, k, _] = j1.dims();
     let n2 = j2.as_ref().map_or(n1, |j| j.dims()[0]);
     let o = if sol { net.n_outputs() } else { k };

@@ -35,11 +35,13 @@ pub fn resolve_method(method: Method) -> Result<Method> {
 }
 
 /// Bytes one tile of `t` rows per side needs, roughly: the structured method keeps every
-/// tapped activation and its cotangent for `2·t·K` rows, and the per-row gradient of the
-/// largest parameter; the Jacobian method `2·t·K·P` numbers.
+/// tapped activation and its cotangent for `sides·t·K` rows, and the per-row gradient of
+/// the largest parameter; the Jacobian method `sides·t·K·P` numbers. `sides` is 2 for a
+/// tile between two batches, 1 for a diagonal tile of `x` against itself (one batch).
 pub fn tile_bytes(
     net: &GraphNetwork,
     t: usize,
+    sides: usize,
     kind: KernelKind,
     method: Method,
     activations: usize,
@@ -50,7 +52,7 @@ pub fn tile_bytes(
     } else {
         outputs
     };
-    let rows = (2 * t * k) as f64;
+    let rows = (sides * t * k) as f64;
     let elem = if net.dtype() == burn::tensor::DType::F32 {
         4.0
     } else {
@@ -77,13 +79,18 @@ pub fn tile_bytes(
 }
 
 /// One tile: the kernel between two batches, `[n1, n2, per_pair]`.
+///
+/// `cancel` is checked between parameters (structured), samples (Jacobian) and columns
+/// (NTK-vector products).
 pub fn tile_kernel(
     net: &GraphNetwork,
     x1: &HostArray,
     x2: Option<&HostArray>,
     kind: KernelKind,
     method: Method,
+    cancel: &crate::Cancel,
 ) -> Result<HostArray> {
+    cancel.check()?;
     net.check_input(x1)?;
     if let Some(x2) = x2 {
         net.check_input(x2)?;
@@ -103,15 +110,15 @@ pub fn tile_kernel(
     } else {
         let (acc, outputs) = match resolve_method(method)? {
             Method::Jacobian => {
-                let (sum, o) = jacobian::kernel(net, x1, x2, kind)?;
+                let (sum, o) = jacobian::kernel(net, x1, x2, kind, cancel)?;
                 (sum.acc, o)
             }
             Method::NtkVp => {
-                let (acc, o) = ntk_vp::kernel(net, x1, x2, kind)?;
+                let (acc, o) = ntk_vp::kernel(net, x1, x2, kind, cancel)?;
                 (Some(acc), o)
             }
             _ => {
-                let (sum, o) = structured::kernel(net, x1, x2, kind)?;
+                let (sum, o) = structured::kernel(net, x1, x2, kind, cancel)?;
                 (sum.acc, o)
             }
         };
@@ -193,10 +200,17 @@ pub fn empirical_kernel(
         let (s2, l2) = plan.block(j, plan.n2);
         let a = x1.rows(s1, l1);
         let tile = if plan.symmetric && i == j {
-            tile_kernel(net, &a, None, plan.kind, plan.method)?
+            tile_kernel(net, &a, None, plan.kind, plan.method, &plan.cancel)?
         } else {
             let other = if plan.symmetric { x1 } else { x2.unwrap_or(x1) };
-            tile_kernel(net, &a, Some(&other.rows(s2, l2)), plan.kind, plan.method)?
+            tile_kernel(
+                net,
+                &a,
+                Some(&other.rows(s2, l2)),
+                plan.kind,
+                plan.method,
+                &plan.cancel,
+            )?
         };
         place_tile(&mut out, &plan, (i, j), &tile);
         progress(done + 1, total);
@@ -239,7 +253,12 @@ pub fn plan(
         .max_memory
         .saturating_sub(crate::engine::PROCESS_RESERVE)
         .max(options.max_memory / 2);
-    let fits = |t: usize| tile_bytes(net, t, kind, method, activations, outputs) <= budget as f64;
+    let fits_sides = |t: usize, sides: usize| {
+        tile_bytes(net, t, sides, kind, method, activations, outputs) <= budget as f64
+    };
+    let fits = |t: usize| fits_sides(t, 2);
+    // x against itself in one tile: one batch of n rows, not two.
+    let one_batch = x2.is_none_or(|x2| x2.shape == x1.shape && x2.data == x1.data);
     let tile_rows = match options.tile_rows {
         Some(0) => return Err(option_err("tile_rows", "must be positive")),
         Some(t) => t,
@@ -247,14 +266,18 @@ pub fn plan(
             if !fits(1) {
                 return Err(EmpiricalError::Memory {
                     bound: options.max_memory,
-                    needed: tile_bytes(net, 1, kind, method, activations, outputs) as u64,
+                    needed: tile_bytes(net, 1, 2, kind, method, activations, outputs) as u64,
                 });
             }
-            let mut t = n1.max(n2);
-            while t > 1 && !fits(t) {
-                t = t.div_ceil(2);
+            if one_batch && fits_sides(n1, 1) {
+                n1
+            } else {
+                let mut t = n1.max(n2);
+                while t > 1 && !fits(t) {
+                    t = t.div_ceil(2);
+                }
+                t
             }
-            t
         }
     };
     let (symmetric, jobs) = tile_jobs(x1, x2, tile_rows);
@@ -269,5 +292,6 @@ pub fn plan(
         jobs,
         parallel_tiles: 1,
         structured: StructuredOptions::default(),
+        cancel: options.cancel.clone(),
     })
 }

@@ -59,6 +59,7 @@ pub fn kernel(
     x1: &HostArray,
     x2: Option<&HostArray>,
     kind: KernelKind,
+    cancel: &crate::Cancel,
 ) -> Result<(Accumulator, usize)> {
     let x2 = x2.unwrap_or(x1);
     let (n1, n2, o) = (x1.len(), x2.len(), net.n_outputs());
@@ -69,6 +70,7 @@ pub fn kernel(
     let input1 = net.input(x1, &device)?;
     let mut columns = Vec::with_capacity(n2 * k);
     for m in 0..n2 {
+        cancel.check()?;
         let sample = x2.rows(m, 1);
         for seed in 0..k {
             let v: Tensor<2> = if sol {

@@ -154,6 +154,7 @@ pub fn kernel(
     x1: &HostArray,
     x2: Option<&HostArray>,
     kind: KernelKind,
+    cancel: &crate::Cancel,
 ) -> Result<(KernelSum, usize)> {
     let t0 = std::time::Instant::now();
     let prof = crate::profiling();
@@ -205,6 +206,7 @@ pub fn kernel(
         }
     }
     let seed = Tensor::<2>::from_data(TensorData::new(seed, [rows, o]), (&ad, net.dtype()));
+    cancel.check()?;
     let grads = (f * seed).sum().backward();
     if prof {
         eprintln!(
@@ -228,6 +230,7 @@ pub fn kernel(
     }
     let mut sum = super::kernel_sum(net, kind, n1, n2, k, x2.is_none());
     for (p, cs) in by_param {
+        cancel.check()?;
         let t1 = std::time::Instant::now();
         let mut total: Option<Tensor<2>> = None;
         for c in cs {

@@ -670,6 +670,22 @@ pub fn apply_state_dict(
     file: &std::path::Path,
 ) -> Result<()> {
     let dict = crate::weights::read_safetensors_floats(file)?;
+    apply_state_dict_map(graph, params, buffers, &dict, file)
+}
+
+/// A state dict in memory: PyTorch names to float arrays (`model.state_dict()` handed
+/// over without a file).
+pub type StateDict = BTreeMap<String, HostArray>;
+
+/// As [`apply_state_dict`], from a state dict in memory; `source` names it in errors.
+pub fn apply_state_dict_map(
+    graph: &mut Graph,
+    params: &mut BTreeMap<String, HostArray>,
+    buffers: &BTreeMap<String, usize>,
+    dict: &StateDict,
+    source: &std::path::Path,
+) -> Result<()> {
+    let file = source;
     let werr = |message: String| NetsError::Weights {
         path: file.to_path_buf(),
         message,
@@ -765,6 +781,25 @@ pub fn from_spec(
     if let Some(w) = weights {
         apply_state_dict(&mut s.graph, &mut params, &s.buffers, w)?;
     }
+    GraphNetwork::from_params(s.graph, &params, device, precision)
+}
+
+/// Builds a graph network from a parsed graph spec with the weights of a state dict in
+/// memory (every parameter by name; BatchNorm statistics when present).
+pub fn from_spec_with_state(
+    mut s: spec::GraphSpec,
+    state: &StateDict,
+    device: &Device,
+    precision: Precision,
+) -> Result<GraphNetwork> {
+    let mut params = s.random_params(0)?;
+    apply_state_dict_map(
+        &mut s.graph,
+        &mut params,
+        &s.buffers,
+        state,
+        std::path::Path::new("<state dict>"),
+    )?;
     GraphNetwork::from_params(s.graph, &params, device, precision)
 }
 

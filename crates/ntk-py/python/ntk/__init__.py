@@ -30,6 +30,7 @@ from . import analysis, predict
 __all__ = [
     "Network",
     "load",
+    "from_torch",
     "forward",
     "empirical_ntk",
     "empirical_nngp",
@@ -68,16 +69,7 @@ def load(path, weights=None, seed=0):
     return _load(os.fspath(path), weights=w, seed=seed)
 
 
-def _torch_to_network(module, x1):
-    try:
-        import torch
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "a torch.nn.Module needs torch (and onnx) installed: pip install torch onnx"
-        ) from e
-    was_training = module.training
-    module.eval()
-    sample = torch.as_tensor(np.asarray(x1[:1]), dtype=torch.float32)
+def _export_onnx(module, torch, sample):
     folder = tempfile.mkdtemp(prefix="ntk-export-")
     path = os.path.join(folder, "model.onnx")
     try:
@@ -109,8 +101,63 @@ def _torch_to_network(module, x1):
                 ) from second
         return load(path)
     finally:
-        module.train(was_training)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def from_torch(module, input_shape, *, via="auto"):
+    """An :class:`ntk.Network` of a ``torch.nn.Module`` at its current weights, on samples
+    of ``input_shape`` (no batch axis), evaluated in eval mode (BatchNorm with running
+    statistics; the module's mode is restored).
+
+    ``via="fx"``: a ``torch.fx`` trace translated to a graph spec, the state dict handed
+    over in memory (milliseconds; :mod:`ntk.torch_spec` lists what it translates);
+    ``via="onnx"``: an in-memory ONNX export (any exportable module; a fraction of a
+    second); ``"auto"``: fx, else ONNX.
+    """
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "a torch.nn.Module needs torch installed (and onnx for modules torch.fx cannot "
+            "translate): pip install torch onnx"
+        ) from e
+    if via not in ("auto", "fx", "onnx"):
+        raise ValueError(f"via {via!r}: use 'auto', 'fx' or 'onnx'")
+    input_shape = tuple(int(d) for d in input_shape)
+    was_training = module.training
+    module.eval()
+    try:
+        reason = None
+        if via in ("auto", "fx"):
+            from .torch_spec import Untranslatable, module_to_spec
+
+            try:
+                spec, state = module_to_spec(module, input_shape)
+            except Untranslatable as e:
+                if via == "fx":
+                    raise
+                reason = e
+            else:
+                return _load_json(
+                    json.dumps(spec),
+                    state_dict=state,
+                    source=f"<torch {type(module).__name__}>",
+                )
+        sample = torch.zeros((1,) + input_shape, dtype=torch.float32)
+        try:
+            return _export_onnx(module, torch, sample)
+        except Exception as e:
+            if reason is not None:
+                raise ValueError(f"{e} (and torch.fx: {reason})") from e
+            raise
+    finally:
+        module.train(was_training)
+
+
+def _torch_to_network(module, x1):
+    if x1 is None:
+        raise ValueError("a torch module needs inputs to take its input shape from")
+    return from_torch(module, np.shape(x1)[1:])
 
 
 # Networks loaded from a path by the kernel functions, by (path, size, mtime): a loop that
@@ -305,15 +352,29 @@ def forward(model, x, dtype="float64"):
     return _forward(_network(model, x), x, dtype=dtype)
 
 
-def score(models, x, y=None, *, seeds=1, dtype="float64", names=None):
+def score(models, x, y=None, *, seeds=1, dtype="float64", names=None, params=None, frozen=None, metrics=None,
+          max_memory=None):
     """Training-free architecture scores of each model on ``x`` (as ``ntk score``): TE-NAS
     condition number of the sum-of-logits NTK, NASI trace norm, label alignment (with
     ``y``: class ids ``[n]`` or targets ``[n, c]``), pNTK λmax, λmin and effective rank —
-    means over init seeds ``0..seeds`` (ONNX files and torch modules: their own weights).
+    means over init seeds ``0..seeds`` (ONNX files and torch modules: their own weights,
+    one network).
+
+    ``params``/``frozen``: regular expressions on parameter names (graph specs, ONNX
+    files, torch modules): the kernels are over the matching ones (TE-NAS: ``"weight"``).
+    ``metrics``: the statistics to compute, a subset of ``te_nas_condition``,
+    ``pntk_lambda_max``, ``pntk_lambda_min``, ``pntk_effective_rank`` (the sum-of-logits
+    kernel) and ``ntk_trace_norm``, ``label_alignment`` (the trace kernel, O times
+    dearer; the trace norm alone needs only the diagonal tiles); the others are ``None``.
+    Default: all. ``max_memory``: bytes of working memory (default 2 GiB), shared by the
+    candidates scored at once (one per core); larger inputs are tiled under it.
+
     A candidate that fails gives a record with ``error`` set; the others go on. Returns a
     list of dicts (``pandas.DataFrame(records)`` takes it)."""
     x = _array("x", x)
     models = list(models)
+    if isinstance(metrics, str):
+        metrics = [metrics]
     if names is None:
         names = [getattr(m, "__name__", None) or (os.fspath(m) if isinstance(m, (str, os.PathLike)) else f"model-{i}")
                  for i, m in enumerate(models)]
@@ -324,7 +385,9 @@ def score(models, x, y=None, *, seeds=1, dtype="float64", names=None):
             ok_names.append(name)
         except Exception as e:  # a candidate that does not load is a record, not a crash
             failed[i] = f"{type(e).__name__}: {e}"
-    scored = iter(_score(nets, ok_names, x, None if y is None else np.asarray(y, dtype=np.float64), seeds=seeds, dtype=dtype))
+    scored = iter(_score(nets, ok_names, x, None if y is None else np.asarray(y, dtype=np.float64),
+                         seeds=seeds, dtype=dtype, params=params, frozen=frozen,
+                         metrics=None if metrics is None else list(metrics), max_memory=max_memory))
     # In the models' order (names may repeat): a failed load, else the next scored row.
     return [{"name": n, "error": failed[i]} if i in failed else next(scored) for i, n in enumerate(names)]
 

@@ -16,6 +16,7 @@ Model = Union[PathLike, dict, Network, Any]  # Any: a torch.nn.Module
 Progress = Union[bool, Callable[[int, int], Any], None]
 
 def load(path: Union[PathLike, dict], weights: Optional[PathLike] = ..., seed: int = ...) -> Network: ...
+def from_torch(module: Any, input_shape: Sequence[int], *, via: str = ...) -> Network: ...
 def forward(model: Model, x: np.ndarray, dtype: str = ...) -> np.ndarray: ...
 def empirical_ntk(
     model: Model,
@@ -44,6 +45,10 @@ def score(
     seeds: int = ...,
     dtype: str = ...,
     names: Optional[Sequence[str]] = ...,
+    params: Optional[str] = ...,
+    frozen: Optional[str] = ...,
+    metrics: Optional[Union[str, Sequence[str]]] = ...,
+    max_memory: Optional[int] = ...,
 ) -> list[dict[str, Any]]: ...
 def infinite_kernel(
     model: Union[PathLike, dict, Network],

@@ -33,6 +33,14 @@ pub fn gradient(op: &Conv, s: &Site) -> Result<FloatValue> {
             }
             // One copy of each sample (rows n·K + k repeat sample n).
             let xs = x.reshape([n, k * c, h, wd]).narrow(1, 0, c);
+            // Padded here: burn unfolds unpadded, undilated inputs by views (a copy), but
+            // padded ones by a convolution with a one-hot kernel, C·k² times the work.
+            let (xs, pad) = if pad != [0, 0] {
+                let p = (pad[1], pad[1], pad[0], pad[0]);
+                (xs.pad(p, burn::tensor::ops::PadMode::Constant(0.0)), [0, 0])
+            } else {
+                (xs, pad)
+            };
             let cols = unfold4d(
                 xs,
                 [kh, kw],
