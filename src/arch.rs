@@ -143,21 +143,12 @@ impl Architecture {
                 device,
                 precision,
             )?),
-            Architecture::Onnx { model, .. } => {
-                let mut m = (**model).clone();
-                graph::apply_state_dict_map(
-                    &mut m.graph,
-                    &mut m.params,
-                    &m.buffers,
-                    state,
-                    source,
-                )?;
-                Built::Graph(GraphNetwork::from_params(
-                    m.graph, &m.params, device, precision,
-                )?)
-            }
-            Architecture::OnnxFile(p) => {
-                let mut m = graph::onnx::load(p)?;
+            Architecture::Onnx { .. } | Architecture::OnnxFile(_) => {
+                let mut m = match self {
+                    Architecture::Onnx { model, .. } => (**model).clone(),
+                    Architecture::OnnxFile(p) => graph::onnx::load(p)?,
+                    _ => unreachable!("matched above"),
+                };
                 graph::apply_state_dict_map(
                     &mut m.graph,
                     &mut m.params,
