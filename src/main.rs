@@ -269,11 +269,7 @@ fn load_graph(args: &NetArgs, common: &CommonArgs) -> Result<GraphNetwork> {
     )?)
 }
 
-fn regex_arg(flag: &str, r: &Option<String>) -> Result<Option<regex::Regex>> {
-    r.as_deref()
-        .map(|s| regex::Regex::new(s).with_context(|| format!("{flag} {s:?} is not a valid regex")))
-        .transpose()
-}
+use ntk::train_cmd::regex_arg;
 
 fn forward(a: ForwardArgs) -> Result<()> {
     ntk::outputs::check_outputs(

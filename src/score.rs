@@ -156,6 +156,8 @@ impl ScoreOptions {
 pub struct Metrics {
     pub sum_of_logits: bool,
     pub trace: bool,
+    /// The label alignment (with labels): the whole trace kernel, not only its diagonal.
+    pub label_alignment: bool,
 }
 
 /// Statistic names as in the CSV, with the kernel each needs (`true`: the trace kernel).
@@ -173,6 +175,7 @@ impl Metrics {
         Metrics {
             sum_of_logits: true,
             trace: true,
+            label_alignment: true,
         }
     }
 
@@ -182,11 +185,15 @@ impl Metrics {
         let mut m = Metrics {
             sum_of_logits: false,
             trace: false,
+            label_alignment: false,
         };
         for n in names {
             let n = n.as_ref();
             match METRIC_NAMES.iter().find(|(k, _)| *k == n) {
-                Some((_, true)) => m.trace = true,
+                Some((_, true)) => {
+                    m.trace = true;
+                    m.label_alignment |= n == "label_alignment";
+                }
                 Some((_, false)) => m.sum_of_logits = true,
                 None => bail!(
                     "unknown metric {n:?}: use {}",
@@ -343,33 +350,39 @@ pub fn score_spec(
             sums[3] += s.lambda_min;
             sums[4] += s.effective_rank_participation;
         }
-        if metrics.trace && y.is_none() {
-            // The trace norm alone needs the diagonal Θ(x_i, x_i) only: the diagonal
-            // tiles, each one kernel of its own rows (no off-diagonal tile, and no
-            // forward pass repeated for them).
-            let o_opts = opts(KernelKind::Trace);
-            let rows = net.tile_rows(&x, &o_opts)?;
-            let mut trace = 0.0;
-            for start in (0..n).step_by(rows) {
-                let len = rows.min(n - start);
-                let k = net
-                    .empirical(&x.rows(start, len), None, &o_opts, &mut |_, _| {})
-                    .with_context(|| format!("seed {seed}: trace kernel"))?
-                    .kernel;
-                trace += spectrum::trace(&k.data, len)?;
-            }
+        if metrics.trace {
+            // The label alignment needs the whole trace kernel; the trace norm alone only
+            // its diagonal Θ(x_i, x_i): the diagonal tiles, each one kernel of its own
+            // rows (no off-diagonal tile, and no forward pass repeated for them).
+            let whole = y
+                .filter(|_| metrics.label_alignment)
+                .map(|_| kernel(KernelKind::Trace))
+                .transpose()?;
+            let trace = match &whole {
+                Some(tr) => spectrum::trace(tr, n)?,
+                None => {
+                    let o_opts = opts(KernelKind::Trace);
+                    let rows = net.tile_rows(&x, &o_opts)?;
+                    let mut trace = 0.0;
+                    for start in (0..n).step_by(rows) {
+                        let len = rows.min(n - start);
+                        let k = net
+                            .empirical(&x.rows(start, len), None, &o_opts, &mut |_, _| {})
+                            .with_context(|| format!("seed {seed}: trace kernel"))?
+                            .kernel;
+                        trace += spectrum::trace(&k.data, len)?;
+                    }
+                    trace
+                }
+            };
             sums[1] += trace * o as f64 / n as f64;
-        } else if metrics.trace {
-            let tr = kernel(KernelKind::Trace)?;
-            let trace = spectrum::trace(&tr, n)?;
-            sums[1] += trace * o as f64 / n as f64;
-            if let Some(y) = y {
+            if let (Some(y), Some(tr)) = (y, &whole) {
                 let c = match y {
                     Targets::Classes { n_classes, .. } => *n_classes,
                     Targets::Values(v) => v.shape[1],
                 };
                 let ym = y.matrix(c)?;
-                sums[5] += alignment::centered_kernel_target_alignment(&tr, n, &ym, c)
+                sums[5] += alignment::centered_kernel_target_alignment(tr, n, &ym, c)
                     .with_context(|| format!("seed {seed}: label alignment"))?;
             }
         }
@@ -383,7 +396,7 @@ pub fn score_spec(
         seeds,
         te_nas_condition: mean(sums[0], sol),
         ntk_trace_norm: mean(sums[1], tr),
-        label_alignment: y.filter(|_| tr).map(|_| sums[5] / k),
+        label_alignment: y.filter(|_| metrics.label_alignment).map(|_| sums[5] / k),
         pntk_lambda_max: mean(sums[2], sol),
         pntk_lambda_min: mean(sums[3], sol),
         pntk_effective_rank: mean(sums[4], sol),

@@ -204,6 +204,13 @@ pub struct ScoreArgs {
     pub max_memory: String,
 }
 
+/// A `--params`/`--frozen` regular expression, or an error naming the flag.
+pub fn regex_arg(flag: &str, r: &Option<String>) -> Result<Option<regex::Regex>> {
+    r.as_deref()
+        .map(|s| regex::Regex::new(s).with_context(|| format!("{flag} {s:?} is not a valid regex")))
+        .transpose()
+}
+
 fn device(backend: &str, dtype: &str) -> Result<(burn::tensor::Device, Precision)> {
     let precision = Precision::parse(dtype).context("--dtype")?;
     let backend = BackendKind::parse(backend).context("--backend")?;
@@ -409,21 +416,14 @@ pub fn run_score(a: ScoreArgs) -> Result<()> {
         }
         _ => bail!("give --x X.npy [--y Y.npy] or --data digits|diabetes"),
     };
-    let regex = |flag: &str, r: &Option<String>| -> Result<Option<regex::Regex>> {
-        r.as_deref()
-            .map(|s| {
-                regex::Regex::new(s).with_context(|| format!("{flag} {s:?} is not a valid regex"))
-            })
-            .transpose()
-    };
     let options = ScoreOptions {
-        params: regex("--params", &a.params)?,
-        frozen: regex("--frozen", &a.frozen)?,
+        params: regex_arg("--params", &a.params)?,
+        frozen: regex_arg("--frozen", &a.frozen)?,
         metrics: match &a.metrics {
             Some(m) => crate::score::Metrics::from_names(m).context("--metrics")?,
             None => crate::score::Metrics::all(),
         },
-        max_memory: crate::infinite_cmd::parse_bytes(&a.max_memory).context("--max-memory")?,
+        max_memory: crate::infinite_cmd::parse_bytes(&a.max_memory)?,
         ..ScoreOptions::new(a.seeds, precision, dev)
     };
     let bar = ProgressBar::new(candidates.len() as u64);
