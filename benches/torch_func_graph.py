@@ -7,11 +7,11 @@ rounds; in each, in alternating order: one `ntk empirical` process (timed from o
 peak RSS from /usr/bin/time) and torch.func's two methods in this process — Jacobian
 contraction (vmap(jacrev) + einsum) and NTK-vector products (vmap over vjp of jvp) —
 fastest of the two, after one warm-up call. Peak memory of torch.func is measured in a
-separate process per method (ru_maxrss). Checks that the kernels agree.
+separate process per method (/usr/bin/time). Checks that the kernels agree.
 
   /tmp/ntk-oracle-torch-venv/bin/python benches/torch_func_graph.py --rounds 3 --out R.json
 """
-import argparse, json, os, resource, subprocess, sys, tempfile, time
+import argparse, json, os, subprocess, sys, tempfile, time, warnings
 
 import numpy as np
 import torch
@@ -110,9 +110,14 @@ def make(name, folder, n):
                 mod.running_var.copy_(0.5 + torch.rand(mod.running_var.shape, generator=g))
     x = torch.randn(n, 3, 32, 32, generator=g)
     onnx = os.path.join(folder, f"{name}.onnx")
-    torch.onnx.export(m, x[:1], onnx, opset_version=17, do_constant_folding=False,
-                      training=torch.onnx.TrainingMode.EVAL, input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    kw = dict(opset_version=17, do_constant_folding=False, training=torch.onnx.TrainingMode.EVAL,
+              input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    try:  # the TorchScript exporter (the newest torch defaults to dynamo, which folds BN)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(m, x[:1], onnx, dynamo=False, **kw)
+    except TypeError:  # torch < 2.5: no `dynamo` argument
+        torch.onnx.export(m, x[:1], onnx, **kw)
     np.save(os.path.join(folder, f"{name}_x.npy"), x.numpy())
     return m, x, onnx
 
@@ -175,7 +180,6 @@ def main():
         name, method = a.memory_of.split(":")
         m, x, _ = make(name, folder, a.n)
         time_torch(m, x, method)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
         return
     report = {}
     for name in a.models.split(","):
@@ -201,9 +205,12 @@ def main():
         err = float(np.abs(k - kj).max() / np.abs(kj).max())
         mem = {}
         for method in ["jacobian", "ntk_vp"]:
-            p = subprocess.run([sys.executable, __file__, "--memory-of", f"{name}:{method}", "--n", str(a.n)],
-                               capture_output=True, text=True)
-            mem[method] = float(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else None
+            # Under /usr/bin/time: a child forked from this process would report this
+            # process's peak as its own (Linux keeps ru_maxrss across fork and exec).
+            p = subprocess.run(["/usr/bin/time", "-v", sys.executable, __file__, "--memory-of",
+                                f"{name}:{method}", "--n", str(a.n)], capture_output=True, text=True)
+            mem[method] = (next(int(l.split()[-1]) for l in p.stderr.splitlines() if "Maximum resident" in l)
+                           / 1024.0 if p.returncode == 0 else None)
         med = lambda key: float(np.median([r[key] for r in rows]))
         report[name] = {
             "rounds": rows, "median_ratio": med("ratio"), "ntk_median_s": med("ntk_s"),

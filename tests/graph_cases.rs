@@ -88,7 +88,7 @@ fn onnx_parameters_follow_pytorch() {
     }
 }
 
-use ntk::empirical::{EmpiricalOptions, KernelKind, Method};
+use ntk::empirical::{ConvStrategy, EmpiricalOptions, KernelKind, Method};
 
 fn kernel(
     net: &GraphNetwork,
@@ -97,9 +97,21 @@ fn kernel(
     method: Method,
     kind: KernelKind,
 ) -> ntk::nets::HostArray {
+    kernel_conv(net, x1, x2, method, kind, ConvStrategy::Auto)
+}
+
+fn kernel_conv(
+    net: &GraphNetwork,
+    x1: &ntk::nets::HostArray,
+    x2: Option<&ntk::nets::HostArray>,
+    method: Method,
+    kind: KernelKind,
+    conv: ConvStrategy,
+) -> ntk::nets::HostArray {
     let opts = EmpiricalOptions {
         method,
         kind,
+        conv,
         ..Default::default()
     };
     ntk::empirical::graph::empirical_kernel(net, x1, x2, &opts, &mut |_, _| {})
@@ -130,6 +142,24 @@ fn onnx_kernels_match_torch_func() {
                     assert!(
                         err < tol,
                         "{} {file} {precision:?} {method:?} trace: {err:.3e}",
+                        case.display()
+                    );
+                }
+                // Every ungrouped conv weight in the pixel-pair form (the cost model picks
+                // it for the small maps of real networks' last stages).
+                for (kind, want) in [(KernelKind::Full, &full), (KernelKind::Trace, &trace)] {
+                    let k = kernel_conv(
+                        &net,
+                        &x1,
+                        Some(&x2),
+                        Method::Structured,
+                        kind,
+                        ConvStrategy::PixelPairs,
+                    );
+                    let err = rel_err(&k, want);
+                    assert!(
+                        err < tol,
+                        "{} {file} {precision:?} pixel pairs {kind:?}: {err:.3e}",
                         case.display()
                     );
                 }

@@ -19,7 +19,8 @@ use crate::cost::Method;
 use crate::engine::{EmpiricalOptions, KernelOutput, TilePlan, place_tile, tile_jobs};
 use crate::error::{EmpiricalError, Result, option_err};
 use crate::kernel::KernelKind;
-use crate::structured::{Accumulator, KernelSum, StructuredOptions, finish};
+use crate::structured::conv::{ConvCostInputs, choose, seed_pairs};
+use crate::structured::{Accumulator, ConvStrategy, KernelSum, StructuredOptions, finish};
 use burn::tensor::Tensor;
 use ntk_nets::graph::GraphNetwork;
 use ntk_nets::{HostArray, to_host};
@@ -36,17 +37,21 @@ pub fn resolve_method(method: Method) -> Result<Method> {
 
 /// Bytes one tile of `t` rows per side needs, roughly: the structured method keeps every
 /// tapped activation and its cotangent for `sides·t·K` rows, and the per-row gradient of
-/// the largest parameter; the Jacobian method `sides·t·K·P` numbers. `sides` is 2 for a
-/// tile between two batches, 1 for a diagonal tile of `x` against itself (one batch).
+/// the largest parameter (conv weights the cost model contracts in the pixel-pair form
+/// instead, as `conv` or the cost model decides, count their `[t·K·L, t·K·L]` buffers);
+/// the Jacobian method `sides·t·K·P`
+/// numbers. `sides` is 2 for a tile between two batches, 1 for a diagonal tile of `x`
+/// against itself (one batch).
 pub fn tile_bytes(
     net: &GraphNetwork,
     t: usize,
     sides: usize,
     kind: KernelKind,
     method: Method,
-    activations: usize,
-    outputs: usize,
+    conv: ConvStrategy,
+    sizes: &structured::ProbeSizes,
 ) -> f64 {
+    let (activations, outputs) = (sizes.activations, sizes.outputs);
     let k = if matches!(kind, KernelKind::SumOfLogits | KernelKind::Nngp) {
         1
     } else {
@@ -58,13 +63,32 @@ pub fn tile_bytes(
     } else {
         8.0
     };
-    let largest = net
-        .graph
-        .params
-        .iter()
-        .map(|p| p.shape.iter().product::<usize>())
-        .max()
-        .unwrap_or(0) as f64;
+    // Per parameter: the per-row gradient, or the pixel-pair buffers (two of them).
+    let mut largest = 0f64;
+    for (i, p) in net.graph.params.iter().enumerate() {
+        let numel = p.shape.iter().product::<usize>() as f64;
+        let bytes = match sizes.convs.iter().find(|(q, _)| *q == i) {
+            Some((_, c)) => {
+                let c = ConvCostInputs {
+                    n1: t,
+                    n2: t,
+                    k,
+                    ..*c
+                };
+                let pick = match conv {
+                    ConvStrategy::Auto => choose(&c, kind),
+                    forced => forced,
+                };
+                if pick == ConvStrategy::PixelPairs {
+                    2.0 * c.pixel_pair_bytes(seed_pairs(kind, k)) / 8.0 * elem
+                } else {
+                    2.0 * rows * numel * elem
+                }
+            }
+            None => 2.0 * rows * numel * elem,
+        };
+        largest = largest.max(bytes);
+    }
     let out = (t * t * kind.per_pair(outputs)) as f64 * 8.0;
     match method {
         Method::Jacobian => rows * net.graph.n_params() as f64 * elem * 2.0 + out,
@@ -74,20 +98,21 @@ pub fn tile_bytes(
                 + 3.0 * net.graph.n_params() as f64 * elem
                 + out
         }
-        _ => rows * (3.0 * activations as f64 + 2.0 * largest) * elem + out,
+        _ => rows * 3.0 * activations as f64 * elem + largest + out,
     }
 }
 
 /// One tile: the kernel between two batches, `[n1, n2, per_pair]`.
 ///
-/// `cancel` is checked between parameters (structured), samples (Jacobian) and columns
-/// (NTK-vector products).
+/// `conv`: how the structured method contracts conv weights. `cancel` is checked between
+/// parameters (structured), samples (Jacobian) and columns (NTK-vector products).
 pub fn tile_kernel(
     net: &GraphNetwork,
     x1: &HostArray,
     x2: Option<&HostArray>,
     kind: KernelKind,
     method: Method,
+    conv: ConvStrategy,
     cancel: &crate::Cancel,
 ) -> Result<HostArray> {
     cancel.check()?;
@@ -118,7 +143,7 @@ pub fn tile_kernel(
                 (Some(acc), o)
             }
             _ => {
-                let (sum, o) = structured::kernel(net, x1, x2, kind, cancel)?;
+                let (sum, o) = structured::kernel(net, x1, x2, kind, conv, cancel)?;
                 (sum.acc, o)
             }
         };
@@ -200,7 +225,15 @@ pub fn empirical_kernel(
         let (s2, l2) = plan.block(j, plan.n2);
         let a = x1.rows(s1, l1);
         let tile = if plan.symmetric && i == j {
-            tile_kernel(net, &a, None, plan.kind, plan.method, &plan.cancel)?
+            tile_kernel(
+                net,
+                &a,
+                None,
+                plan.kind,
+                plan.method,
+                plan.structured.conv,
+                &plan.cancel,
+            )?
         } else {
             let other = if plan.symmetric { x1 } else { x2.unwrap_or(x1) };
             tile_kernel(
@@ -209,6 +242,7 @@ pub fn empirical_kernel(
                 Some(&other.rows(s2, l2)),
                 plan.kind,
                 plan.method,
+                plan.structured.conv,
                 &plan.cancel,
             )?
         };
@@ -248,13 +282,14 @@ pub fn plan(
     } else {
         resolve_method(options.method)?
     };
-    let (outputs, activations) = structured::probe_sizes(net)?;
+    let sizes = structured::probe_sizes(net)?;
+    let outputs = sizes.outputs;
     let budget = options
         .max_memory
         .saturating_sub(crate::engine::PROCESS_RESERVE)
         .max(options.max_memory / 2);
     let fits_sides = |t: usize, sides: usize| {
-        tile_bytes(net, t, sides, kind, method, activations, outputs) <= budget as f64
+        tile_bytes(net, t, sides, kind, method, options.conv, &sizes) <= budget as f64
     };
     let fits = |t: usize| fits_sides(t, 2);
     // x against itself in one tile: one batch of n rows, not two.
@@ -266,7 +301,7 @@ pub fn plan(
             if !fits(1) {
                 return Err(EmpiricalError::Memory {
                     bound: options.max_memory,
-                    needed: tile_bytes(net, 1, 2, kind, method, activations, outputs) as u64,
+                    needed: tile_bytes(net, 1, 2, kind, method, options.conv, &sizes) as u64,
                 });
             }
             if one_batch && fits_sides(n1, 1) {
@@ -291,7 +326,66 @@ pub fn plan(
         symmetric,
         jobs,
         parallel_tiles: 1,
-        structured: StructuredOptions::default(),
+        structured: StructuredOptions {
+            conv: options.conv,
+            ..Default::default()
+        },
         cancel: options.cancel.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ntk_nets::Precision;
+    use ntk_nets::graph::spec;
+
+    /// A last-stage conv: a 4×4 map, 64 → 64 channels, 3×3 (`L² = 256 < C·k² = 576`).
+    fn late_conv_net() -> GraphNetwork {
+        let text = r#"{"input_shape": [64, 4, 4], "nodes": [
+            {"name": "conv", "type": "conv2d", "out_channels": 64, "kernel_size": 3, "padding": 1},
+            {"name": "act", "type": "relu"},
+            {"name": "pool", "type": "global_avg_pool"},
+            {"name": "flat", "type": "flatten"},
+            {"name": "fc", "type": "linear", "out_features": 10}]}"#;
+        let g = spec::parse(text, "<test>").unwrap();
+        let params = g.random_params(0).unwrap();
+        let device = ntk_nets::BackendKind::Flex.device(Precision::F64).unwrap();
+        GraphNetwork::from_params(g.graph, &params, &device, Precision::F64).unwrap()
+    }
+
+    #[test]
+    fn the_plan_counts_pixel_pair_buffers_instead_of_per_row_gradients() {
+        let net = late_conv_net();
+        let sizes = structured::probe_sizes(&net).unwrap();
+        let conv = net
+            .graph
+            .params
+            .iter()
+            .position(|p| p.name == "conv.weight");
+        assert_eq!(sizes.convs.len(), 1);
+        assert_eq!(Some(sizes.convs[0].0), conv);
+        let c = sizes.convs[0].1;
+        assert_eq!((c.out_channels, c.pixels, c.patch), (64, 16, 576));
+        let bytes = |conv| {
+            tile_bytes(
+                &net,
+                8,
+                1,
+                KernelKind::Full,
+                Method::Structured,
+                conv,
+                &sizes,
+            )
+        };
+        // The largest array: per-row gradients of 8·10 rows × 36 864 weights (f64,
+        // twice), or the pixel-pair buffers of (8·10·16)² numbers (twice).
+        let (auto, im2col) = (bytes(ConvStrategy::Auto), bytes(ConvStrategy::Im2col));
+        let saved = 2.0 * 80.0 * 36864.0 * 8.0 - 2.0 * (80.0 * 16.0f64).powi(2) * 8.0;
+        assert!(
+            ((im2col - auto) - saved).abs() < 1.0,
+            "auto {auto} im2col {im2col}"
+        );
+        assert_eq!(bytes(ConvStrategy::PixelPairs), auto);
+    }
 }

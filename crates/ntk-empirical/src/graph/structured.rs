@@ -10,12 +10,16 @@
 //! 3. Per parameter, the op family's rule ([`super::rules`]) gives the per-row gradient
 //!    `[R, P_l]` from the node's inputs and `g`; a parameter reached through transposes
 //!    is mapped back to its own layout, consumers of one parameter are summed; its Gram
-//!    `J_l(x1) J_l(x2)ᵀ` is added to the kernel, one parameter at a time.
+//!    `J_l(x1) J_l(x2)ᵀ` is added to the kernel, one parameter at a time. A conv weight
+//!    with a small output map is contracted in the pixel-pair form instead, never
+//!    forming its per-row gradient (`conv` strategy, the cost model of the sequential
+//!    engine).
 
 use super::rules::{self, Site, unsupported};
 use crate::error::{EmpiricalError, Result};
 use crate::kernel::KernelKind;
-use crate::structured::{Coeff, KernelSum};
+use crate::structured::conv::{ConvCostInputs, choose};
+use crate::structured::{Accumulator, Coeff, ConvStrategy, KernelSum};
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 use ntk_nets::HostArray;
@@ -83,9 +87,39 @@ pub fn consumers(net: &GraphNetwork) -> Result<Vec<Consumer>> {
     Ok(out)
 }
 
-/// Output count O and the elements per sample of every consumer's inputs and output (for
-/// memory planning), from a dry run of one sample.
-pub fn probe_sizes(net: &GraphNetwork) -> Result<(usize, usize)> {
+/// What the memory plan needs to know of a network, from a dry run of one sample.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeSizes {
+    /// Outputs O.
+    pub outputs: usize,
+    /// Elements per sample of every consumer's inputs and output.
+    pub activations: usize,
+    /// `(parameter, sizes)` of the conv weights that may be contracted in the pixel-pair
+    /// form (one consumer, ungrouped, no layout chain); `n1`, `n2`, `k` are left 0.
+    pub convs: Vec<(usize, ConvCostInputs)>,
+}
+
+/// Conv weights with one consumer, reached directly (no layout chain), in an ungrouped
+/// Conv: the candidates of the pixel-pair form, by consumer node.
+fn pixel_pair_candidates(net: &GraphNetwork, cons: &[Consumer]) -> BTreeMap<usize, usize> {
+    let mut uses: BTreeMap<usize, usize> = BTreeMap::new();
+    for c in cons {
+        *uses.entry(c.param).or_default() += 1;
+    }
+    cons.iter()
+        .filter(|c| {
+            uses[&c.param] == 1
+                && c.slot == 1
+                && c.chain.is_empty()
+                && matches!(&net.graph.nodes[c.node].kind, NodeKind::Op(Op::Conv(op)) if op.groups == 1)
+        })
+        .map(|c| (c.node, c.param))
+        .collect()
+}
+
+/// Output count O, the elements per sample of every consumer's inputs and output, and
+/// the pixel-pair candidates' sizes (for memory planning), from a dry run of one sample.
+pub fn probe_sizes(net: &GraphNetwork) -> Result<ProbeSizes> {
     let cons = consumers(net).unwrap_or_default();
     let mut tapped = vec![false; net.graph.nodes.len()];
     for c in &cons {
@@ -93,7 +127,12 @@ pub fn probe_sizes(net: &GraphNetwork) -> Result<(usize, usize)> {
     }
     // Counts the activations a row keeps: each consumer's output (and its cotangent) and
     // its inputs other than the parameters.
-    struct Count(usize, std::collections::HashSet<(usize, usize)>);
+    struct Count {
+        numel: usize,
+        params: std::collections::HashSet<(usize, usize)>,
+        candidates: BTreeMap<usize, usize>,
+        convs: Vec<(usize, ConvCostInputs)>,
+    }
     impl Tap for Count {
         fn tap(
             &mut self,
@@ -101,12 +140,30 @@ pub fn probe_sizes(net: &GraphNetwork) -> Result<(usize, usize)> {
             inputs: &[Option<&Value>],
             output: FloatValue,
         ) -> FloatValue {
-            self.0 += output.numel();
+            self.numel += output.numel();
             for (slot, v) in inputs.iter().enumerate() {
                 if let Some(Value::Float(f)) = v
-                    && !self.1.contains(&(node, slot))
+                    && !self.params.contains(&(node, slot))
                 {
-                    self.0 += f.numel();
+                    self.numel += f.numel();
+                }
+            }
+            if let (Some(&p), Some(Some(Value::Float(w)))) =
+                (self.candidates.get(&node), inputs.get(1))
+            {
+                let (ws, ys) = (w.shape(), output.shape());
+                if ws.len() == 4 && ys.len() == 4 {
+                    self.convs.push((
+                        p,
+                        ConvCostInputs {
+                            n1: 0,
+                            n2: 0,
+                            k: 0,
+                            out_channels: ws[0],
+                            pixels: ys[2] * ys[3],
+                            patch: ws[1] * ws[2] * ws[3],
+                        },
+                    ));
                 }
             }
             output
@@ -120,9 +177,18 @@ pub fn probe_sizes(net: &GraphNetwork) -> Result<(usize, usize)> {
         vec![0.0; numel],
     );
     let device = net.device();
-    let mut count = Count(0, cons.iter().map(|c| (c.node, c.slot)).collect());
+    let mut count = Count {
+        numel: 0,
+        params: cons.iter().map(|c| (c.node, c.slot)).collect(),
+        candidates: pixel_pair_candidates(net, &cons),
+        convs: Vec::new(),
+    };
     let f = net.forward_tapped(net.input(&x, &device)?, &tapped, &mut count)?;
-    Ok((f.dims()[1], count.0))
+    Ok(ProbeSizes {
+        outputs: f.dims()[1],
+        activations: count.numel,
+        convs: count.convs,
+    })
 }
 
 struct Probes {
@@ -154,6 +220,7 @@ pub fn kernel(
     x1: &HostArray,
     x2: Option<&HostArray>,
     kind: KernelKind,
+    conv: ConvStrategy,
     cancel: &crate::Cancel,
 ) -> Result<(KernelSum, usize)> {
     let t0 = std::time::Instant::now();
@@ -228,10 +295,40 @@ pub fn kernel(
     for c in &cons {
         by_param.entry(c.param).or_default().push(c);
     }
+    let candidates = pixel_pair_candidates(net, &cons);
     let mut sum = super::kernel_sum(net, kind, n1, n2, k, x2.is_none());
     for (p, cs) in by_param {
         cancel.check()?;
         let t1 = std::time::Instant::now();
+        let candidate = match cs.as_slice() {
+            [c] if conv != ConvStrategy::Im2col && candidates.contains_key(&c.node) => Some(*c),
+            _ => None,
+        };
+        let n2_side = x2.map(|_| n2);
+        if let Some(c) = candidate
+            && let Some(term) = pixel_pair_term(
+                net,
+                c,
+                &probes.saved,
+                &cot,
+                rows,
+                k,
+                n1,
+                n2_side,
+                kind,
+                conv,
+            )?
+        {
+            sum.add_term(term);
+            if prof {
+                eprintln!(
+                    "[profile] parameter {} (pixel pairs): {:.2} ms",
+                    net.graph.params[p].name,
+                    t1.elapsed().as_secs_f64() * 1e3
+                );
+            }
+            continue;
+        }
         let mut total: Option<Tensor<2>> = None;
         for c in cs {
             let node = &net.graph.nodes[c.node];
@@ -283,6 +380,49 @@ pub fn kernel(
         }
     }
     Ok((sum, o))
+}
+
+/// The contribution of a conv weight in the pixel-pair form ([`rules::conv`]) when it is
+/// a candidate (see [`pixel_pair_candidates`]) and `conv` or the cost model picks that
+/// form; `None` otherwise (the per-row gradient path).
+#[allow(clippy::too_many_arguments)]
+fn pixel_pair_term(
+    net: &GraphNetwork,
+    c: &Consumer,
+    saved: &BTreeMap<usize, Vec<Option<FloatValue>>>,
+    cot: &BTreeMap<usize, FloatValue>,
+    rows: usize,
+    k: usize,
+    n1: usize,
+    n2: Option<usize>,
+    kind: KernelKind,
+    conv: ConvStrategy,
+) -> Result<Option<Accumulator>> {
+    let node = &net.graph.nodes[c.node];
+    let NodeKind::Op(full @ Op::Conv(op)) = &node.kind else {
+        return Ok(None);
+    };
+    let site = Site {
+        op: full,
+        slot: c.slot,
+        inputs: &saved[&c.node],
+        g: &cot[&c.node],
+        rows,
+        seeds: k,
+    };
+    let Some(cost) = rules::conv::pixel_pair_cost(op, &site, n1, n2) else {
+        return Ok(None);
+    };
+    let pick = match conv {
+        ConvStrategy::Auto => choose(&cost, kind),
+        s => s,
+    };
+    if pick != ConvStrategy::PixelPairs {
+        return Ok(None);
+    }
+    rules::conv::pixel_pair_term(op, &site, n1, n2, kind)
+        .map(Some)
+        .map_err(|e| name_node(e, &node.name, "Conv"))
 }
 
 fn name_node(e: EmpiricalError, node: &str, op: &str) -> EmpiricalError {

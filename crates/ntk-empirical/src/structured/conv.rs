@@ -287,9 +287,14 @@ pub fn accumulate_pooled_readout(
     lap("added");
 }
 
-/// The pixel-pair contraction.
+/// The pixel-pair contraction `Σ_{p,q} ⟨g1[:, p], g2[:, q]⟩ (s²⟨P1[p], P2[q]⟩ + b²)`.
+///
+/// # Shapes
+/// - `p1: [N1, Ck, Pix]`, `p2: [N2, Ck, Pix]`: patches
+/// - `g1: [N1, K·Cout, Pix]`, `g2: [N2, K·Cout, Pix]`: cotangents, seed-major per sample
+/// - returns the accumulator layout of `kind`
 #[allow(clippy::too_many_arguments)]
-fn pixel_pairs(
+pub(crate) fn pixel_pairs(
     p1: Tensor<3>,
     p2: Tensor<3>,
     g1: Tensor<3>,
