@@ -7,6 +7,13 @@
 //! `RuntimeError` (never `PanicException`).
 
 use anyhow::Context;
+
+/// The allocator of the CLI: it keeps freed pages for reuse, where the system allocator
+/// unmaps the large temporaries of a kernel computation and page-faults them afresh on
+/// every call (measured on the perf cases: see `benches/python_overhead.py`). Only the
+/// engine's own allocations use it; arrays handed to numpy are freed by this library.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use ntk::arch::Architecture;
 use ntk_empirical::{EmpiricalOptions, KernelKind, Method};
 use ntk_nets::{HostArray, Precision};
@@ -73,31 +80,35 @@ fn compute<T: Send>(py: Python<'_>, f: impl FnOnce() -> anyhow::Result<T> + Send
 /// How often a cancellable call looks at Python's signals (Ctrl-C).
 const SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// As [`compute`], for long calls that can be cancelled: `f` runs on a worker thread with
-/// a [`Cancel`] flag while the calling thread (the only one that sees signals) waits with
-/// the GIL released and checks Python's signals every 100 ms. On `KeyboardInterrupt` (or
-/// an exception from another signal handler) the flag is set, the engine stops at its next
-/// check (between tiles, parameters, samples), and the exception is raised.
+/// As [`compute`], for long calls that can be cancelled: `f` runs on a thread of rayon's
+/// pool (long-lived, so its allocator heap and thread-local buffers are warm: a thread
+/// spawned per call cost ~1 ms per call) with a [`Cancel`] flag, while the calling thread
+/// (the only one that sees signals) waits with the GIL released and checks Python's
+/// signals every 100 ms. On `KeyboardInterrupt` (or an exception from another signal
+/// handler) the flag is set, the engine stops at its next check (between tiles,
+/// parameters, samples), and the exception is raised.
 fn compute_cancellable<T: Send>(
     py: Python<'_>,
     f: impl FnOnce(ntk_empirical::Cancel) -> anyhow::Result<T> + Send,
 ) -> PyResult<T> {
     let cancel = ntk_empirical::Cancel::new();
     let flag = cancel.clone();
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Waited on with the GIL released, so shared with that closure: behind a lock.
-        let rx = std::sync::Mutex::new(rx);
-        let wait = |timeout: Option<std::time::Duration>| {
-            let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-            match timeout {
-                Some(t) => rx.recv_timeout(t),
-                None => rx
-                    .recv()
-                    .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
-            }
-        };
-        scope.spawn(move || {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Waited on with the GIL released, so shared with that closure: behind a lock.
+    let rx = std::sync::Mutex::new(rx);
+    let wait = |timeout: Option<std::time::Duration>| {
+        let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+        match timeout {
+            Some(t) => rx.recv_timeout(t),
+            None => rx
+                .recv()
+                .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
+        }
+    };
+    // The scope's body runs here (it polls); the job on a pool thread. The scope ends
+    // when the job has, so `f` may borrow.
+    rayon::in_place_scope(|scope| {
+        scope.spawn(move |_| {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(flag)));
             let _ = tx.send(r);
         });
@@ -269,10 +280,13 @@ fn host(name: &str, x: &Bound<'_, PyAny>) -> PyResult<HostArray> {
     )))
 }
 
+/// A host array as a numpy array that owns its buffer: the f64 buffer itself, or (f32)
+/// its narrowing, on rayon's threads with the GIL released.
 fn to_numpy<'py>(py: Python<'py>, a: HostArray, f32_out: bool) -> PyResult<Bound<'py, PyAny>> {
+    use rayon::prelude::*;
     let shape = a.shape.clone();
     if f32_out {
-        let v: Vec<f32> = a.data.iter().map(|&x| x as f32).collect();
+        let v: Vec<f32> = py.detach(|| a.data.par_iter().map(|&x| x as f32).collect());
         let arr = numpy::ndarray::ArrayD::from_shape_vec(shape, v)
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         Ok(arr.into_pyarray(py).into_any())
