@@ -19,7 +19,7 @@ use crate::cost::Method;
 use crate::engine::{EmpiricalOptions, KernelOutput, TilePlan, place_tile, tile_jobs};
 use crate::error::{EmpiricalError, Result, option_err};
 use crate::kernel::KernelKind;
-use crate::structured::conv::{ConvCostInputs, choose, seed_pairs};
+use crate::structured::conv::{ConvCostInputs, seed_pairs};
 use crate::structured::{Accumulator, ConvStrategy, KernelSum, StructuredOptions, finish};
 use burn::tensor::Tensor;
 use ntk_nets::graph::GraphNetwork;
@@ -75,11 +75,7 @@ pub fn tile_bytes(
                     k,
                     ..*c
                 };
-                let pick = match conv {
-                    ConvStrategy::Auto => choose(&c, kind),
-                    forced => forced,
-                };
-                if pick == ConvStrategy::PixelPairs {
+                if conv.resolve(&c, kind) == ConvStrategy::PixelPairs {
                     2.0 * c.pixel_pair_bytes(seed_pairs(kind, k)) / 8.0 * elem
                 } else {
                     2.0 * rows * numel * elem

@@ -18,7 +18,7 @@
 use super::rules::{self, Site, unsupported};
 use crate::error::{EmpiricalError, Result};
 use crate::kernel::KernelKind;
-use crate::structured::conv::{ConvCostInputs, choose};
+use crate::structured::conv::ConvCostInputs;
 use crate::structured::{Accumulator, Coeff, ConvStrategy, KernelSum};
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
@@ -151,19 +151,8 @@ pub fn probe_sizes(net: &GraphNetwork) -> Result<ProbeSizes> {
             if let (Some(&p), Some(Some(Value::Float(w)))) =
                 (self.candidates.get(&node), inputs.get(1))
             {
-                let (ws, ys) = (w.shape(), output.shape());
-                if ws.len() == 4 && ys.len() == 4 {
-                    self.convs.push((
-                        p,
-                        ConvCostInputs {
-                            n1: 0,
-                            n2: 0,
-                            k: 0,
-                            out_channels: ws[0],
-                            pixels: ys[2] * ys[3],
-                            patch: ws[1] * ws[2] * ws[3],
-                        },
-                    ));
+                if let Some(c) = rules::conv::cost_inputs(&w.shape(), &output.shape(), 0, 0, 0) {
+                    self.convs.push((p, c));
                 }
             }
             output
@@ -413,11 +402,7 @@ fn pixel_pair_term(
     let Some(cost) = rules::conv::pixel_pair_cost(op, &site, n1, n2) else {
         return Ok(None);
     };
-    let pick = match conv {
-        ConvStrategy::Auto => choose(&cost, kind),
-        s => s,
-    };
-    if pick != ConvStrategy::PixelPairs {
+    if conv.resolve(&cost, kind) != ConvStrategy::PixelPairs {
         return Ok(None);
     }
     rules::conv::pixel_pair_term(op, &site, n1, n2, kind)

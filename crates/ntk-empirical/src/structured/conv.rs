@@ -81,6 +81,16 @@ pub fn seed_pairs(kind: KernelKind, k: usize) -> usize {
     if kind == KernelKind::Full { k * k } else { k }
 }
 
+impl ConvStrategy {
+    /// The strategy to run: this one, or for [`ConvStrategy::Auto`] the cost model's pick.
+    pub fn resolve(self, c: &ConvCostInputs, kind: KernelKind) -> ConvStrategy {
+        match self {
+            ConvStrategy::Auto => choose(c, kind),
+            s => s,
+        }
+    }
+}
+
 /// The cost model: the strategy with fewer FLOPs; the pixel-pair form only if its buffer
 /// stays under 256 MiB.
 pub fn choose(c: &ConvCostInputs, kind: KernelKind) -> ConvStrategy {
@@ -149,20 +159,17 @@ pub fn accumulate(
     let p1 = patches(layer, x1);
     let p2 = x2.map(|x| patches(layer, x));
     let ck = p1.dims()[1];
-    let strategy = match strategy {
-        ConvStrategy::Auto => choose(
-            &ConvCostInputs {
-                n1,
-                n2,
-                k,
-                out_channels: cout,
-                pixels: pix,
-                patch: ck,
-            },
-            kind,
-        ),
-        s => s,
-    };
+    let strategy = strategy.resolve(
+        &ConvCostInputs {
+            n1,
+            n2,
+            k,
+            out_channels: cout,
+            pixels: pix,
+            patch: ck,
+        },
+        kind,
+    );
     let s2 = layer.weight_scale * layer.weight_scale;
     let b2 = layer
         .bias

@@ -136,19 +136,35 @@ pub fn pixel_pair_cost(
     if s.slot != 1 || op.groups != 1 {
         return None;
     }
-    let w = s.input(1).ok()?.shape();
-    let g = s.g.shape();
-    if w.len() != 4 || g.len() != 4 {
-        return None;
-    }
-    Some(ConvCostInputs {
+    cost_inputs(
+        &s.input(1).ok()?.shape(),
+        &s.g.shape(),
         n1,
-        n2: n2.unwrap_or(n1),
-        k: s.seeds.max(1),
-        out_channels: w[0],
-        pixels: g[2] * g[3],
-        patch: w[1] * w[2] * w[3],
-    })
+        n2.unwrap_or(n1),
+        s.seeds.max(1),
+    )
+}
+
+/// The cost-model sizes of a conv with weight `[O, C, kh, kw]` and output `[R, O, H', W']`
+/// between `n1` and `n2` samples of `k` seeds (`None` for other ranks).
+pub fn cost_inputs(
+    weight: &[usize],
+    output: &[usize],
+    n1: usize,
+    n2: usize,
+    k: usize,
+) -> Option<ConvCostInputs> {
+    match (weight, output) {
+        ([o, c, kh, kw], [_, _, h, w]) => Some(ConvCostInputs {
+            n1,
+            n2,
+            k,
+            out_channels: *o,
+            pixels: h * w,
+            patch: c * kh * kw,
+        }),
+        _ => None,
+    }
 }
 
 /// The weight's contribution to the kernel of `kind` in the pixel-pair form (see the
