@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
         split.train.x.len(),
         split.test.as_ref().map_or(0, |t| t.x.len())
     );
-    let results = regress(&spec, &split, &features, 1e-3, 0, true)?;
+    let results = regress(&spec, &split, &features, 1e-3, 0, true, 2 << 30)?;
     println!("| model | m | test accuracy | test MSE | seconds |");
     println!("|---|---|---|---|---|");
     for r in &results {

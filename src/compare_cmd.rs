@@ -66,6 +66,11 @@ pub struct CompareArgs {
     /// PNG plot of the errors.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Working-memory bound, e.g. 512MiB, 2GiB: of the exact kernel's recursion, of each
+    /// empirical kernel's tiles, and of each feature map with the features of all inputs
+    /// (feature maps are checked before any work).
+    #[arg(long, default_value = "2GiB")]
+    pub max_memory: String,
 }
 
 /// The errors at one width or feature dimension.
@@ -186,11 +191,26 @@ enum AtWidth {
 }
 
 impl AtWidth {
-    fn exact(&self, x1: &HostArray, x2: Option<&HostArray>) -> Result<HostArray> {
-        let o = InfiniteOptions::default();
+    fn exact(&self, x1: &HostArray, x2: Option<&HostArray>, max_memory: u64) -> Result<HostArray> {
+        let o = InfiniteOptions {
+            max_memory,
+            ..Default::default()
+        };
         Ok(match self {
             AtWidth::Sequential(s) => kernels(s, x1, x2, &o)?.ntk,
             AtWidth::Graph(g) => graph_kernels(g, x1, x2, &o)?.ntk,
+        })
+    }
+
+    /// The feature map of this network, refused when its transforms pass `max_bytes`.
+    fn features(&self, options: &FeatureOptions, max_bytes: u64) -> Result<AnyFeatureMap> {
+        Ok(match self {
+            AtWidth::Sequential(s) => {
+                AnyFeatureMap::Sequential(FeatureMap::new_within(s, options, Some(max_bytes))?)
+            }
+            AtWidth::Graph(g) => {
+                AnyFeatureMap::Graph(GraphFeatureMap::new_within(g, options, Some(max_bytes))?)
+            }
         })
     }
 
@@ -201,9 +221,11 @@ impl AtWidth {
         precision: Precision,
         x1: &HostArray,
         x2: Option<&HostArray>,
+        max_memory: u64,
     ) -> Result<HostArray> {
         let opts = EmpiricalOptions {
             kind: KernelKind::Trace,
+            max_memory,
             ..Default::default()
         };
         Ok(match self {
@@ -276,6 +298,7 @@ pub fn run(a: &CompareArgs) -> Result<()> {
         bail!("--seeds must be at least 1");
     }
     let precision = Precision::parse(&a.dtype).context("--dtype")?;
+    let max_memory = crate::infinite_cmd::parse_bytes(&a.max_memory).context("--max-memory")?;
     let text =
         std::fs::read_to_string(&a.spec).with_context(|| format!("--spec {}", a.spec.display()))?;
     let graph_json: Option<serde_json::Value> = if is_graph_spec(&text) {
@@ -305,6 +328,36 @@ pub fn run(a: &CompareArgs) -> Result<()> {
         a.x2.as_ref()
             .map(|p| read_inputs(p, &input_shape))
             .transpose()?;
+    // Each feature map (seed 0) with the features of all inputs must fit before any work.
+    let options = |method: &str, dim: usize, seed: u64| -> Result<FeatureOptions> {
+        Ok(FeatureOptions {
+            method: FeatureMethod::parse(method)?,
+            dim,
+            seed,
+            degree: DEFAULT_DEGREE,
+        })
+    };
+    let n_all = x1.len() + x2.as_ref().map_or(0, |x| x.len());
+    for (method, dim) in &features {
+        let context = || {
+            format!(
+                "--features {method}:{dim} with --max-memory {}",
+                a.max_memory
+            )
+        };
+        let map = base
+            .features(&options(method, *dim, 0)?, max_memory)
+            .with_context(context)?;
+        ntk_infinite::features::budget::batch_within(
+            map.map_bytes(),
+            map.numbers_per_sample(),
+            *dim,
+            n_all,
+            true,
+            max_memory,
+        )
+        .with_context(context)?;
+    }
     let device = BackendKind::Flex.device(precision)?;
     let bar = ProgressBar::new((widths.len() as u64) * a.seeds);
     bar.set_style(
@@ -315,7 +368,7 @@ pub fn run(a: &CompareArgs) -> Result<()> {
     // features are compared with the exact kernel of the same network: the spec at the
     // first width.
     let t0 = Instant::now();
-    let exact_base = base.exact(&x1, x2.as_ref())?;
+    let exact_base = base.exact(&x1, x2.as_ref(), max_memory)?;
     let exact_seconds = t0.elapsed().as_secs_f64();
     let mut empirical = Vec::new();
     let mut monte_carlo = Vec::new();
@@ -323,7 +376,7 @@ pub fn run(a: &CompareArgs) -> Result<()> {
         let net_w = at_width(w)?;
         let exact = match parameterization {
             Parameterization::Ntk => exact_base.clone(),
-            Parameterization::Standard => net_w.exact(&x1, x2.as_ref())?,
+            Parameterization::Standard => net_w.exact(&x1, x2.as_ref(), max_memory)?,
         };
         let errors = std::sync::Mutex::new(Vec::new());
         let t = Instant::now();
@@ -333,7 +386,7 @@ pub fn run(a: &CompareArgs) -> Result<()> {
             1,
             |seed| -> Result<HostArray> {
                 let k = net_w
-                    .empirical(seed, &device, precision, &x1, x2.as_ref())
+                    .empirical(seed, &device, precision, &x1, x2.as_ref(), max_memory)
                     .with_context(|| format!("width {w}, seed {seed}"))?;
                 errors
                     .lock()
@@ -370,19 +423,12 @@ pub fn run(a: &CompareArgs) -> Result<()> {
         let mut secs = 0.0;
         for seed in 0..a.seeds {
             let t = Instant::now();
-            let options = FeatureOptions {
-                method: FeatureMethod::parse(method)?,
-                dim: *dim,
-                seed,
-                degree: DEFAULT_DEGREE,
-            };
-            let map = match &base {
-                AtWidth::Sequential(s) => AnyFeatureMap::Sequential(FeatureMap::new(s, &options)?),
-                AtWidth::Graph(g) => AnyFeatureMap::Graph(GraphFeatureMap::new(g, &options)?),
-            };
-            let f1 = map.apply(&x1)?.ntk;
+            let map = base.features(&options(method, *dim, seed)?, max_memory)?;
+            // x1's features are held while x2's are made.
+            let held = (2 * 8 * x1.len() * dim) as u64;
+            let f1 = map.apply_within(&x1, max_memory)?.ntk;
             let f2 = match &x2 {
-                Some(x2) => map.apply(x2)?.ntk,
+                Some(x2) => map.apply_within(x2, max_memory.saturating_sub(held))?.ntk,
                 None => f1.clone(),
             };
             secs += t.elapsed().as_secs_f64();

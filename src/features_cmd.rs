@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ntk_analysis::Matrix;
 use ntk_analysis::predict::{DiagReg, GpInference};
 use ntk_analysis::ridge::FeatureRidge;
+use ntk_infinite::features::budget::{self, size};
 use ntk_infinite::features::{
     DEFAULT_DEGREE, FeatureMap, FeatureMethod, FeatureOptions, GraphFeatureMap, NtkFeatures,
 };
@@ -53,7 +54,9 @@ pub struct FeaturesArgs {
     /// Samples per batch (default: as many as fit in --max-memory).
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Working memory per batch, e.g. 512MiB, 2GiB.
+    /// Working memory, e.g. 512MiB, 2GiB: the map's random transforms (about 2·q'
+    /// vectors of --dim numbers per relu layer for the sketches, q' the degree rounded up
+    /// to a power of two) plus one batch; refused before any work when they do not fit.
     #[arg(long, default_value = "1GiB")]
     pub max_memory: String,
 }
@@ -73,16 +76,42 @@ pub enum AnyFeatureMap {
 }
 
 impl AnyFeatureMap {
-    /// Reads the spec file (sequential `layers` or graph `nodes`) and compiles its map.
-    pub fn from_file(path: &Path, options: &FeatureOptions) -> Result<AnyFeatureMap> {
+    /// Reads the spec file (sequential `layers` or graph `nodes`) and compiles its map,
+    /// refusing one whose random transforms would pass `max_bytes` before drawing them.
+    pub fn from_file(
+        path: &Path,
+        options: &FeatureOptions,
+        max_bytes: Option<u64>,
+    ) -> Result<AnyFeatureMap> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Ok(if ntk_nets::graph::spec::is_graph_spec(&text) {
             let spec = ntk_nets::graph::spec::parse(&text, &path.display().to_string())?;
-            AnyFeatureMap::Graph(GraphFeatureMap::new(&spec, options)?)
+            AnyFeatureMap::Graph(GraphFeatureMap::new_within(&spec, options, max_bytes)?)
         } else {
-            AnyFeatureMap::Sequential(FeatureMap::new(&NetworkSpec::from_json(&text)?, options)?)
+            AnyFeatureMap::Sequential(FeatureMap::new_within(
+                &NetworkSpec::from_json(&text)?,
+                options,
+                max_bytes,
+            )?)
         })
+    }
+
+    /// The largest `options.dim / 2^k` (k ≥ 1) whose map and one input's working set fit
+    /// in `max_bytes`, for the way out of a refusal. Each try either stops at the bound
+    /// or draws a map within it.
+    pub fn fitting_dim(path: &Path, options: &FeatureOptions, max_bytes: u64) -> Option<usize> {
+        let mut o = options.clone();
+        o.dim /= 2;
+        while o.dim >= 1 {
+            if let Ok(m) = AnyFeatureMap::from_file(path, &o, Some(max_bytes))
+                && m.map_bytes() + 8 * m.numbers_per_sample() as u64 <= max_bytes
+            {
+                return Some(o.dim);
+            }
+            o.dim /= 2;
+        }
+        None
     }
 
     pub fn apply(&self, x: &HostArray) -> ntk_infinite::Result<NtkFeatures> {
@@ -119,6 +148,22 @@ impl AnyFeatureMap {
             AnyFeatureMap::Graph(m) => m.numbers_per_sample(),
         }
     }
+
+    /// The features of `x` within `max_bytes` (see [`FeatureMap::apply_within`]).
+    pub fn apply_within(&self, x: &HostArray, max_bytes: u64) -> ntk_infinite::Result<NtkFeatures> {
+        match self {
+            AnyFeatureMap::Sequential(m) => m.apply_within(x, max_bytes),
+            AnyFeatureMap::Graph(m) => m.apply_within(x, max_bytes),
+        }
+    }
+
+    /// Bytes of the random transforms.
+    pub fn map_bytes(&self) -> u64 {
+        match self {
+            AnyFeatureMap::Sequential(m) => m.map_bytes(),
+            AnyFeatureMap::Graph(m) => m.map_bytes(),
+        }
+    }
 }
 
 fn feature_options(method: &str, dim: usize, seed: u64, degree: usize) -> Result<FeatureOptions> {
@@ -146,10 +191,24 @@ pub fn run_features(a: &FeaturesArgs) -> Result<()> {
     };
     let kind = out_kind(&a.out_dtype)?;
     let budget = crate::infinite_cmd::parse_bytes(&a.max_memory)?;
-    let map = AnyFeatureMap::from_file(
-        &a.spec,
-        &feature_options(&a.method, a.dim, a.seed, a.degree)?,
-    )?;
+    let options = feature_options(&a.method, a.dim, a.seed, a.degree)?;
+    let way_out = || match AnyFeatureMap::fitting_dim(&a.spec, &options, budget) {
+        Some(d) => format!("raise --max-memory or lower --dim (--dim {d} fits)"),
+        None => "raise --max-memory".to_string(),
+    };
+    let map = AnyFeatureMap::from_file(&a.spec, &options, Some(budget)).map_err(|e| {
+        match e.downcast_ref::<ntk_infinite::InfiniteError>() {
+            Some(ntk_infinite::InfiniteError::FeatureMemory { needed, .. }) => anyhow::anyhow!(
+                "--max-memory {}: the feature map's random transforms alone need more than {} \
+                 at --dim {}; {}",
+                a.max_memory,
+                size(*needed),
+                a.dim,
+                way_out()
+            ),
+            _ => e,
+        }
+    })?;
     let mut reader = NpyRows::open(&a.x)?;
     let shape = map.input_shape();
     if reader.shape().len() != shape.len() + 1 || reader.shape()[1..] != shape[..] {
@@ -164,13 +223,44 @@ pub fn run_features(a: &FeaturesArgs) -> Result<()> {
     if n == 0 {
         bail!("{}: holds no samples (N = 0)", a.x.display());
     }
+    // The transforms stay alive beside each batch's working set; the features go to the
+    // output files as they are made.
     let per_sample = (map.numbers_per_sample() * 8) as u64;
-    let batch = match a.batch {
-        Some(0) => bail!("--batch must be positive"),
-        Some(b) => b,
-        None => ((budget / per_sample.max(1)) as usize).clamp(1, 4096),
-    }
-    .min(n);
+    let fit = budget::batch_within(
+        map.map_bytes(),
+        map.numbers_per_sample(),
+        map.dim(),
+        n,
+        false,
+        budget,
+    );
+    let batch = match (a.batch, fit) {
+        (Some(0), _) => bail!("--batch must be positive"),
+        (None, Ok(b)) => b.min(4096),
+        (Some(b), Ok(fit)) if b <= fit => b.min(n),
+        (given, _) => {
+            let b = given.unwrap_or(1).min(n);
+            bail!(
+                "--max-memory {}: the feature map's random transforms take {} and {} of {b} \
+                 input(s) {} more at --dim {} (about {} in all); {}",
+                a.max_memory,
+                size(map.map_bytes()),
+                if given.is_some() {
+                    "a --batch"
+                } else {
+                    "a batch"
+                },
+                size(b as u64 * per_sample),
+                a.dim,
+                size(map.map_bytes() + b as u64 * per_sample),
+                if given.is_some() && b > 1 {
+                    "lower --batch, raise --max-memory or lower --dim".to_string()
+                } else {
+                    way_out()
+                }
+            )
+        }
+    };
     let m = map.dim();
     if a.out_other.as_ref() == Some(&a.out) {
         bail!("--out and --out-other must be different files");
@@ -256,6 +346,10 @@ pub struct RegressArgs {
     /// Skip exact kernel ridge regression with the infinite-width NTK (O(N²) memory).
     #[arg(long)]
     pub no_exact: bool,
+    /// Working-memory bound of each feature map with the features of all inputs, and of
+    /// the exact kernels' recursion, e.g. 512MiB, 2GiB (maps checked before any work).
+    #[arg(long, default_value = "2GiB")]
+    pub max_memory: String,
     /// Machine-readable results (JSON, written atomically).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -314,6 +408,7 @@ pub fn regress(
     diag_reg: f64,
     seed: u64,
     exact: bool,
+    max_memory: u64,
 ) -> Result<Vec<RegressionResult>> {
     let test = split.test.as_ref().context("a test set is needed")?;
     let xtr = crate::train::reshape_inputs(&split.train.x, &spec.input_shape)?;
@@ -327,12 +422,31 @@ pub fn regress(
     }
     let (n, nt) = (xtr.len(), xte.len());
     let ymat = Matrix::new("train targets", &y, n, c)?;
+    let map_of = |method: &str, dim: usize| -> Result<FeatureMap> {
+        let options = feature_options(method, dim, seed, DEFAULT_DEGREE)?;
+        FeatureMap::new_within(spec, &options, Some(max_memory))
+            .with_context(|| format!("--features {method}:{dim}"))
+    };
+    // Every map with the features of all inputs must fit before any work.
+    for (method, dim) in features {
+        let map = map_of(method, *dim)?;
+        budget::batch_within(
+            map.map_bytes(),
+            map.numbers_per_sample(),
+            *dim,
+            n + nt,
+            true,
+            max_memory,
+        )
+        .with_context(|| format!("--features {method}:{dim}"))?;
+    }
     let mut results = Vec::new();
     for (method, dim) in features {
         let t0 = Instant::now();
-        let map = FeatureMap::new(spec, &feature_options(method, *dim, seed, DEFAULT_DEGREE)?)?;
-        let ftr = map.apply(&xtr)?.ntk;
-        let fte = map.apply(&xte)?.ntk;
+        let map = map_of(method, *dim)?;
+        let ftr = map.apply_within(&xtr, max_memory)?.ntk;
+        let held = (16 * n * dim) as u64;
+        let fte = map.apply_within(&xte, max_memory.saturating_sub(held))?.ntk;
         let fit =
             FeatureRidge::relative(Matrix::new("features", &ftr.data, n, *dim)?, ymat, diag_reg)?;
         let pred = fit.predict(Matrix::new("test features", &fte.data, nt, *dim)?)?;
@@ -347,7 +461,10 @@ pub fn regress(
     }
     if exact {
         let t0 = Instant::now();
-        let opts = InfiniteOptions::default();
+        let opts = InfiniteOptions {
+            max_memory,
+            ..Default::default()
+        };
         let k = kernels(spec, &xtr, None, &opts)?.ntk;
         let ks = kernels(spec, &xte, Some(&xtr), &opts)?.ntk;
         let gp = GpInference::new(
@@ -410,7 +527,16 @@ pub fn run_regress(a: &RegressArgs) -> Result<()> {
         split.train.x.len(),
         a.diag_reg
     );
-    let results = regress(&spec, &split, &features, a.diag_reg, a.seed, !a.no_exact)?;
+    let max_memory = crate::infinite_cmd::parse_bytes(&a.max_memory).context("--max-memory")?;
+    let results = regress(
+        &spec,
+        &split,
+        &features,
+        a.diag_reg,
+        a.seed,
+        !a.no_exact,
+        max_memory,
+    )?;
     println!("| model | m | test MSE | test accuracy | seconds |");
     println!("|---|---|---|---|---|");
     for r in &results {

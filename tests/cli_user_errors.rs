@@ -586,3 +586,109 @@ fn analyze_kernel_plot_is_written() {
     assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 1000);
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// `ntk features` honours `--max-memory` before any work: a map whose random transforms
+/// alone pass the bound, or whose transforms plus one input do, is refused with the sizes
+/// and a way out (it used to run past a 256 MiB bound to 1.5 GB, and `--dim 16777216`
+/// failed after 12 s and 3 GB with an allocation error); a map that fits runs.
+#[test]
+fn features_memory_is_checked_before_the_work() {
+    let case = cases_dir().join("mlp-relu");
+    let spec = case.join("spec.json");
+    let d = dir("features-memory");
+    let xp = case.join("x1.npy");
+    let x = ntk::nets::array::read_npy(&xp).unwrap().0;
+    let out = d.join("F.npy");
+    let run = |method: &str, dim: &str, mem: &str| {
+        ntk(&[
+            "features",
+            "--spec",
+            s(&spec),
+            "--x",
+            s(&xp),
+            "--method",
+            method,
+            "--dim",
+            dim,
+            "--max-memory",
+            mem,
+            "--out",
+            s(&out),
+        ])
+    };
+    for (method, dim, mem, says) in [
+        (
+            "ntksketch",
+            "4000000",
+            "256MiB",
+            "random transforms alone need more than",
+        ),
+        ("ntkrf", "4000000", "256MiB", "random transforms"),
+        (
+            "ntksketch",
+            "16777216",
+            "1GiB",
+            "random transforms alone need more than",
+        ),
+    ] {
+        let o = run(method, dim, mem);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{method} {dim}: {e}");
+        assert!(
+            e.contains(&format!("--max-memory {mem}")) && e.contains(says) && e.contains("--dim"),
+            "{method} {dim}: {e}"
+        );
+        assert!(!out.exists(), "{method} {dim}: an output was left");
+    }
+    // compare and regress check their feature maps the same way, before any other work.
+    let report = d.join("report.json");
+    for args in [
+        vec![
+            "compare",
+            "--spec",
+            s(&spec),
+            "--x1",
+            s(&xp),
+            "--widths",
+            "8",
+            "--seeds",
+            "1",
+            "--features",
+            "ntksketch:64,ntksketch:16777216",
+            "--max-memory",
+            "256MiB",
+            "--out",
+            s(&report),
+        ],
+        vec![
+            "regress",
+            "--data",
+            "diabetes",
+            "--features",
+            "ntkrf:64,ntksketch:16777216",
+            "--max-memory",
+            "256MiB",
+            "--no-exact",
+            "--json",
+            s(&report),
+        ],
+    ] {
+        let o = ntk(&args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{}: {e}", args[0]);
+        assert!(
+            e.contains("--features ntksketch:16777216") && e.contains("random transforms"),
+            "{}: {e}",
+            args[0]
+        );
+        assert!(!report.exists(), "{}: a report was written", args[0]);
+    }
+    for (method, dim) in [("ntkrf", 20000), ("ntksketch", 4096)] {
+        let o = run(method, &dim.to_string(), "64MiB");
+        assert!(o.status.success(), "{method}: {}", stderr(&o));
+        let f = ntk::nets::array::read_npy(&out).unwrap().0;
+        assert_eq!(f.shape, vec![x.shape[0], dim], "{method}");
+        std::fs::remove_file(&out).unwrap();
+    }
+    std::fs::remove_dir_all(&d).ok();
+}

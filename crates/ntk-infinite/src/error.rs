@@ -51,6 +51,15 @@ pub enum InfiniteError {
         limit: u64,
         detail: String,
     },
+    /// A feature map, with its outputs and working set, would pass its memory bound
+    /// (checked before the transform or batch that would pass it is allocated).
+    #[error("the feature map needs more than {} ({detail}), above max_memory = {}",
+        crate::features::budget::size(*needed), crate::features::budget::size(*limit))]
+    FeatureMemory {
+        needed: u64,
+        limit: u64,
+        detail: String,
+    },
     /// An option is out of range (named).
     #[error("option {option}: {message}")]
     Option { option: String, message: String },

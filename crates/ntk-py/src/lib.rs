@@ -538,9 +538,10 @@ fn infinite_kernel<'py>(
 /// Sketched features `(φ, ψ)`, each `[N, dim]`, with `φ·φ ≈ NNGP` and `ψ·ψ ≈ NTK` of the
 /// infinite-width network (`method`: ntkrf, ntksketch, cntksketch; relu networks,
 /// sequential or graph specs), float64. The random maps are fixed by `seed` and the spec,
-/// so features of separate calls are compatible.
+/// so features of separate calls are compatible. `max_memory` (bytes, default 2 GiB)
+/// bounds the map, the features and a batch's working set; checked before any work.
 #[pyfunction]
-#[pyo3(signature = (net, x, method="ntksketch", dim=4096, seed=0, degree=ntk_infinite::features::DEFAULT_DEGREE))]
+#[pyo3(signature = (net, x, method="ntksketch", dim=4096, seed=0, degree=ntk_infinite::features::DEFAULT_DEGREE, max_memory=None))]
 fn features<'py>(
     py: Python<'py>,
     net: &Network,
@@ -549,6 +550,7 @@ fn features<'py>(
     dim: usize,
     seed: u64,
     degree: usize,
+    max_memory: Option<u64>,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     use ntk_infinite::features::{FeatureMap, FeatureMethod, FeatureOptions, GraphFeatureMap};
     let arch = spec_of(net, "feature maps")?;
@@ -558,13 +560,18 @@ fn features<'py>(
         seed,
         degree,
     };
+    let limit = max_memory.unwrap_or(2 << 30);
     let x = host("x", x)?;
     let shape = net.input_shape.clone();
     let f = compute(py, move || {
         let x = ntk::train::reshape_inputs(&x, &shape)?;
         Ok(match arch {
-            Architecture::Sequential(s) => FeatureMap::new(s, &options)?.apply(&x)?,
-            Architecture::Graph(g) => GraphFeatureMap::new(g, &options)?.apply(&x)?,
+            Architecture::Sequential(s) => {
+                FeatureMap::new_within(s, &options, Some(limit))?.apply_within(&x, limit)?
+            }
+            Architecture::Graph(g) => {
+                GraphFeatureMap::new_within(g, &options, Some(limit))?.apply_within(&x, limit)?
+            }
             _ => unreachable!("checked by spec_of"),
         })
     })?;

@@ -229,6 +229,20 @@ def test_features_approximate_the_infinite_kernel_and_equal_the_cli(tmp_path):
     assert rel_err(f, np.load(out)) < 1e-12
 
 
+def test_features_stay_within_max_memory():
+    g = GRAPH_STAX / "wrn-block"
+    x = np.load(g / "x1.npy")
+    whole = ntk.features(g / "spec.json", x, method="cntksketch", dim=1024, seed=1)
+    # 20 MiB holds the map (8 MiB), the outputs and one input's working set (9 MiB): the
+    # same features, computed one input at a time.
+    small = ntk.features(g / "spec.json", x, method="cntksketch", dim=1024, seed=1,
+                         max_memory=20 << 20)
+    assert np.array_equal(small, whole)
+    # Too small for the map: refused before any work, naming the sizes.
+    with pytest.raises(ValueError, match=r"random transforms.*max_memory = 1 MiB"):
+        ntk.features(g / "spec.json", x, method="cntksketch", dim=1 << 20, max_memory=1 << 20)
+
+
 def test_infinite_width_errors():
     d = case("onnx-preact-resnet")
     with pytest.raises(ValueError, match="JSON spec"):

@@ -16,6 +16,7 @@
 //! The branches' random maps are drawn independently (in node order from the seed), so the
 //! joined features are unbiased for the joined kernels given the branches' inputs.
 
+use super::budget::Draws;
 use super::hadamard::Srht;
 use super::map::{
     FeatureOptions, LayerRule, NtkFeatures, Reduce, Rows, Step, apply_step, check_batch,
@@ -28,8 +29,6 @@ use crate::graph::{GraphPlan, Rule};
 use crate::plan;
 use ntk_nets::graph::spec::GraphSpec;
 use ntk_nets::{FeatureShape, HostArray};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 /// What one node does to the feature rows.
 #[derive(Debug, Clone)]
@@ -67,6 +66,8 @@ pub struct GraphFeatureMap {
     options: FeatureOptions,
     /// The most node outputs alive at once (branches held until their join).
     max_live: usize,
+    /// Bytes of the random transforms (counted as they were drawn).
+    map_bytes: u64,
 }
 
 fn refuse(spec: &GraphSpec, k: usize, message: impl Into<String>) -> InfiniteError {
@@ -86,6 +87,17 @@ impl GraphFeatureMap {
     /// method against the input (CNTKSketch for images, NTKSketch/NTKRF for vectors);
     /// options as [`super::FeatureMap::new`].
     pub fn new(spec: &GraphSpec, options: &FeatureOptions) -> Result<GraphFeatureMap> {
+        GraphFeatureMap::new_within(spec, options, None)
+    }
+
+    /// As [`GraphFeatureMap::new`], refusing a map whose random transforms would pass
+    /// `max_bytes` before drawing the transform that does (see
+    /// [`super::FeatureMap::new_within`]).
+    pub fn new_within(
+        spec: &GraphSpec,
+        options: &FeatureOptions,
+        max_bytes: Option<u64>,
+    ) -> Result<GraphFeatureMap> {
         let plan = GraphPlan::build(spec, crate::DEFAULT_TANH_DEGREE)?;
         check_options(options)?;
         if plan.tokens.is_some() {
@@ -105,7 +117,8 @@ impl GraphFeatureMap {
             other => other,
         })?;
         let m = options.dim;
-        let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+        // The random stream, counting the transforms' bytes.
+        let mut rng = Draws::new(options.seed, max_bytes);
         let input_cols = match plan.input {
             FeatureShape::Flat(d) => d,
             FeatureShape::Image { c, .. } => c,
@@ -225,8 +238,9 @@ impl GraphFeatureMap {
             max_live = max_live.max(live);
         }
         let (kphi, kpsi) = dims[plan.output];
-        let out_nngp = Srht::new(kphi, m, &mut rng);
-        let out_ntk = Srht::new(kpsi.max(1), m, &mut rng);
+        let last = spec.nodes.len();
+        let out_nngp = rng.srht(kphi, m, last, "output projection")?;
+        let out_ntk = rng.srht(kpsi.max(1), m, last, "output projection")?;
         Ok(GraphFeatureMap {
             input: plan.input,
             nodes,
@@ -235,7 +249,13 @@ impl GraphFeatureMap {
             out_ntk,
             options: options.clone(),
             max_live,
+            map_bytes: rng.spent(),
         })
+    }
+
+    /// Bytes of the map's random transforms (an upper bound), held for its lifetime.
+    pub fn map_bytes(&self) -> u64 {
+        self.map_bytes
     }
 
     /// The input shape of one sample.
@@ -257,6 +277,20 @@ impl GraphFeatureMap {
     /// The options the map was built with.
     pub fn options(&self) -> &FeatureOptions {
         &self.options
+    }
+
+    /// The features of `x` within `max_bytes`, as [`super::FeatureMap::apply_within`].
+    pub fn apply_within(&self, x: &HostArray, max_bytes: u64) -> Result<NtkFeatures> {
+        check_batch(self.input, x)?;
+        let batch = super::budget::batch_within(
+            self.map_bytes,
+            self.numbers_per_sample(),
+            self.dim(),
+            x.shape[0],
+            true,
+            max_bytes,
+        )?;
+        super::budget::apply_in_batches(x, batch, |b| self.apply(b))
     }
 
     /// The features of a batch `x` `[N, *input_shape]`.

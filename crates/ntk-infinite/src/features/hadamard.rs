@@ -55,6 +55,19 @@ pub struct Srht {
 }
 
 impl Srht {
+    /// Bytes that drawing `Srht::new(input, output, ..)` allocates, sampling scratch
+    /// included (an upper bound): signs of the padded length, the sampled rows, and the
+    /// sampler's table (at most 4 bytes per padded coordinate or 16 per sampled one).
+    pub fn bytes_for(input: usize, output: usize) -> u64 {
+        let padded = input.max(1).next_power_of_two() as u64;
+        let out = output.max(1) as u64;
+        if out >= padded {
+            8 * padded
+        } else {
+            8 * padded + 8 * out + (4 * padded).max(16 * out)
+        }
+    }
+
     /// Draws an SRHT from `input` to (at most) `output` dimensions.
     pub fn new(input: usize, output: usize, rng: &mut impl Rng) -> Self {
         let padded = input.max(1).next_power_of_two();
@@ -74,6 +87,11 @@ impl Srht {
             rows,
             scale: 1.0 / (out as f64).sqrt(),
         }
+    }
+
+    /// Bytes held (signs and sampled rows).
+    pub fn heap_bytes(&self) -> u64 {
+        (8 * self.signs.len() + std::mem::size_of::<usize>() * self.rows.len()) as u64
     }
 
     /// Input dimension.
@@ -133,6 +151,24 @@ pub struct TensorSrht {
 }
 
 impl TensorSrht {
+    /// Bytes that drawing `TensorSrht::new(p, q, output, ..)` allocates, sampling
+    /// scratch included (an upper bound; nothing for the exact product).
+    pub fn bytes_for(p: usize, q: usize, output: usize) -> u64 {
+        let output = output.max(1) as u64;
+        if (p as u64)
+            .checked_mul(q as u64)
+            .is_some_and(|pq| pq <= output)
+        {
+            return 0;
+        }
+        let (pad_p, pad_q) = (
+            p.max(1).next_power_of_two() as u64,
+            q.max(1).next_power_of_two() as u64,
+        );
+        let grid = pad_p.saturating_mul(pad_q);
+        8 * (pad_p + pad_q) + 48 * output + if grid <= 4 * output { 4 * grid } else { 0 }
+    }
+
     /// Draws a TensorSRHT of `p`- and `q`-dimensional vectors to `output` dimensions.
     pub fn new(p: usize, q: usize, output: usize, rng: &mut impl Rng) -> Self {
         let output = output.max(1);
@@ -180,6 +216,11 @@ impl TensorSrht {
             scale: 1.0 / (pairs.len() as f64).sqrt(),
             pairs,
         }
+    }
+
+    /// Bytes held (signs and sampled pairs).
+    pub fn heap_bytes(&self) -> u64 {
+        (8 * (self.signs_p.len() + self.signs_q.len()) + 8 * self.pairs.len()) as u64
     }
 
     /// Whether the exact Kronecker product is used.

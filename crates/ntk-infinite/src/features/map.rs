@@ -43,6 +43,7 @@
 //! in the number of samples and of pixels.
 
 use super::arccos::{ArcCosine, relu_kernel_polynomial};
+use super::budget::Draws;
 use super::hadamard::{Srht, TensorSrht};
 use super::polysketch::{self, PolySketch};
 use crate::conv::ConvGeometry;
@@ -156,8 +157,12 @@ impl Reduce {
         Reduce(None)
     }
 
-    fn new(cols: usize, dim: usize, rng: &mut ChaCha8Rng) -> Self {
-        Reduce((cols > 2 * dim).then(|| Srht::new(cols, dim, rng)))
+    fn new(cols: usize, dim: usize, index: usize, kind: &str, d: &mut Draws) -> Result<Self> {
+        Ok(Reduce(if cols > 2 * dim {
+            Some(d.srht(cols, dim, index, kind)?)
+        } else {
+            None
+        }))
     }
 
     /// The reductions of a layer's NNGP and NTK features of `cols` columns (drawn in that
@@ -168,25 +173,19 @@ impl Reduce {
         dim: usize,
         index: usize,
         kind: &str,
-        rng: &mut ChaCha8Rng,
+        d: &mut Draws,
     ) -> Result<(Self, Self)> {
-        let phi = Reduce::checked(cols.0, dim, index, kind, rng)?;
-        let psi = Reduce::checked(cols.1, dim, index, kind, rng)?;
+        let phi = Reduce::checked(cols.0, dim, index, kind, d)?;
+        let psi = Reduce::checked(cols.1, dim, index, kind, d)?;
         *k.0 = phi.output_dim(cols.0);
         *k.1 = psi.output_dim(cols.1);
         Ok((phi, psi))
     }
 
     /// As [`Reduce::new`], refusing widths whose transform would not fit in memory.
-    fn checked(
-        cols: usize,
-        dim: usize,
-        index: usize,
-        kind: &str,
-        rng: &mut ChaCha8Rng,
-    ) -> Result<Self> {
+    fn checked(cols: usize, dim: usize, index: usize, kind: &str, d: &mut Draws) -> Result<Self> {
         check_width(cols, index, kind)?;
-        Ok(Reduce::new(cols, dim, rng))
+        Reduce::new(cols, dim, index, kind, d)
     }
 
     fn output_dim(&self, cols: usize) -> usize {
@@ -224,7 +223,13 @@ pub(crate) struct PolyReduce {
 }
 
 impl PolyReduce {
-    fn new(block_widths: &[usize], m: usize, rng: &mut ChaCha8Rng) -> Self {
+    fn new(
+        block_widths: &[usize],
+        m: usize,
+        index: usize,
+        kind: &str,
+        d: &mut Draws,
+    ) -> Result<Self> {
         let mut keep = 0;
         for &w in block_widths {
             if keep + w > m / 2 {
@@ -233,8 +238,12 @@ impl PolyReduce {
             keep += w;
         }
         let total: usize = block_widths.iter().sum();
-        let tail = (total > keep).then(|| Srht::new(total - keep, m - keep, rng));
-        PolyReduce { keep, tail }
+        let tail = if total > keep {
+            Some(d.srht(total - keep, m - keep, index, kind)?)
+        } else {
+            None
+        };
+        Ok(PolyReduce { keep, tail })
     }
 
     fn output_dim(&self) -> usize {
@@ -251,6 +260,9 @@ impl PolyReduce {
 }
 
 const RF_BLOCK: usize = 256;
+
+/// The most bytes of NTKRF weights one thread holds while drawing a block.
+const RF_DRAW_BYTES: usize = 4 << 20;
 
 /// Widest feature vector a layer may produce before its SRHT (`2^24` numbers: 128 MiB
 /// per row in f64, with the random signs of the transform as large).
@@ -336,7 +348,7 @@ pub(crate) fn compile_step(
     kind: &str,
     k: (&mut usize, &mut usize),
     options: &FeatureOptions,
-    rng: &mut ChaCha8Rng,
+    d: &mut Draws,
 ) -> Result<Option<Step>> {
     let m = options.dim;
     let (kphi, kpsi) = k;
@@ -351,7 +363,7 @@ pub(crate) fn compile_step(
         } => {
             let taps = kernel[0] * kernel[1];
             let cols = affine_dims(*kphi, *kpsi, taps, b_std.is_some(), *parameterization);
-            let (reduce_phi, reduce_psi) = Reduce::pair(cols, (kphi, kpsi), m, index, kind, rng)?;
+            let (reduce_phi, reduce_psi) = Reduce::pair(cols, (kphi, kpsi), m, index, kind, d)?;
             Some(Step::Affine {
                 conv: *conv,
                 kernel: *kernel,
@@ -376,7 +388,7 @@ pub(crate) fn compile_step(
                     m,
                 ),
                 FeatureMethod::NtkSketch | FeatureMethod::CntkSketch => {
-                    let poly = PolySketch::new(*kphi, options.degree, m, rng);
+                    let poly = d.polysketch(*kphi, options.degree, m, index, kind)?;
                     let sqrt = |k| -> Vec<f64> {
                         relu_kernel_polynomial(k, options.degree)
                             .iter()
@@ -396,8 +408,8 @@ pub(crate) fn compile_step(
                             )
                             .collect()
                     };
-                    let reduce1 = PolyReduce::new(&widths(&sqrt_c1), m, rng);
-                    let reduce0 = PolyReduce::new(&widths(&sqrt_c0), m, rng);
+                    let reduce1 = PolyReduce::new(&widths(&sqrt_c1), m, index, kind, d)?;
+                    let reduce0 = PolyReduce::new(&widths(&sqrt_c0), m, index, kind, d)?;
                     let (phi_cols, step_cols) = (reduce1.output_dim(), reduce0.output_dim());
                     let rule = ReluRule::Sketch {
                         poly,
@@ -409,7 +421,7 @@ pub(crate) fn compile_step(
                     (rule, phi_cols, step_cols)
                 }
             };
-            let tensor = TensorSrht::new(*kpsi, step_cols, m, rng);
+            let tensor = d.tensor_srht(*kpsi, step_cols, m, index, kind)?;
             *kpsi = tensor.output_dim();
             *kphi = phi_cols;
             Some(Step::Relu { rule, tensor })
@@ -426,7 +438,7 @@ pub(crate) fn compile_step(
         LayerRule::GlobalAvgPool => Some(Step::GlobalAvgPool),
         LayerRule::Flatten { pixels } => {
             let cols = (kphi.saturating_mul(*pixels), kpsi.saturating_mul(*pixels));
-            let (reduce_phi, reduce_psi) = Reduce::pair(cols, (kphi, kpsi), m, index, kind, rng)?;
+            let (reduce_phi, reduce_psi) = Reduce::pair(cols, (kphi, kpsi), m, index, kind, d)?;
             Some(Step::Flatten {
                 reduce_phi,
                 reduce_psi,
@@ -445,6 +457,8 @@ pub struct FeatureMap {
     /// Columns before the output projections.
     final_dims: (usize, usize),
     options: FeatureOptions,
+    /// Bytes of the random transforms (counted as they were drawn).
+    map_bytes: u64,
 }
 
 impl FeatureMap {
@@ -458,6 +472,17 @@ impl FeatureMap {
     /// outside `1..=MAX_FEATURE_WIDTH` or `degree` outside `2..=64` (checked for every
     /// method; NTKRF does not use it).
     pub fn new(spec: &NetworkSpec, options: &FeatureOptions) -> Result<FeatureMap> {
+        FeatureMap::new_within(spec, options, None)
+    }
+
+    /// As [`FeatureMap::new`], refusing with [`InfiniteError::TooMuchMemory`] — before
+    /// drawing it — the first transform that takes the map's random transforms past
+    /// `max_bytes` (see [`FeatureMap::map_bytes`]).
+    pub fn new_within(
+        spec: &NetworkSpec,
+        options: &FeatureOptions,
+        max_bytes: Option<u64>,
+    ) -> Result<FeatureMap> {
         Plan::build(spec, crate::DEFAULT_TANH_DEGREE)?;
         check_options(options)?;
         let input = spec.input_feature_shape()?;
@@ -465,7 +490,7 @@ impl FeatureMap {
         let first = spec.layers.first().map_or("?", |l| l.kind());
         check_method(options.method, image, first)?;
         let m = options.dim;
-        let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+        let mut draws = Draws::new(options.seed, max_bytes);
         let geometry = spec.analyse()?;
         let (mut kphi, mut kpsi) = match input {
             FeatureShape::Flat(d) => (d, 0),
@@ -551,13 +576,14 @@ impl FeatureMap {
                 layer.kind(),
                 (&mut kphi, &mut kpsi),
                 options,
-                &mut rng,
+                &mut draws,
             )? {
                 steps.push(s);
             }
         }
-        let out_nngp = Srht::new(kphi, m, &mut rng);
-        let out_ntk = Srht::new(kpsi.max(1), m, &mut rng);
+        let last = spec.layers.len();
+        let out_nngp = draws.srht(kphi, m, last, "output projection")?;
+        let out_ntk = draws.srht(kpsi.max(1), m, last, "output projection")?;
         Ok(FeatureMap {
             input,
             steps,
@@ -565,7 +591,14 @@ impl FeatureMap {
             out_ntk,
             final_dims: (kphi, kpsi),
             options: options.clone(),
+            map_bytes: draws.spent(),
         })
+    }
+
+    /// Bytes of the map's random transforms (an upper bound, sampling scratch included),
+    /// held for its lifetime beside the [`FeatureMap::numbers_per_sample`] of a batch.
+    pub fn map_bytes(&self) -> u64 {
+        self.map_bytes
     }
 
     /// The options the map was built with.
@@ -588,6 +621,26 @@ impl FeatureMap {
     /// polynomial blocks, and its outputs, about `10 m` per position.
     pub fn numbers_per_sample(&self) -> usize {
         numbers_per_branch(self.input, self.options.dim)
+    }
+
+    /// The features of `x` `[N, *input_shape]` in batches sized so that the map, the
+    /// features of all `N` inputs and one batch's working set stay within `max_bytes`
+    /// ([`super::budget::batch_within`]).
+    ///
+    /// # Errors
+    /// [`InfiniteError::FeatureMemory`] when not even one input fits, before any work; as
+    /// [`FeatureMap::apply`].
+    pub fn apply_within(&self, x: &HostArray, max_bytes: u64) -> Result<NtkFeatures> {
+        check_batch(self.input, x)?;
+        let batch = super::budget::batch_within(
+            self.map_bytes,
+            self.numbers_per_sample(),
+            self.dim(),
+            x.shape[0],
+            true,
+            max_bytes,
+        )?;
+        super::budget::apply_in_batches(x, batch, |b| self.apply(b))
     }
 
     /// The features of a batch `x` `[N, *input_shape]`.
@@ -1070,35 +1123,42 @@ fn random_relu(rows: &Rows, seed: u64, layer: usize, m: usize) -> (usize, Vec<f6
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             // Streams from 2^32 on: stream 0 is the map's own generator.
             rng.set_stream((((layer as u64) + 1) << 32) | b as u64);
-            let w: Vec<f64> = (0..width * k)
-                .map(|_| StandardNormal.sample(&mut rng))
-                .collect();
-            // proj[r, i] = φ_r · w_i
+            // proj[r, i] = φ_r · w_i, the block's weights drawn a few units at a time (the
+            // stream's order: unit i's k weights in turn) so that at most RF_DRAW_BYTES of
+            // them are held, however wide the layer's input.
             let mut proj = vec![0.0; n_rows * width];
-            // SAFETY: proj is n_rows × width (row stride width); φ is n_rows × k (row
-            // stride k); w read as its k × width transpose (column stride k, row stride 1).
-            unsafe {
-                gemm::gemm(
-                    n_rows,
-                    width,
-                    k,
-                    proj.as_mut_ptr(),
-                    1,
-                    width as isize,
-                    false,
-                    rows.phi.as_ptr(),
-                    1,
-                    k as isize,
-                    w.as_ptr(),
-                    k as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
+            let chunk = (RF_DRAW_BYTES / (8 * k.max(1))).clamp(1, width);
+            let mut w: Vec<f64> = Vec::with_capacity(chunk * k);
+            for i0 in (0..width).step_by(chunk) {
+                let units = chunk.min(width - i0);
+                w.clear();
+                w.extend((0..units * k).map(|_| -> f64 { StandardNormal.sample(&mut rng) }));
+                // SAFETY: proj is n_rows × width (row stride width), written at columns
+                // i0..i0 + units; φ is n_rows × k (row stride k); w read as its k × units
+                // transpose (column stride k, row stride 1).
+                unsafe {
+                    gemm::gemm(
+                        n_rows,
+                        units,
+                        k,
+                        proj.as_mut_ptr().add(i0),
+                        1,
+                        width as isize,
+                        false,
+                        rows.phi.as_ptr(),
+                        1,
+                        k as isize,
+                        w.as_ptr(),
+                        k as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
             }
             let relu: Vec<f64> = proj
                 .iter()

@@ -20,6 +20,7 @@
 //! parameterization. Other nonlinearities are refused naming the layer.
 
 pub mod arccos;
+pub mod budget;
 pub mod graph;
 pub mod hadamard;
 pub mod map;

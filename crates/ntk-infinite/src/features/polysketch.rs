@@ -40,6 +40,45 @@ pub struct Scratch {
 }
 
 impl PolySketch {
+    /// Bytes that drawing `PolySketch::new(input, degree, dim, ..)` allocates (an upper
+    /// bound): its `q'` leaf SRHTs and `q' − 1` tensor SRHTs ([`Srht::bytes_for`],
+    /// [`TensorSrht::bytes_for`]), the node values at `e₁` (twice, while they are built)
+    /// and the scratch.
+    pub fn bytes_for(input: usize, degree: usize, dim: usize) -> u64 {
+        let p = degree.max(2).next_power_of_two();
+        let padded = input.max(1).next_power_of_two();
+        let dim = dim.max(1);
+        let mut width = if dim >= padded { padded } else { dim };
+        let mut bytes = p as u64 * Srht::bytes_for(input, dim);
+        let mut values = (p * width) as u64;
+        let mut scratch = padded.max(width);
+        let mut count = p;
+        while count > 1 {
+            count /= 2;
+            bytes += count as u64 * TensorSrht::bytes_for(width, width, dim);
+            scratch = scratch.max(width.next_power_of_two());
+            width = match width.checked_mul(width) {
+                Some(ww) if ww <= dim => ww,
+                _ => dim,
+            };
+            values += (count * width) as u64;
+        }
+        bytes + 16 * values + 8 * input as u64 + 16 * scratch as u64
+    }
+
+    /// Bytes held by its transforms and node values.
+    pub fn heap_bytes(&self) -> u64 {
+        let leaves: u64 = self.leaves.iter().map(Srht::heap_bytes).sum();
+        let nodes: u64 = self
+            .nodes
+            .iter()
+            .flatten()
+            .map(TensorSrht::heap_bytes)
+            .sum();
+        let values: usize = self.e_values.iter().flatten().map(Vec::len).sum();
+        leaves + nodes + 8 * values as u64
+    }
+
     /// Draws a PolySketch of `input`-dimensional vectors, degrees up to `degree` (≥ 2),
     /// every node sketching to `dim` dimensions.
     pub fn new(input: usize, degree: usize, dim: usize, rng: &mut impl Rng) -> Self {
@@ -209,6 +248,31 @@ mod tests {
         let v: Vec<f64> = (0..n).map(|i| ((i as f64 + phase) * 0.917).sin()).collect();
         let norm = dot(&v, &v).sqrt();
         v.into_iter().map(|x| x / norm).collect()
+    }
+
+    #[test]
+    fn the_bytes_counted_before_drawing_bound_what_a_sketch_holds() {
+        for (input, degree, dim) in [(40, 6, 4096), (5000, 8, 1024), (3, 2, 64), (1, 8, 16)] {
+            let p = PolySketch::new(input, degree, dim, &mut ChaCha8Rng::seed_from_u64(0));
+            let (held, counted) = (p.heap_bytes(), PolySketch::bytes_for(input, degree, dim));
+            assert!(
+                held <= counted,
+                "{input} {degree} {dim}: {held} > {counted}"
+            );
+            // Not grossly above it either (the sampler's scratch is the slack).
+            assert!(
+                counted <= 4 * held + 65536,
+                "{input} {degree} {dim}: {counted} vs {held}"
+            );
+        }
+        for (input, output) in [(100, 1 << 20), (1 << 12, 100), (1 << 12, 1 << 12)] {
+            let s = Srht::new(input, output, &mut ChaCha8Rng::seed_from_u64(1));
+            assert!(s.heap_bytes() <= Srht::bytes_for(input, output));
+        }
+        for (a, b, output) in [(4, 4, 16), (64, 64, 1000), (1000, 3, 64)] {
+            let t = TensorSrht::new(a, b, output, &mut ChaCha8Rng::seed_from_u64(2));
+            assert!(t.heap_bytes() <= TensorSrht::bytes_for(a, b, output));
+        }
     }
 
     #[test]

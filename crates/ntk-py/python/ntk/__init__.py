@@ -426,13 +426,16 @@ def infinite_kernel(model, x1, x2=None, get=("nngp", "ntk")):
     return _get(get, {"nngp": nngp, "ntk": ntk})
 
 
-def features(model, x, *, method="ntksketch", dim=4096, seed=0, degree=None, get="ntk"):
+def features(model, x, *, method="ntksketch", dim=4096, seed=0, degree=None, max_memory=None, get="ntk"):
     """Sketched features of the infinite-width kernels (Zandieh et al. 2021): ``[N, dim]``
     arrays with ``φ(x1) φ(x2)ᵀ ≈ NNGP`` and ``ψ(x1) ψ(x2)ᵀ ≈ NTK``; ``method`` ``ntkrf``,
     ``ntksketch`` (vector inputs) or ``cntksketch`` (images); relu networks, sequential
     or graph specs (residual sums, concatenation). The maps are fixed by ``seed`` and the
-    spec: features of separate calls are compatible. ``get`` as :func:`infinite_kernel`."""
+    spec: features of separate calls are compatible. ``max_memory`` (bytes, default 2 GiB) bounds the random maps, the features and one
+    batch's working set, checked before any work. ``get`` as :func:`infinite_kernel`."""
     x = _array("x", x)
     kw = {} if degree is None else {"degree": int(degree)}
+    if max_memory is not None:
+        kw["max_memory"] = int(max_memory)
     nngp, ntk = _features(_spec_network(model, "feature maps"), x, method=method, dim=int(dim), seed=int(seed), **kw)
     return _get(get, {"nngp": nngp, "ntk": ntk})
