@@ -8,7 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ntk::empirical::{ConvStrategy, EmpiricalOptions, KernelKind, Method, empirical_kernel};
 use ntk::nets::array::{read_inputs, write_npy};
 use ntk::nets::graph::GraphNetwork;
-use ntk::nets::{BackendKind, FloatKind, Network, NetworkConfig, NetworkSpec, Precision};
+use ntk::nets::{
+    BackendKind, FloatKind, HostArray, Network, NetworkConfig, NetworkSpec, Precision,
+};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -169,8 +171,9 @@ struct EmpiricalArgs {
     /// Conv contraction of the structured method: auto, im2col or pixel-pairs.
     #[arg(long, default_value = "auto")]
     conv: String,
-    /// Working-memory bound of the tiles in flight, e.g. 512MiB, 2GiB (the output array
-    /// is extra; with --tiles the kernel is never held in memory).
+    /// Memory bound of the whole run, e.g. 512MiB, 2GiB: the kernel held for --out (f64)
+    /// plus the tiles in flight, checked before any work. With --tiles the kernel is never
+    /// held, and the bound is the tiles' alone.
     #[arg(long, default_value = "2GiB")]
     max_memory: String,
     /// Rows of x1 and x2 per tile (default: the largest that fits --max-memory).
@@ -310,7 +313,7 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         ],
     )?;
     let kind_out = out_kind(&a.out_dtype)?;
-    let options = EmpiricalOptions {
+    let mut options = EmpiricalOptions {
         method: Method::parse(&a.method)?,
         kind: KernelKind::parse(&a.kernel)?,
         conv: match a.conv.as_str() {
@@ -358,17 +361,15 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         bail!("--std-error is the standard error of a Monte Carlo mean: it needs --monte-carlo K");
     }
     if is_graph(&a.net.spec)? {
-        if a.tiles.is_some() {
-            bail!(
-                "--tiles is not available for graph networks yet; use --max-memory (tiles in memory)"
-            );
-        }
-        let out_path = a.out.as_ref().expect("checked above");
         let mut net = load_graph(&a.net, &a.common)?;
         net.select(include.as_ref(), exclude.as_ref())?;
-        let (x1, x2) = kernel_inputs(&a, net.input_shape(), net.n_outputs(), &options)?;
+        let (x1, x2) = kernel_inputs(&a, net.input_shape(), net.n_outputs(), &mut options)?;
         let bar = tile_bar(options.kind);
         let t0 = Instant::now();
+        if let Some(dir) = &a.tiles {
+            return run_tiles(&net, (&x1, x2.as_ref()), &options, dir, share, &a, &bar);
+        }
+        let out_path = a.out.as_ref().expect("checked above");
         let out = ntk::empirical::graph::empirical_kernel(
             &net,
             &x1,
@@ -400,37 +401,11 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         );
     }
     let (net, _) = load_network(&a.net, &a.common)?;
-    let (x1, x2) = kernel_inputs(&a, net.input_shape(), net.n_outputs(), &options)?;
+    let (x1, x2) = kernel_inputs(&a, net.input_shape(), net.n_outputs(), &mut options)?;
     let bar = tile_bar(options.kind);
     let t0 = Instant::now();
     if let Some(dir) = &a.tiles {
-        let summary = ntk::empirical::tiles::run(
-            &net,
-            &x1,
-            x2.as_ref(),
-            &options,
-            dir,
-            share,
-            &mut |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            },
-        )?;
-        bar.finish_and_clear();
-        eprintln!(
-            "{}: {} tile(s) computed, {} already finished, {} in this share, {} in all ({:.3} s)",
-            dir.display(),
-            summary.computed,
-            summary.skipped,
-            summary.in_share,
-            summary.total,
-            t0.elapsed().as_secs_f64()
-        );
-        if let Some(out) = &a.out {
-            ntk::empirical::tiles::merge(dir, out, kind_out)?;
-            eprintln!("wrote {}", out.display());
-        }
-        return Ok(());
+        return run_tiles(&net, (&x1, x2.as_ref()), &options, dir, share, &a, &bar);
     }
     let out_path = a.out.as_ref().expect("checked above");
     let t_kernel = Instant::now();
@@ -460,6 +435,40 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         out.tile_rows,
         t0.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// `ntk empirical --tiles DIR`: the tiles of `share` not yet in `dir`, then (with
+/// `--out`) the merged kernel.
+fn run_tiles(
+    net: &impl ntk::empirical::tiles::Tiled,
+    (x1, x2): (&HostArray, Option<&HostArray>),
+    options: &EmpiricalOptions,
+    dir: &std::path::Path,
+    share: Option<(usize, usize)>,
+    a: &EmpiricalArgs,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let summary =
+        ntk::empirical::tiles::run(net, x1, x2, options, dir, share, &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "{}: {} tile(s) computed, {} already finished, {} in this share, {} in all ({:.3} s)",
+        dir.display(),
+        summary.computed,
+        summary.skipped,
+        summary.in_share,
+        summary.total,
+        t0.elapsed().as_secs_f64()
+    );
+    if let Some(out) = &a.out {
+        ntk::empirical::tiles::merge(dir, out, out_kind(&a.out_dtype)?)?;
+        eprintln!("wrote {}", out.display());
+    }
     Ok(())
 }
 
@@ -498,7 +507,12 @@ fn monte_carlo(
     let (device, precision) = device(&a.common)?;
     let mut first = arch.build(a.net.seed, None, &device, precision)?;
     first.select(include, exclude)?;
-    let (x1, x2) = kernel_inputs(a, &first.input_shape(), first.n_outputs(), options)?;
+    let (x1, x2) = kernel_inputs(
+        a,
+        &first.input_shape(),
+        first.n_outputs(),
+        &mut options.clone(),
+    )?;
     let n2 = x2.as_ref().map_or(x1.len(), |x| x.len());
     // Kernels in flight: one per worker, plus the running mean and sum of squares.
     let per = x1.len() as u128 * n2 as u128 * options.kind.per_pair(first.n_outputs()) as u128 * 8;
@@ -580,12 +594,14 @@ fn monte_carlo(
 }
 
 /// Reads `--x1` and `--x2` for a network of `input_shape`, and (unless `--tiles`, which
-/// never holds the kernel) checks that the kernel fits in memory.
+/// never holds the kernel) checks that the kernel fits ([`check_kernel_fits`]); a single
+/// run's tiles then get what the kernel leaves of `--max-memory` (a Monte Carlo run
+/// counts its kernels itself).
 fn kernel_inputs(
     a: &EmpiricalArgs,
     input_shape: &[usize],
     outputs: usize,
-    options: &EmpiricalOptions,
+    options: &mut EmpiricalOptions,
 ) -> Result<(ntk::nets::HostArray, Option<ntk::nets::HostArray>)> {
     let x1 = read_inputs(&a.x1, input_shape)?;
     let x2 =
@@ -594,36 +610,78 @@ fn kernel_inputs(
             .transpose()?;
     if a.tiles.is_none() {
         let n2 = x2.as_ref().map_or(x1.len(), |x| x.len());
-        check_kernel_fits(options, x1.len(), n2, outputs)?;
+        let kernel = check_kernel_fits(options, x1.len(), n2, outputs, a.monte_carlo.is_none())?;
+        if a.monte_carlo.is_none() {
+            options.max_memory -= kernel;
+        }
     }
     Ok((x1, x2))
 }
 
-/// Refuses, before any work, a kernel that would not fit in memory: the whole kernel is
-/// held as f64 (`N1·N2·per_pair·8` bytes, plus the process reserve), against the memory
-/// the OS (or the cgroup) says is available. The way out is named:
-/// `--tiles DIR` never holds the kernel, `--kernel trace` is O² times smaller.
-fn check_kernel_fits(options: &EmpiricalOptions, n1: usize, n2: usize, o: usize) -> Result<()> {
+/// The least working memory a run gets beside the kernel it holds: the process reserve
+/// and room for small tiles.
+const LEAST_BESIDE_KERNEL: u64 = 2 * ntk::empirical::engine::PROCESS_RESERVE;
+
+/// Refuses, before any work, a kernel that would not fit in memory, and returns its bytes:
+/// the whole kernel is held as f64 (`N1·N2·per_pair·8` bytes). `--max-memory` bounds the
+/// whole process (with `counted`, the kernel counts against it beside the tiles'
+/// working memory); the kernel must also fit in the memory the OS (or the cgroup) says is
+/// available. The way out is named: `--tiles DIR` never holds the kernel, `--kernel
+/// trace` is O² times smaller, a larger `--max-memory` where the machine has it.
+fn check_kernel_fits(
+    options: &EmpiricalOptions,
+    n1: usize,
+    n2: usize,
+    o: usize,
+    counted: bool,
+) -> Result<u64> {
     let kernel = n1 as u128 * n2 as u128 * options.kind.per_pair(o) as u128 * 8;
-    // The tiles' working memory adapts to --max-memory (a ceiling, not a need): count
-    // only the process reserve beside the kernel.
-    let needed = kernel + ntk::empirical::engine::PROCESS_RESERVE as u128;
-    if let Some(available) = ntk::nets::memory::available_memory()
+    let what = format!(
+        "the {} kernel [{n1}, {n2}{}] takes {} as f64",
+        options.kind.name(),
+        match options.kind {
+            KernelKind::Full => format!(", {o}, {o}"),
+            KernelKind::Diagonal => format!(", {o}"),
+            _ => String::new(),
+        },
+        gib(kernel)
+    );
+    let ways = "use --tiles DIR (a resumable run that writes tiles and never holds the kernel; \
+                `ntk merge` streams them into one file), --kernel trace (O² times smaller), or \
+                fewer samples";
+    // The tiles' working memory adapts to what is left (a ceiling, not a need): count the
+    // process reserve and room for small tiles beside the kernel.
+    let needed = kernel + LEAST_BESIDE_KERNEL as u128;
+    let available = ntk::nets::memory::available_memory();
+    if let Some(available) = available
         && needed > available as u128
     {
         bail!(
-            "the {} kernel [{n1}, {n2}{}] takes {:.2} GB as f64, but only {:.2} GB of memory are available: use --tiles DIR (a resumable run that writes tiles and never holds the kernel; `ntk merge` streams them into one file), --kernel trace (O² times smaller), or fewer samples",
-            options.kind.name(),
-            match options.kind {
-                KernelKind::Full => format!(", {o}, {o}"),
-                KernelKind::Diagonal => format!(", {o}"),
-                _ => String::new(),
-            },
-            kernel as f64 / 1e9,
-            available as f64 / 1e9
+            "{what}, but only {} of memory are available: {ways}",
+            gib(available as u128)
         );
     }
-    Ok(())
+    if counted && needed > options.max_memory as u128 {
+        // Enough for the kernel and tiles of a useful size, within what the machine has.
+        let suggest = (kernel + (1u128 << 30)).min(available.map_or(u128::MAX, u128::from));
+        bail!(
+            "{what}, more than --max-memory {} leaves beside the tiles' working memory \
+             (--max-memory bounds the whole process, the kernel included): raise \
+             --max-memory to {} or more{}, or {ways}",
+            gib(options.max_memory as u128),
+            gib(suggest.max(needed)).replace(' ', ""),
+            match available {
+                Some(a) => format!(" (this machine has {} available)", gib(a as u128)),
+                None => String::new(),
+            },
+        );
+    }
+    Ok(kernel as u64)
+}
+
+/// Bytes as KiB, MiB or GiB for messages (rounded up).
+fn gib(b: u128) -> String {
+    ntk_infinite::features::budget::size(b.min(u64::MAX as u128) as u64)
 }
 
 /// Seconds per `m³` of the conditioning check ([`f32_condition_warning`]: a Cholesky

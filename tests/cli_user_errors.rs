@@ -509,6 +509,64 @@ fn a_kernel_too_large_for_memory_is_refused_up_front() {
     std::fs::remove_dir_all(&d).ok();
 }
 
+/// `--max-memory` bounds the whole run, the kernel held for `--out` included: a kernel
+/// that fits the machine but not the bound (N = 2000, O = 3 full: 288 MB against 256 MiB)
+/// is refused before any work with the size it needs and the ways out; with room for it the
+/// same run works, and `--tiles` (which never holds the kernel) works within the small bound.
+#[test]
+fn max_memory_counts_the_kernel_held() {
+    use ntk::nets::{FloatKind, HostArray, array::write_npy};
+    let case = cases_dir().join("mlp-relu");
+    let d = dir("max-memory-kernel");
+    let n = 2000;
+    let x = HostArray::new(
+        vec![n, 16],
+        (0..n * 16)
+            .map(|i| ((i * 31) % 17) as f64 / 8.0 - 1.0)
+            .collect(),
+    );
+    let xp = d.join("x.npy");
+    write_npy(&xp, &x, FloatKind::F32).unwrap();
+    let run = |mem: &str, extra: &[&str]| {
+        let spec = case.join("spec.json");
+        let out = d.join("K.npy");
+        let mut args = vec![
+            "empirical",
+            "--spec",
+            s(&spec),
+            "--x1",
+            s(&xp),
+            "--kernel",
+            "full",
+            "--max-memory",
+            mem,
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(extra);
+        ntk(&args)
+    };
+    let o = run("256MiB", &[]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("[2000, 2000, 3, 3] takes 275 MiB")
+            && e.contains("raise --max-memory to")
+            && e.contains("--tiles DIR"),
+        "{e}"
+    );
+    assert!(!d.join("K.npy").exists());
+    let o = run("1GiB", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let whole = std::fs::read(d.join("K.npy")).unwrap();
+    std::fs::remove_file(d.join("K.npy")).unwrap();
+    let t = d.join("T");
+    let o = run("256MiB", &["--tiles", s(&t)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(d.join("K.npy")).unwrap().len(), whole.len());
+    std::fs::remove_dir_all(&d).ok();
+}
+
 /// SIGTERM during a run: exit code 130, and no partial or hidden temporary file is left
 /// beside the outputs.
 #[cfg(unix)]

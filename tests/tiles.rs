@@ -184,3 +184,79 @@ fn a_folder_of_another_run_is_refused() {
     assert!(err.contains("differs in: kind"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Graph networks (here a pre-norm residual block, weights from its seed) run tiled like
+/// sequential ones: shares merged equal the in-memory kernel bit for bit, for x2 = x1 and
+/// x2 ≠ x1; a folder made with other parameters counted (`--params`) is refused.
+#[test]
+fn graph_tiles_equal_the_in_memory_kernel() {
+    let dir = setup("graph", 1);
+    let stax = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graph-stax/prenorm-mlp-block");
+    std::fs::copy(stax.join("spec.json"), dir.join("graph.json")).unwrap();
+    // 11 samples of [5, 6]: tiles of 4 rows leave a short last block.
+    let mut s = 7u64;
+    let mut inputs = |n: usize| -> HostArray {
+        let x: Vec<f64> = (0..n * 30)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+            })
+            .collect();
+        HostArray::new(vec![n, 5, 6], x)
+    };
+    write_npy(dir.join("g1.npy"), &inputs(11), FloatKind::F64).unwrap();
+    write_npy(dir.join("g2.npy"), &inputs(7), FloatKind::F64).unwrap();
+    let base = [
+        "empirical",
+        "--spec",
+        "graph.json",
+        "--x1",
+        "g1.npy",
+        "--kernel",
+        "full",
+    ];
+    for (x2, name) in [(None, "sym"), (Some("g2.npy"), "cross")] {
+        let mut args: Vec<&str> = base.to_vec();
+        if let Some(x2) = x2 {
+            args.extend(["--x2", x2]);
+        }
+        let direct = format!("{name}-direct.npy");
+        let mut d = args.clone();
+        d.extend(["--out", &direct]);
+        run_ok(&dir, &d);
+        let folder = format!("G-{name}");
+        for share in ["0/2", "1/2"] {
+            let mut t = args.clone();
+            t.extend(["--tile-rows", "4", "--tiles", &folder, "--tile", share]);
+            run_ok(&dir, &t);
+        }
+        // 3 row blocks: 6 tiles on and above the diagonal, or 3 × 2 of x1 against x2.
+        assert_eq!(tiles_on_disk(&dir.join(&folder)), 6, "{name}");
+        let merged = format!("{name}-merged.npy");
+        run_ok(&dir, &["merge", &folder, "--out", &merged]);
+        let a = ntk::nets::array::read_npy(dir.join(&direct)).unwrap().0;
+        let b = ntk::nets::array::read_npy(dir.join(&merged)).unwrap().0;
+        assert_eq!(a.shape, b.shape, "{name}");
+        let scale = a.data.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let err = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .fold(0f64, |m, (x, y)| m.max((x - y).abs()))
+            / scale;
+        // Tiles of 4 rows against one tile of 11: the same sums, grouped differently.
+        assert!(
+            err < 1e-12,
+            "{name}: merged tiles differ from the in-memory kernel by {err:e}"
+        );
+    }
+    let mut other: Vec<&str> = base.to_vec();
+    other.extend(["--tile-rows", "4", "--tiles", "G-sym", "--params", "head"]);
+    let out = ntk(&dir, &other).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("differs in: network_sha256"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -15,10 +15,14 @@
 //! indexed Job) split the work with no coordination but the shared folder; [`merge`]
 //! then assembles the kernel, streaming tile by tile into the output `.npy` with
 //! positioned writes, so the kernel may be larger than memory.
+//!
+//! Sequential [`Network`]s and graph networks ([`ntk_nets::graph::GraphNetwork`]) are
+//! both run this way: each implements [`Tiled`] (its plan, its fingerprint, its tiles).
 
 use crate::engine::{EmpiricalOptions, TilePlan, compute_tile, mirror_pair, plan};
 use crate::error::{EmpiricalError, Result};
 use ntk_nets::array::{FloatKind, npy_header, read_npy, write_npy};
+use ntk_nets::graph::GraphNetwork;
 use ntk_nets::{HostArray, Network};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -78,14 +82,119 @@ fn sha_array(a: &HostArray) -> String {
     hex(h.finalize().as_slice())
 }
 
-fn sha_network(net: &Network) -> String {
-    let mut h = Sha256::new();
-    h.update(format!("{:?}", net.spec).as_bytes());
-    for (name, p) in net.params() {
-        h.update(name.as_bytes());
-        h.update(sha_array(&p).as_bytes());
+/// A network whose kernel [`run`] computes tile by tile.
+pub trait Tiled {
+    /// The tile plan of the kernel between `x1` and `x2` under `options`.
+    fn tile_plan(
+        &self,
+        x1: &HostArray,
+        x2: Option<&HostArray>,
+        options: &EmpiricalOptions,
+    ) -> Result<TilePlan>;
+    /// SHA-256 of all that fixes the kernel but the inputs: the architecture (spec and
+    /// buffers), every parameter's name, shape and values, and which parameters count.
+    fn fingerprint(&self) -> String;
+    /// The compute dtype, as the manifest names it.
+    fn dtype_name(&self) -> String;
+    /// Tiles `jobs` of `plan`, in order (computed in parallel where the plan allows).
+    fn tiles(
+        &self,
+        x1: &HostArray,
+        x2: Option<&HostArray>,
+        plan: &TilePlan,
+        jobs: &[(usize, usize)],
+    ) -> Result<Vec<HostArray>>;
+}
+
+impl Tiled for Network {
+    fn tile_plan(
+        &self,
+        x1: &HostArray,
+        x2: Option<&HostArray>,
+        options: &EmpiricalOptions,
+    ) -> Result<TilePlan> {
+        plan(self, x1, x2, options)
     }
-    hex(h.finalize().as_slice())
+
+    fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(format!("{:?}", self.spec).as_bytes());
+        for (name, p) in self.params() {
+            h.update(name.as_bytes());
+            h.update(sha_array(&p).as_bytes());
+        }
+        hex(h.finalize().as_slice())
+    }
+
+    fn dtype_name(&self) -> String {
+        format!("{:?}", self.dtype())
+    }
+
+    fn tiles(
+        &self,
+        x1: &HostArray,
+        x2: Option<&HostArray>,
+        plan: &TilePlan,
+        jobs: &[(usize, usize)],
+    ) -> Result<Vec<HostArray>> {
+        jobs.par_iter()
+            .map(|&job| compute_tile(self, x1, x2, plan, job))
+            .collect()
+    }
+}
+
+impl Tiled for GraphNetwork {
+    fn tile_plan(
+        &self,
+        x1: &HostArray,
+        x2: Option<&HostArray>,
+        options: &EmpiricalOptions,
+    ) -> Result<TilePlan> {
+        crate::graph::plan(self, x1, x2, options)
+    }
+
+    fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        // The graph's debug form: nodes, attributes and buffers (BatchNorm statistics,
+        // fixed encodings); not the file it came from.
+        let g = &self.graph;
+        let form = (
+            &g.nodes,
+            g.output,
+            &g.input_shape,
+            &g.params,
+            g.batch_one_export,
+        );
+        h.update(format!("{form:?}").as_bytes());
+        for ((p, value), selected) in self
+            .graph
+            .params
+            .iter()
+            .zip(&self.params)
+            .zip(&self.selected)
+        {
+            h.update(p.name.as_bytes());
+            h.update([u8::from(*selected)]);
+            h.update(sha_array(&ntk_nets::to_host(value.val())).as_bytes());
+        }
+        hex(h.finalize().as_slice())
+    }
+
+    fn dtype_name(&self) -> String {
+        format!("{:?}", self.dtype())
+    }
+
+    fn tiles(
+        &self,
+        x1: &HostArray,
+        x2: Option<&HostArray>,
+        plan: &TilePlan,
+        jobs: &[(usize, usize)],
+    ) -> Result<Vec<HostArray>> {
+        jobs.iter()
+            .map(|&job| crate::graph::compute_tile(self, x1, x2, plan, job))
+            .collect()
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -94,7 +203,7 @@ fn hex(bytes: &[u8]) -> String {
 
 impl Manifest {
     /// The manifest of a plan.
-    pub fn new(net: &Network, x1: &HostArray, x2: Option<&HostArray>, plan: &TilePlan) -> Self {
+    pub fn new(net: &impl Tiled, x1: &HostArray, x2: Option<&HostArray>, plan: &TilePlan) -> Self {
         let x1_sha = sha_array(x1);
         let x2_sha = match x2 {
             Some(x2) if !plan.symmetric => sha_array(x2),
@@ -102,12 +211,12 @@ impl Manifest {
         };
         Manifest {
             layout_version: LAYOUT_VERSION,
-            network_sha256: sha_network(net),
+            network_sha256: net.fingerprint(),
             x1_sha256: x1_sha,
             x2_sha256: x2_sha,
             method: plan.method.name().to_string(),
             kind: plan.kind.name().to_string(),
-            dtype: format!("{:?}", net.dtype()),
+            dtype: net.dtype_name(),
             contraction: format!("{:?}", plan.structured),
             n1: plan.n1,
             n2: plan.n2,
@@ -231,7 +340,7 @@ fn tile_done(dir: &Path, m: &Manifest, (i, j): (usize, usize)) -> bool {
 ///
 /// `progress(done, total)` counts the tiles of the share, skipped ones included.
 pub fn run(
-    net: &Network,
+    net: &impl Tiled,
     x1: &HostArray,
     x2: Option<&HostArray>,
     options: &EmpiricalOptions,
@@ -239,7 +348,7 @@ pub fn run(
     share: Option<(usize, usize)>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<RunSummary> {
-    let plan = plan(net, x1, x2, options)?;
+    let plan = net.tile_plan(x1, x2, options)?;
     let manifest = Manifest::new(net, x1, x2, &plan);
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     let mpath = dir.join("manifest.json");
@@ -277,10 +386,7 @@ pub fn run(
     let mut done = skipped;
     progress(done, mine.len());
     for chunk in todo.chunks(plan.parallel_tiles) {
-        let tiles: Vec<HostArray> = chunk
-            .par_iter()
-            .map(|&job| compute_tile(net, x1, x2, &plan, job))
-            .collect::<Result<_>>()?;
+        let tiles = net.tiles(x1, x2, &plan, chunk)?;
         for (&job, tile) in chunk.iter().zip(tiles) {
             write_npy(tile_path(dir, job), &tile, FloatKind::F64)?;
             let mut log = std::fs::OpenOptions::new()

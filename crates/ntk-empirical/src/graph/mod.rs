@@ -217,31 +217,7 @@ pub fn empirical_kernel(
     let mut out = vec![0.0; plan.n1 * plan.n2 * plan.per_pair()];
     let total = plan.jobs.len();
     for (done, &(i, j)) in plan.jobs.iter().enumerate() {
-        let (s1, l1) = plan.block(i, plan.n1);
-        let (s2, l2) = plan.block(j, plan.n2);
-        let a = x1.rows(s1, l1);
-        let tile = if plan.symmetric && i == j {
-            tile_kernel(
-                net,
-                &a,
-                None,
-                plan.kind,
-                plan.method,
-                plan.structured.conv,
-                &plan.cancel,
-            )?
-        } else {
-            let other = if plan.symmetric { x1 } else { x2.unwrap_or(x1) };
-            tile_kernel(
-                net,
-                &a,
-                Some(&other.rows(s2, l2)),
-                plan.kind,
-                plan.method,
-                plan.structured.conv,
-                &plan.cancel,
-            )?
-        };
+        let tile = compute_tile(net, x1, x2, &plan, (i, j))?;
         place_tile(&mut out, &plan, (i, j), &tile);
         progress(done + 1, total);
     }
@@ -251,6 +227,35 @@ pub fn empirical_kernel(
         tile_rows: plan.tile_rows,
         tiles: total,
     })
+}
+
+/// Tile `(i, j)` of `plan`: rows of block `i` of `x1` against block `j` of `x2` (of
+/// `x1` when symmetric; a diagonal tile of a symmetric plan is one batch).
+pub fn compute_tile(
+    net: &GraphNetwork,
+    x1: &HostArray,
+    x2: Option<&HostArray>,
+    plan: &TilePlan,
+    (i, j): (usize, usize),
+) -> Result<HostArray> {
+    let (s1, l1) = plan.block(i, plan.n1);
+    let (s2, l2) = plan.block(j, plan.n2);
+    let a = x1.rows(s1, l1);
+    let (kind, method, conv) = (plan.kind, plan.method, plan.structured.conv);
+    if plan.symmetric && i == j {
+        tile_kernel(net, &a, None, kind, method, conv, &plan.cancel)
+    } else {
+        let other = if plan.symmetric { x1 } else { x2.unwrap_or(x1) };
+        tile_kernel(
+            net,
+            &a,
+            Some(&other.rows(s2, l2)),
+            kind,
+            method,
+            conv,
+            &plan.cancel,
+        )
+    }
 }
 
 /// Plans a graph kernel: method, tile size under the memory bound, symmetry.
