@@ -196,6 +196,12 @@ struct EmpiricalArgs {
     /// Graph networks: leave out the parameters whose names match this regex (frozen).
     #[arg(long)]
     frozen: Option<String>,
+    /// Graph networks: also write each parameter group's contribution Θ_l (a group is a
+    /// module: `layer1.0.conv1.weight` and `.bias` form `layer1.0.conv1`), stacked
+    /// [G, *kernel shape] in group order, to this .npy (Σ_l Θ_l is the --out kernel), and
+    /// the group names with their parameters beside it (same path, .json).
+    #[arg(long, value_name = "FILE.npy")]
+    per_layer: Option<PathBuf>,
     /// Monte Carlo: write the mean kernel over K random initialisations (seeds --seed …
     /// --seed+K−1; neural-tangents' monte_carlo_kernel_fn), computed a few networks at a
     /// time (each in memory only while its kernel is computed).
@@ -300,10 +306,14 @@ fn forward(a: ForwardArgs) -> Result<()> {
 }
 
 fn empirical(a: EmpiricalArgs) -> Result<()> {
+    // The group names go beside the per-layer kernels.
+    let per_layer_names = a.per_layer.as_ref().map(|p| p.with_extension("json"));
     ntk::outputs::check_outputs(
         &[
             ("--out", a.out.as_deref()),
             ("--std-error", a.std_error.as_deref()),
+            ("--per-layer", a.per_layer.as_deref()),
+            ("--per-layer", per_layer_names.as_deref()),
         ],
         &[
             Some(&a.net.spec),
@@ -313,6 +323,14 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
         ],
     )?;
     let kind_out = out_kind(&a.out_dtype)?;
+    if a.per_layer.is_some() {
+        if a.tiles.is_some() || a.monte_carlo.is_some() {
+            bail!("--per-layer is not available with --tiles or --monte-carlo");
+        }
+        if a.out.is_none() {
+            bail!("--per-layer needs --out K.npy (the sum of the per-layer kernels)");
+        }
+    }
     let mut options = EmpiricalOptions {
         method: Method::parse(&a.method)?,
         kind: KernelKind::parse(&a.kernel)?,
@@ -363,13 +381,55 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
     if is_graph(&a.net.spec)? {
         let mut net = load_graph(&a.net, &a.common)?;
         net.select(include.as_ref(), exclude.as_ref())?;
-        let (x1, x2) = kernel_inputs(&a, net.input_shape(), net.n_outputs(), &mut options)?;
+        // Per layer: G kernels held beside their sum.
+        let copies = match &a.per_layer {
+            Some(_) => ntk::empirical::graph::per_layer::ParamGroups::by_module(&net).len() + 1,
+            None => 1,
+        };
+        let (x1, x2) = kernel_inputs(&a, net.input_shape(), net.n_outputs(), &mut options, copies)?;
         let bar = tile_bar(options.kind);
         let t0 = Instant::now();
         if let Some(dir) = &a.tiles {
             return run_tiles(&net, (&x1, x2.as_ref()), &options, dir, share, &a, &bar);
         }
         let out_path = a.out.as_ref().expect("checked above");
+        if let (Some(path), Some(names)) = (&a.per_layer, &per_layer_names) {
+            let out = ntk::empirical::graph::per_layer::per_layer_kernel(
+                &net,
+                &x1,
+                x2.as_ref(),
+                &options,
+                &mut |done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                },
+            )?;
+            bar.finish_and_clear();
+            let record = serde_json::json!({
+                "groups": out.groups.names,
+                "parameters": out.groups.members,
+                "shape": out.kernels.shape,
+            });
+            ntk::nets::array::write_atomic(
+                names,
+                serde_json::to_string_pretty(&record)?.as_bytes(),
+            )?;
+            write_npy(path, &out.kernels, kind_out)?;
+            write_npy(out_path, &out.total(), kind_out)?;
+            eprintln!(
+                "wrote {} {:?} ({} groups of {} parameters; names in {}) and their sum {} ({} tile(s) of {} rows, {:.3} s)",
+                path.display(),
+                out.kernels.shape,
+                out.groups.len(),
+                net.selected_names().len(),
+                names.display(),
+                out_path.display(),
+                out.tiles,
+                out.tile_rows,
+                t0.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
         let out = ntk::empirical::graph::empirical_kernel(
             &net,
             &x1,
@@ -400,8 +460,14 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
             "--params/--frozen select parameters of graph networks (graph specs, ONNX files) only"
         );
     }
+    if a.per_layer.is_some() {
+        bail!(
+            "--per-layer is available for graph networks (graph specs, ONNX files); a sequential \
+             spec is a chain of nodes: write it as a graph spec (docs/graph-spec.md)"
+        );
+    }
     let (net, _) = load_network(&a.net, &a.common)?;
-    let (x1, x2) = kernel_inputs(&a, net.input_shape(), net.n_outputs(), &mut options)?;
+    let (x1, x2) = kernel_inputs(&a, net.input_shape(), net.n_outputs(), &mut options, 1)?;
     let bar = tile_bar(options.kind);
     let t0 = Instant::now();
     if let Some(dir) = &a.tiles {
@@ -512,6 +578,7 @@ fn monte_carlo(
         &first.input_shape(),
         first.n_outputs(),
         &mut options.clone(),
+        1,
     )?;
     let n2 = x2.as_ref().map_or(x1.len(), |x| x.len());
     // Kernels in flight: one per worker, plus the running mean and sum of squares.
@@ -602,6 +669,7 @@ fn kernel_inputs(
     input_shape: &[usize],
     outputs: usize,
     options: &mut EmpiricalOptions,
+    copies: usize,
 ) -> Result<(ntk::nets::HostArray, Option<ntk::nets::HostArray>)> {
     let x1 = read_inputs(&a.x1, input_shape)?;
     let x2 =
@@ -610,7 +678,12 @@ fn kernel_inputs(
             .transpose()?;
     if a.tiles.is_none() {
         let n2 = x2.as_ref().map_or(x1.len(), |x| x.len());
-        let kernel = check_kernel_fits(options, x1.len(), n2, outputs, a.monte_carlo.is_none())?;
+        let kernel = check_kernel_fits(
+            options,
+            (x1.len(), n2, outputs),
+            copies,
+            a.monte_carlo.is_none(),
+        )?;
         if a.monte_carlo.is_none() {
             options.max_memory -= kernel;
         }
@@ -623,26 +696,31 @@ fn kernel_inputs(
 const LEAST_BESIDE_KERNEL: u64 = 2 * ntk::empirical::engine::PROCESS_RESERVE;
 
 /// Refuses, before any work, a kernel that would not fit in memory, and returns its bytes:
-/// the whole kernel is held as f64 (`N1·N2·per_pair·8` bytes). `--max-memory` bounds the
+/// the whole kernel is held as f64 (`N1·N2·per_pair·8` bytes, `copies` times: per-layer
+/// parts and their sum). `--max-memory` bounds the
 /// whole process (with `counted`, the kernel counts against it beside the tiles'
 /// working memory); the kernel must also fit in the memory the OS (or the cgroup) says is
 /// available. The way out is named: `--tiles DIR` never holds the kernel, `--kernel
 /// trace` is O² times smaller, a larger `--max-memory` where the machine has it.
 fn check_kernel_fits(
     options: &EmpiricalOptions,
-    n1: usize,
-    n2: usize,
-    o: usize,
+    (n1, n2, o): (usize, usize, usize),
+    copies: usize,
     counted: bool,
 ) -> Result<u64> {
-    let kernel = n1 as u128 * n2 as u128 * options.kind.per_pair(o) as u128 * 8;
+    let kernel = n1 as u128 * n2 as u128 * options.kind.per_pair(o) as u128 * 8 * copies as u128;
     let what = format!(
-        "the {} kernel [{n1}, {n2}{}] takes {} as f64",
+        "the {} kernel [{n1}, {n2}{}]{} takes {} as f64",
         options.kind.name(),
         match options.kind {
             KernelKind::Full => format!(", {o}, {o}"),
             KernelKind::Diagonal => format!(", {o}"),
             _ => String::new(),
+        },
+        if copies > 1 {
+            format!(" with its {} per-layer parts", copies - 1)
+        } else {
+            String::new()
         },
         gib(kernel)
     );

@@ -278,6 +278,54 @@ fn cli_empirical_on_onnx() {
     let r = run(&["--params", "^fc\\."], &out);
     assert!(r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("2 of 12 parameters"));
+    let fc_alone = dir.join("K_fc.npy");
+    let r = run(&["--params", "^fc\\.", "--method", "jacobian"], &fc_alone);
+    assert!(r.status.success());
+    // Per layer: the parts sum to torch.func's kernel, and the head's part equals the
+    // kernel of the head's parameters alone by the Jacobian method.
+    let parts = dir.join("K_layers.npy");
+    let r = run(&["--per-layer", parts.to_str().unwrap()], &out);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("K_layers.json")).unwrap()).unwrap();
+    let groups: Vec<&str> = record["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
+    let fc = groups.iter().position(|g| *g == "fc").expect("an fc group");
+    assert_eq!(
+        record["parameters"][fc],
+        serde_json::json!(["fc.weight", "fc.bias"])
+    );
+    let (stack, shape) = {
+        let (a, _) = ntk::nets::array::read_npy(&parts).unwrap();
+        (a.data, a.shape)
+    };
+    let expected = npy(case.join("expected_ntk_full.npy"));
+    assert_eq!(shape[0], groups.len());
+    assert_eq!(shape[1..], expected.shape[..]);
+    let rel = |a: &[f64], b: &[f64]| {
+        let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
+        a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+    };
+    let size = expected.data.len();
+    let mut sum = vec![0.0; size];
+    for part in stack.chunks(size) {
+        sum.iter_mut().zip(part).for_each(|(s, v)| *s += v);
+    }
+    let err = rel(&sum, &expected.data);
+    assert!(err < 1e-10, "per-layer sum: {err:.3e}");
+    assert!(rel_err(&npy(&out), &expected) < 1e-10);
+    let err = rel(&stack[fc * size..(fc + 1) * size], &npy(&fc_alone).data);
+    assert!(err < 1e-10, "fc part against --params '^fc.': {err:.3e}");
+    let r = run(
+        &["--per-layer", parts.to_str().unwrap(), "--kernel", "nngp"],
+        &out,
+    );
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("nngp"));
     let r = run(&[], &dir.join("missing/K.npy"));
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("does not exist"));

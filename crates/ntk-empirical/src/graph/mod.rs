@@ -12,6 +12,7 @@
 
 pub mod jacobian;
 pub mod ntk_vp;
+pub mod per_layer;
 pub mod rules;
 pub mod structured;
 
@@ -111,6 +112,23 @@ pub fn tile_kernel(
     conv: ConvStrategy,
     cancel: &crate::Cancel,
 ) -> Result<HostArray> {
+    let mut tiles = tile_kernels(net, x1, x2, kind, method, conv, cancel, None)?;
+    Ok(tiles.pop().expect("one group"))
+}
+
+/// As [`tile_kernel`], one tile per parameter group of `groups` (`None`: one group of
+/// all); groups need the structured method and a parameter kernel (not `nngp`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tile_kernels(
+    net: &GraphNetwork,
+    x1: &HostArray,
+    x2: Option<&HostArray>,
+    kind: KernelKind,
+    method: Method,
+    conv: ConvStrategy,
+    cancel: &crate::Cancel,
+    groups: Option<&per_layer::ParamGroups>,
+) -> Result<Vec<HostArray>> {
     cancel.check()?;
     net.check_input(x1)?;
     if let Some(x2) = x2 {
@@ -120,47 +138,72 @@ pub fn tile_kernel(
     let n2 = x2.map_or(n1, |x| x.len());
     let device = net.device();
     let o;
-    let host = if kind == KernelKind::Nngp {
+    let hosts = if kind == KernelKind::Nngp {
+        if groups.is_some() {
+            return Err(option_err(
+                "per_layer",
+                "the nngp kernel has no parameter contributions; use another kernel kind",
+            ));
+        }
         let f1 = net.forward(net.input(x1, &device)?)?;
         let f2 = match x2 {
             Some(x2) => net.forward(net.input(x2, &device)?)?,
             None => f1.clone(),
         };
         o = f1.dims()[1];
-        to_host(f1.matmul(f2.transpose()).div_scalar(o as f64))
+        vec![to_host(f1.matmul(f2.transpose()).div_scalar(o as f64))]
     } else {
-        let (acc, outputs) = match resolve_method(method)? {
+        let method = resolve_method(method)?;
+        if groups.is_some() && method != Method::Structured {
+            return Err(option_err(
+                "per_layer",
+                format!(
+                    "per-layer kernels are summed by the structured method, not {}",
+                    method.name()
+                ),
+            ));
+        }
+        let (accs, outputs) = match method {
             Method::Jacobian => {
                 let (sum, o) = jacobian::kernel(net, x1, x2, kind, cancel)?;
-                (sum.acc, o)
+                (vec![sum.acc], o)
             }
             Method::NtkVp => {
                 let (acc, o) = ntk_vp::kernel(net, x1, x2, kind, cancel)?;
-                (Some(acc), o)
+                (vec![Some(acc)], o)
             }
             _ => {
-                let (sum, o) = structured::kernel(net, x1, x2, kind, conv, cancel)?;
-                (sum.acc, o)
+                let (sums, o) = structured::kernel(net, x1, x2, kind, conv, cancel, groups)?;
+                (sums.into_iter().map(|s| s.acc).collect(), o)
             }
         };
         o = outputs;
-        let acc = acc.unwrap_or_else(|| zero_accumulator(kind, n1, n2, o, net));
-        finish(acc, kind, o)
+        accs.into_iter()
+            .map(|acc| {
+                let acc = acc.unwrap_or_else(|| zero_accumulator(kind, n1, n2, o, net));
+                finish(acc, kind, o)
+            })
+            .collect()
     };
-    if let Some((i, v)) = host.first_non_finite() {
-        return Err(EmpiricalError::NonFinite {
-            place: format!(
-                "the {} kernel, flat index {i} = {v}{}",
-                kind.name(),
-                if net.dtype() == burn::tensor::DType::F32 {
-                    " (f32: try --dtype f64)"
-                } else {
-                    ""
-                }
-            ),
-        });
-    }
-    Ok(HostArray::new(vec![n1, n2, kind.per_pair(o)], host.data))
+    hosts
+        .into_iter()
+        .map(|host| {
+            if let Some((i, v)) = host.first_non_finite() {
+                return Err(EmpiricalError::NonFinite {
+                    place: format!(
+                        "the {} kernel, flat index {i} = {v}{}",
+                        kind.name(),
+                        if net.dtype() == burn::tensor::DType::F32 {
+                            " (f32: try --dtype f64)"
+                        } else {
+                            ""
+                        }
+                    ),
+                });
+            }
+            Ok(HostArray::new(vec![n1, n2, kind.per_pair(o)], host.data))
+        })
+        .collect()
 }
 
 fn zero_accumulator(
@@ -236,25 +279,31 @@ pub fn compute_tile(
     x1: &HostArray,
     x2: Option<&HostArray>,
     plan: &TilePlan,
-    (i, j): (usize, usize),
+    job: (usize, usize),
 ) -> Result<HostArray> {
+    let mut tiles = compute_tiles(net, x1, x2, plan, job, None)?;
+    Ok(tiles.pop().expect("one group"))
+}
+
+/// As [`compute_tile`], one tile per parameter group (see [`tile_kernels`]).
+pub(crate) fn compute_tiles(
+    net: &GraphNetwork,
+    x1: &HostArray,
+    x2: Option<&HostArray>,
+    plan: &TilePlan,
+    (i, j): (usize, usize),
+    groups: Option<&per_layer::ParamGroups>,
+) -> Result<Vec<HostArray>> {
     let (s1, l1) = plan.block(i, plan.n1);
     let (s2, l2) = plan.block(j, plan.n2);
     let a = x1.rows(s1, l1);
     let (kind, method, conv) = (plan.kind, plan.method, plan.structured.conv);
     if plan.symmetric && i == j {
-        tile_kernel(net, &a, None, kind, method, conv, &plan.cancel)
+        tile_kernels(net, &a, None, kind, method, conv, &plan.cancel, groups)
     } else {
         let other = if plan.symmetric { x1 } else { x2.unwrap_or(x1) };
-        tile_kernel(
-            net,
-            &a,
-            Some(&other.rows(s2, l2)),
-            kind,
-            method,
-            conv,
-            &plan.cancel,
-        )
+        let b = other.rows(s2, l2);
+        tile_kernels(net, &a, Some(&b), kind, method, conv, &plan.cancel, groups)
     }
 }
 

@@ -211,7 +211,8 @@ pub fn kernel(
     kind: KernelKind,
     conv: ConvStrategy,
     cancel: &crate::Cancel,
-) -> Result<(KernelSum, usize)> {
+    groups: Option<&super::per_layer::ParamGroups>,
+) -> Result<(Vec<KernelSum>, usize)> {
     let t0 = std::time::Instant::now();
     let prof = crate::profiling();
     let cons = consumers(net)?;
@@ -285,9 +286,14 @@ pub fn kernel(
         by_param.entry(c.param).or_default().push(c);
     }
     let candidates = pixel_pair_candidates(net, &cons);
-    let mut sum = super::kernel_sum(net, kind, n1, n2, k, x2.is_none());
+    let n_groups = groups.map_or(1, |g| g.len());
+    let mut sums: Vec<KernelSum> = (0..n_groups)
+        .map(|_| super::kernel_sum(net, kind, n1, n2, k, x2.is_none()))
+        .collect();
     for (p, cs) in by_param {
         cancel.check()?;
+        // The sum this parameter's contribution goes to (its group's, per layer).
+        let sum = &mut sums[groups.map_or(0, |g| g.of(p))];
         let t1 = std::time::Instant::now();
         let candidate = match cs.as_slice() {
             [c] if conv != ConvStrategy::Im2col && candidates.contains_key(&c.node) => Some(*c),
@@ -368,7 +374,7 @@ pub fn kernel(
             );
         }
     }
-    Ok((sum, o))
+    Ok((sums, o))
 }
 
 /// The contribution of a conv weight in the pixel-pair form ([`rules::conv`]) when it is
