@@ -360,7 +360,9 @@ fn parsers_and_validators_survive_mutated_inputs() {
 
 /// Random argument lists for the CLI: subcommands with flags drawn from every
 /// subcommand's vocabulary and hostile values. Exit code 0 (it ran), 1 (an error on the
-/// data) or 2 (a usage error) and no panic, in bounded time.
+/// data) or 2 (a usage error) and no panic, in bounded time; output paths in missing
+/// folders or on the inputs, tiny memory bounds and inputs whose kernels pass them are
+/// among the values, and no run's peak RSS passes 3 GiB.
 #[test]
 fn the_cli_survives_random_argument_lists() {
     let c = corpus();
@@ -414,11 +416,32 @@ fn the_cli_survives_random_argument_lists() {
         "--backend",
         "--out-dtype",
         "--checkpoints",
+        "--per-layer",
+        "--out-other",
+        "--plot",
+        "--params",
     ];
     let tmp = std::env::temp_dir().join(format!("ntk-fuzz-cli-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let out = tmp.join("out.npy").to_string_lossy().into_owned();
+    // 1500 inputs of the base spec: a full kernel of 72 MB, above the small bounds below.
+    let big = tmp.join("big_x.npy");
+    ntk::nets::array::write_npy(
+        &big,
+        &ntk::nets::HostArray::new(
+            vec![1500, 4],
+            (0..6000)
+                .map(|i| ((i * 37) % 23) as f64 / 11.0 - 1.0)
+                .collect(),
+        ),
+        ntk::nets::FloatKind::F32,
+    )
+    .unwrap();
     let values: Vec<String> = vec![
+        big.to_string_lossy().into_owned(),
+        tmp.join("nodir/K.npy").to_string_lossy().into_owned(),
+        "1KiB".into(),
+        "16MiB".into(),
         p("base_spec.json"),
         p("base_x.npy"),
         p("base_weights.safetensors"),
@@ -488,11 +511,22 @@ fn the_cli_survives_random_argument_lists() {
         );
         runs += 1;
     }
+    // SAFETY: getrusage fills the struct it is given.
+    let children_rss_kib = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u.ru_maxrss
+    };
     println!(
-        "fuzz cli: {runs} argument lists in {:.1} s",
-        t0.elapsed().as_secs_f64()
+        "fuzz cli: {runs} argument lists in {:.1} s, largest child peak RSS {} MiB",
+        t0.elapsed().as_secs_f64(),
+        children_rss_kib / 1024
     );
     assert!(runs > 20, "only {runs} runs");
+    assert!(
+        children_rss_kib < 3 << 20,
+        "a run peaked at {children_rss_kib} KiB"
+    );
     std::fs::remove_dir_all(&tmp).unwrap();
 }
 
