@@ -348,26 +348,96 @@ fn empirical_kernel<'py>(
         let x2 = x2
             .map(|x| ntk::train::reshape_inputs(&x, &built.input_shape()))
             .transpose()?;
-        // The callback's first exception stops the computation and is raised.
-        let mut failed: Option<PyErr> = None;
-        let stop = options.cancel.clone();
-        let mut report = |done: usize, total: usize| {
-            if let (Some(cb), None) = (&progress, &failed) {
-                Python::attach(|py| {
-                    if let Err(e) = cb.call1(py, (done, total)) {
-                        failed = Some(e);
-                        stop.cancel();
-                    }
-                });
-            }
-        };
-        let k = built.empirical(&x1, x2.as_ref(), &options, &mut report);
-        match (k, failed) {
-            (_, Some(e)) => Ok(Err(e)),
-            (k, None) => Ok(Ok(k?.kernel)),
-        }
+        with_progress(progress.as_ref(), &options.cancel, |report| {
+            Ok(built.empirical(&x1, x2.as_ref(), &options, report)?.kernel)
+        })
     })?;
     to_numpy(py, k?, precision == Precision::F32)
+}
+
+/// Runs `f` with a progress callback that calls `progress(done, total)`; the callback's
+/// first exception cancels the computation (through `cancel`) and is returned as the
+/// inner error.
+fn with_progress<T>(
+    progress: Option<&Py<PyAny>>,
+    cancel: &ntk_empirical::Cancel,
+    f: impl FnOnce(&mut dyn FnMut(usize, usize)) -> anyhow::Result<T>,
+) -> anyhow::Result<PyResult<T>> {
+    let mut failed: Option<PyErr> = None;
+    let mut report = |done: usize, total: usize| {
+        if let (Some(cb), None) = (progress, &failed) {
+            Python::attach(|py| {
+                if let Err(e) = cb.call1(py, (done, total)) {
+                    failed = Some(e);
+                    cancel.cancel();
+                }
+            });
+        }
+    };
+    let r = f(&mut report);
+    match (r, failed) {
+        (_, Some(e)) => Ok(Err(e)),
+        (r, None) => Ok(Ok(r?)),
+    }
+}
+
+/// Each parameter group's (module's) kernel of `kind` between `x1` and `x2` (graph specs
+/// and ONNX files; structured method): the group names and the kernels stacked
+/// `[G, *kernel shape]`, summing to the whole kernel (see `ntk empirical --per-layer`).
+#[pyfunction]
+#[pyo3(signature = (net, x1, x2=None, kind="full", dtype="float32", params=None, frozen=None, max_memory=None, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn per_layer_kernel<'py>(
+    py: Python<'py>,
+    net: &Network,
+    x1: &Bound<'py, PyAny>,
+    x2: Option<&Bound<'py, PyAny>>,
+    kind: &str,
+    dtype: &str,
+    params: Option<&str>,
+    frozen: Option<&str>,
+    max_memory: Option<u64>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<(Vec<String>, Bound<'py, PyAny>)> {
+    let x1 = host("x1", x1)?;
+    let x2 = x2.map(|x| host("x2", x)).transpose()?;
+    let precision = precision(dtype)?;
+    let kind = KernelKind::parse(kind).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let (include, exclude) = (regex_arg("params", params)?, regex_arg("frozen", frozen)?);
+    let mut options = EmpiricalOptions {
+        kind,
+        ..Default::default()
+    };
+    if let Some(m) = max_memory {
+        options.max_memory = m;
+    }
+    let out = compute_cancellable(py, move |cancel| {
+        options.cancel = cancel;
+        let mut built = net.build(precision)?;
+        built.select(include.as_ref(), exclude.as_ref())?;
+        let ntk::arch::Built::Graph(g) = built else {
+            anyhow::bail!(
+                "per-layer kernels are for graph networks (PyTorch modules, ONNX files, graph \
+                 specs); write a sequential spec as a graph spec (docs/graph-spec.md)"
+            );
+        };
+        let x1 = ntk::train::reshape_inputs(&x1, g.input_shape())?;
+        let x2 = x2
+            .map(|x| ntk::train::reshape_inputs(&x, g.input_shape()))
+            .transpose()?;
+        with_progress(progress.as_ref(), &options.cancel, |report| {
+            let o = ntk::empirical::graph::per_layer::per_layer_kernel(
+                &g,
+                &x1,
+                x2.as_ref(),
+                &options,
+                report,
+            )?;
+            Ok((o.groups.names, o.kernels))
+        })
+    })?;
+    let (names, kernels) = out?;
+    Ok((names, to_numpy(py, kernels, precision == Precision::F32)?))
 }
 
 /// The network's outputs `[N, O]` on `x`.
@@ -791,6 +861,7 @@ fn _ntk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(forward, m)?)?;
     m.add_function(wrap_pyfunction!(infinite_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(features, m)?)?;
+    m.add_function(wrap_pyfunction!(per_layer_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(spectrum, m)?)?;
     m.add_function(wrap_pyfunction!(alignment, m)?)?;
     m.add_function(wrap_pyfunction!(kernel_distance, m)?)?;

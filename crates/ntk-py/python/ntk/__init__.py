@@ -25,6 +25,7 @@ from ._ntk import empirical_kernel as _empirical_kernel
 from ._ntk import score as _score
 from ._ntk import infinite_kernel as _infinite_kernel
 from ._ntk import features as _features
+from ._ntk import per_layer_kernel as _per_layer_kernel
 from . import analysis, predict
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "score",
     "infinite_kernel",
     "features",
+    "per_layer_ntk",
     "analysis",
     "predict",
 ]
@@ -305,6 +307,37 @@ def empirical_ntk(
     """
     kind = _kind(trace_axes, diagonal_axes)
     return _compute(model, x1, x2, kind, implementation, dtype, params, frozen, max_memory, progress)
+
+
+def per_layer_ntk(
+    model,
+    x1,
+    x2=None,
+    *,
+    trace_axes=(-1,),
+    diagonal_axes=(),
+    dtype="float32",
+    params=None,
+    frozen=None,
+    max_memory=None,
+    progress=False,
+):
+    """Each module's contribution Θ_l = J_l(x1) J_l(x2)ᵀ to the empirical NTK, as a dict
+    ``{module name: kernel}`` in parameter order; a module's parameters are those whose
+    names share everything up to the last ``.`` (``layer1.0.conv1.weight`` and ``.bias``
+    form ``layer1.0.conv1``). The kernels sum to :func:`empirical_ntk` with the same
+    arguments, and are computed in the same pass (structured method). PyTorch modules,
+    ONNX files and graph specs; the other arguments as :func:`empirical_ntk`."""
+    x1 = _array("x1", x1)
+    x2 = _array("x2", x2)
+    if hasattr(dtype, "name"):
+        dtype = dtype.name
+    dtype = str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
+    names, stacked = _per_layer_kernel(
+        _network(model, x1), x1, x2, kind=_kind(trace_axes, diagonal_axes), dtype=dtype,
+        params=params, frozen=frozen, max_memory=max_memory, progress=_progress(progress),
+    )
+    return dict(zip(names, stacked))
 
 
 def sum_of_logits_ntk(model, x1, x2=None, **kwargs):
