@@ -245,6 +245,14 @@ fn load_network(args: &NetArgs, common: &CommonArgs) -> Result<(Network, burn::t
 }
 
 /// The progress bar of a tiled kernel computation.
+/// The progress callback of a tiled run: `(done, total)` tiles onto `bar`.
+fn tile_progress(bar: &ProgressBar) -> impl FnMut(usize, usize) + '_ {
+    |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    }
+}
+
 fn tile_bar(kind: KernelKind) -> ProgressBar {
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -399,10 +407,7 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
                 &x1,
                 x2.as_ref(),
                 &options,
-                &mut |done, total| {
-                    bar.set_length(total as u64);
-                    bar.set_position(done as u64);
-                },
+                &mut tile_progress(&bar),
             )?;
             bar.finish_and_clear();
             let record = serde_json::json!({
@@ -435,10 +440,7 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
             &x1,
             x2.as_ref(),
             &options,
-            &mut |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            },
+            &mut tile_progress(&bar),
         )?;
         bar.finish_and_clear();
         write_npy(out_path, &out.kernel, kind_out)?;
@@ -475,10 +477,7 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
     }
     let out_path = a.out.as_ref().expect("checked above");
     let t_kernel = Instant::now();
-    let out = empirical_kernel(&net, &x1, x2.as_ref(), &options, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let out = empirical_kernel(&net, &x1, x2.as_ref(), &options, &mut tile_progress(&bar))?;
     let kernel_seconds = t_kernel.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let symmetric = x2
@@ -517,10 +516,7 @@ fn run_tiles(
 ) -> Result<()> {
     let t0 = Instant::now();
     let summary =
-        ntk::empirical::tiles::run(net, x1, x2, options, dir, share, &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })?;
+        ntk::empirical::tiles::run(net, x1, x2, options, dir, share, &mut tile_progress(&bar))?;
     bar.finish_and_clear();
     eprintln!(
         "{}: {} tile(s) computed, {} already finished, {} in this share, {} in all ({:.3} s)",
