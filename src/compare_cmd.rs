@@ -298,7 +298,7 @@ pub fn run(a: &CompareArgs) -> Result<()> {
         bail!("--seeds must be at least 1");
     }
     let precision = Precision::parse(&a.dtype).context("--dtype")?;
-    let max_memory = crate::infinite_cmd::parse_bytes(&a.max_memory).context("--max-memory")?;
+    let max_memory = crate::infinite_cmd::parse_bytes(&a.max_memory)?;
     let text =
         std::fs::read_to_string(&a.spec).with_context(|| format!("--spec {}", a.spec.display()))?;
     let graph_json: Option<serde_json::Value> = if is_graph_spec(&text) {

@@ -237,7 +237,7 @@ pub fn run_features(a: &FeaturesArgs) -> Result<()> {
     let batch = match (a.batch, fit) {
         (Some(0), _) => bail!("--batch must be positive"),
         (None, Ok(b)) => b.min(4096),
-        (Some(b), Ok(fit)) if b <= fit => b.min(n),
+        (Some(b), Ok(fit)) if b.min(n) <= fit => b.min(n),
         (given, _) => {
             let b = given.unwrap_or(1).min(n);
             bail!(
@@ -527,7 +527,7 @@ pub fn run_regress(a: &RegressArgs) -> Result<()> {
         split.train.x.len(),
         a.diag_reg
     );
-    let max_memory = crate::infinite_cmd::parse_bytes(&a.max_memory).context("--max-memory")?;
+    let max_memory = crate::infinite_cmd::parse_bytes(&a.max_memory)?;
     let results = regress(
         &spec,
         &split,

@@ -321,7 +321,10 @@ fn empirical(a: EmpiricalArgs) -> Result<()> {
             ("--out", a.out.as_deref()),
             ("--std-error", a.std_error.as_deref()),
             ("--per-layer", a.per_layer.as_deref()),
-            ("--per-layer", per_layer_names.as_deref()),
+            (
+                "--per-layer (its group names, .json)",
+                per_layer_names.as_deref(),
+            ),
         ],
         &[
             Some(&a.net.spec),

@@ -15,6 +15,8 @@ pub fn check_outputs(outputs: &[(&str, Option<&Path>)], inputs: &[Option<&Path>]
         .flatten()
         .filter_map(|p| canon(p).map(|c| (p.to_path_buf(), c)))
         .collect();
+    // Outputs seen so far, as (flag, path, folder canonicalised + file name).
+    let mut seen: Vec<(&str, &Path, PathBuf)> = Vec::new();
     for (flag, path) in outputs {
         let Some(path) = path else { continue };
         if path.as_os_str().is_empty() {
@@ -33,6 +35,18 @@ pub fn check_outputs(outputs: &[(&str, Option<&Path>)], inputs: &[Option<&Path>]
                 path.display(),
                 parent.display()
             );
+        }
+        // Two outputs on one file: the second would overwrite the first.
+        if let (Some(folder), Some(name)) = (canon(&parent), path.file_name()) {
+            let key = folder.join(name);
+            if let Some((other, p, _)) = seen.iter().find(|(_, _, k)| *k == key) {
+                bail!(
+                    "{flag} {} and {other} {} are the same file; give each output its own",
+                    path.display(),
+                    p.display()
+                );
+            }
+            seen.push((flag, path, key));
         }
         if let Some(c) = canon(path)
             && let Some((input, _)) = inputs.iter().find(|(_, ic)| *ic == c)
@@ -71,6 +85,12 @@ mod tests {
         std::fs::write(&input, b"x").unwrap();
         let ok = dir.join("K.npy");
         assert!(check_outputs(&[("--out", Some(&ok))], &[Some(&input)]).is_ok());
+        // One file for two outputs, spelled two ways.
+        let again = dir.join(".").join("K.npy");
+        let e = check_outputs(&[("--out", Some(&ok)), ("--plot", Some(&again))], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--plot") && e.contains("same file"), "{e}");
         let missing = dir.join("nope/K.npy");
         let e = check_outputs(&[("--out", Some(&missing))], &[]).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");

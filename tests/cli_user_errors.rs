@@ -741,6 +741,22 @@ fn features_memory_is_checked_before_the_work() {
         );
         assert!(!report.exists(), "{}: a report was written", args[0]);
     }
+    // A --batch above N is N.
+    let o = ntk(&[
+        "features",
+        "--spec",
+        s(&spec),
+        "--x",
+        s(&xp),
+        "--dim",
+        "256",
+        "--batch",
+        "4096",
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "--batch 4096: {}", stderr(&o));
+    std::fs::remove_file(&out).unwrap();
     for (method, dim) in [("ntkrf", 20000), ("ntksketch", 4096)] {
         let o = run(method, &dim.to_string(), "64MiB");
         assert!(o.status.success(), "{method}: {}", stderr(&o));

@@ -186,8 +186,8 @@ fn a_folder_of_another_run_is_refused() {
 }
 
 /// Graph networks (here a pre-norm residual block, weights from its seed) run tiled like
-/// sequential ones: shares merged equal the in-memory kernel bit for bit, for x2 = x1 and
-/// x2 ≠ x1; a folder made with other parameters counted (`--params`) is refused.
+/// sequential ones: shares merged equal the in-memory kernel (to rounding: the tiles group
+/// the sums differently), for x2 = x1 and x2 ≠ x1; a folder made with other parameters counted (`--params`) is refused.
 #[test]
 fn graph_tiles_equal_the_in_memory_kernel() {
     let dir = setup("graph", 1);

@@ -90,6 +90,8 @@ pub mod error;
 pub mod features;
 pub mod graph;
 pub mod normalization;
+#[cfg(test)]
+mod peak_alloc;
 pub mod plan;
 pub mod pooling;
 pub mod quadrature;

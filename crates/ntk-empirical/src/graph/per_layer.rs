@@ -120,7 +120,10 @@ pub fn per_layer_kernel(
         ));
     }
     let groups = ParamGroups::by_module(net);
-    let g = groups.len().max(1);
+    if groups.is_empty() {
+        return Err(option_err("per_layer", "no parameter is selected"));
+    }
+    let g = groups.len();
     let mut plan = plan(net, x1, x2, options)?;
     if plan.method != crate::Method::Structured {
         return Err(option_err(
@@ -131,16 +134,25 @@ pub fn per_layer_kernel(
             ),
         ));
     }
-    // The plan counts one tile kernel; G of them are held. Shrink the tiles until the G
-    // tile kernels take at most half the bound.
+    // The plan counts one tile kernel; G host tiles and G accumulators are held. Shrink
+    // the tiles until those take at most half the bound, and plan the rest within what
+    // they leave.
     if options.tile_rows.is_none() {
-        let tile_out = |t: usize| (g * t * t * plan.per_pair() * 8) as u64;
+        let extra = |t: usize| (2 * g - 1) as u64 * (t * t * plan.per_pair() * 8) as u64;
         let mut t = plan.tile_rows;
-        while t > 1 && tile_out(t) > options.max_memory / 2 {
+        while t > 1 && extra(t) > options.max_memory / 2 {
             t = t.div_ceil(2);
         }
+        if extra(t) > options.max_memory / 2 {
+            return Err(crate::EmpiricalError::Memory {
+                bound: options.max_memory,
+                needed: 2 * extra(t),
+            });
+        }
+        let mut o = options.clone();
+        o.max_memory = options.max_memory - extra(t);
+        let t = t.min(super::plan(net, x1, x2, &o)?.tile_rows);
         if t != plan.tile_rows {
-            let mut o = options.clone();
             o.tile_rows = Some(t);
             plan = super::plan(net, x1, x2, &o)?;
         }
@@ -236,7 +248,8 @@ mod tests {
             crate::KernelKind::Diagonal,
             crate::KernelKind::SumOfLogits,
         ] {
-            for (x2, tile_rows) in [(None, None), (Some(&x2), Some(2))] {
+            // One tile; several of a symmetric plan (mirrored); several of x1 against x2.
+            for (x2, tile_rows) in [(None, None), (None, Some(2)), (Some(&x2), Some(2))] {
                 let options = EmpiricalOptions {
                     kind,
                     tile_rows,

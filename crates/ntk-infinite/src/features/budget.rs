@@ -44,7 +44,7 @@ impl Draws {
                 limit,
                 detail: format!(
                     "its random transforms alone, counted up to layer {index} ({kind}); \
-                     a smaller feature dimension needs proportionally less"
+                     most of them grow with the feature dimension"
                 ),
             }),
             _ => Ok(()),

@@ -37,6 +37,19 @@ fn random_signs(n: usize, rng: &mut impl Rng) -> Vec<f64> {
         .collect()
 }
 
+/// Bytes `rand::seq::index::sample(length, amount)` allocates at its peak, its result as
+/// `usize` included: rand 0.9 shuffles a table of `length` u32 in place when
+/// `length < 270·amount` (fewer for small amounts), and otherwise fills a hash set of
+/// `amount` entries (counted at 32 bytes each).
+pub fn sample_bytes(length: u64, amount: u64) -> u64 {
+    let table = if length < 270 * amount {
+        4 * length
+    } else {
+        32 * amount
+    };
+    table + 16 * amount
+}
+
 /// A subsampled randomised Hadamard transform `ℝ^input → ℝ^output`:
 /// `S(x)_k = (H D x̃)_{r_k} / √output`, with `x̃` the input zero-padded to the next power
 /// of two `n`, `D` random signs and `r` `output` distinct coordinates of `0..n` drawn
@@ -55,16 +68,16 @@ pub struct Srht {
 }
 
 impl Srht {
-    /// Bytes that drawing `Srht::new(input, output, ..)` allocates, sampling scratch
-    /// included (an upper bound): signs of the padded length, the sampled rows, and the
-    /// sampler's table (at most 4 bytes per padded coordinate or 16 per sampled one).
+    /// Bytes that drawing `Srht::new(input, output, ..)` allocates at its peak (an upper
+    /// bound): signs of the padded length, and the sampling of the rows
+    /// ([`sample_bytes`]).
     pub fn bytes_for(input: usize, output: usize) -> u64 {
         let padded = input.max(1).next_power_of_two() as u64;
         let out = output.max(1) as u64;
         if out >= padded {
             8 * padded
         } else {
-            8 * padded + 8 * out + (4 * padded).max(16 * out)
+            8 * padded + sample_bytes(padded, out)
         }
     }
 
@@ -151,8 +164,9 @@ pub struct TensorSrht {
 }
 
 impl TensorSrht {
-    /// Bytes that drawing `TensorSrht::new(p, q, output, ..)` allocates, sampling
-    /// scratch included (an upper bound; nothing for the exact product).
+    /// Bytes that drawing `TensorSrht::new(p, q, output, ..)` allocates at its peak (an
+    /// upper bound; nothing for the exact product): the signs, the sampling of the pairs
+    /// from the padded grid ([`sample_bytes`]) and the pairs.
     pub fn bytes_for(p: usize, q: usize, output: usize) -> u64 {
         let output = output.max(1) as u64;
         if (p as u64)
@@ -165,8 +179,11 @@ impl TensorSrht {
             p.max(1).next_power_of_two() as u64,
             q.max(1).next_power_of_two() as u64,
         );
-        let grid = pad_p.saturating_mul(pad_q);
-        8 * (pad_p + pad_q) + 48 * output + if grid <= 4 * output { 4 * grid } else { 0 }
+        let sampling = match pad_p.checked_mul(pad_q) {
+            Some(grid) => sample_bytes(grid, output),
+            None => 0,
+        };
+        8 * (pad_p + pad_q) + sampling + 8 * output
     }
 
     /// Draws a TensorSRHT of `p`- and `q`-dimensional vectors to `output` dimensions.

@@ -475,7 +475,7 @@ impl FeatureMap {
         FeatureMap::new_within(spec, options, None)
     }
 
-    /// As [`FeatureMap::new`], refusing with [`InfiniteError::TooMuchMemory`] — before
+    /// As [`FeatureMap::new`], refusing with [`InfiniteError::FeatureMemory`] — before
     /// drawing it — the first transform that takes the map's random transforms past
     /// `max_bytes` (see [`FeatureMap::map_bytes`]).
     pub fn new_within(
