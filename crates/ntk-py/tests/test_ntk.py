@@ -525,3 +525,31 @@ def test_per_layer_ntk_sums_to_the_kernel():
     assert traced["fc"].shape == (len(x1), len(x1))
     with pytest.raises(ValueError, match="graph spec"):
         ntk.per_layer_ntk(case("mlp-relu") / "spec.json", np.load(case("mlp-relu") / "x1.npy"))
+
+
+def test_type_stubs_match_the_functions():
+    import ast
+    import inspect
+
+    stubs = ast.parse((ROOT / "crates" / "ntk-py" / "python" / "ntk" / "__init__.pyi").read_text())
+    checked = 0
+    for node in stubs.body:
+        if not isinstance(node, ast.FunctionDef) or node.name.startswith("_"):
+            continue
+        a = node.args
+        stub = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+        stub += [f"*{a.vararg.arg}"] if a.vararg else []
+        stub += [f"**{a.kwarg.arg}"] if a.kwarg else []
+        sig = inspect.signature(getattr(ntk, node.name))
+        real = []
+        for p in sig.parameters.values():
+            prefix = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "")
+            real.append(prefix + p.name)
+        order = lambda names: sorted(n for n in names if n.startswith("*")) + [n for n in names if not n.startswith("*")]
+        assert order(stub) == order(real), f"{node.name}: stub {stub} vs {real}"
+        checked += 1
+    assert checked >= 10, checked
+    # Every public function has a stub.
+    missing = [n for n in ntk.__all__ if callable(getattr(ntk, n)) and not isinstance(getattr(ntk, n), type)
+               and n not in {f.name for f in stubs.body if isinstance(f, ast.FunctionDef)}]
+    assert not missing, missing

@@ -32,6 +32,19 @@ def empirical_ntk(
     max_memory: Optional[int] = ...,
     progress: Progress = ...,
 ) -> np.ndarray: ...
+def per_layer_ntk(
+    model: Model,
+    x1: np.ndarray,
+    x2: Optional[np.ndarray] = ...,
+    *,
+    trace_axes: Sequence[int] = ...,
+    diagonal_axes: Sequence[int] = ...,
+    dtype: str = ...,
+    params: Optional[str] = ...,
+    frozen: Optional[str] = ...,
+    max_memory: Optional[int] = ...,
+    progress: Progress = ...,
+) -> Dict[str, np.ndarray]: ...
 def sum_of_logits_ntk(model: Model, x1: np.ndarray, x2: Optional[np.ndarray] = ..., **kwargs: Any) -> np.ndarray: ...
 def empirical_nngp(model: Model, x1: np.ndarray, x2: Optional[np.ndarray] = ..., *, dtype: str = ..., **kwargs: Any) -> np.ndarray: ...
 def empirical_kernel(
@@ -64,5 +77,6 @@ def features(
     dim: int = ...,
     seed: int = ...,
     degree: Optional[int] = ...,
+    max_memory: Optional[int] = ...,
     get: Union[str, Sequence[str]] = ...,
 ) -> Union[np.ndarray, Dict[str, np.ndarray]]: ...
