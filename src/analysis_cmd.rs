@@ -124,6 +124,36 @@ fn read(path: &Path) -> Result<HostArray> {
     Ok(read_npy(path)?.0)
 }
 
+/// Refuses, before reading any of them, kernel files whose analysis would not fit in the
+/// memory the OS says is available: each is held as f64 (a full kernel `[a, b, O, O]`
+/// twice while it is flattened), beside `square_work` `n × n` f64 matrices of the largest
+/// flattened side `n` (the dense eigendecomposition's or solve's workspace).
+fn check_kernels_fit(paths: &[&Path], square_work: u128) -> Result<()> {
+    let mut held: u128 = 0;
+    let mut side: u128 = 0;
+    for p in paths {
+        let shape = ntk_nets::array::NpyRows::open(p)?.shape().to_vec();
+        let count: u128 = shape.iter().map(|&d| d as u128).product();
+        let full = shape.len() == 4;
+        held += count * 8 * if full { 2 } else { 1 };
+        let rows = shape[0] as u128 * if full { shape[2] as u128 } else { 1 };
+        side = side.max(rows);
+    }
+    let needed = held + square_work * side * side * 8;
+    if let Some(available) = ntk_nets::memory::available_memory()
+        && needed > available as u128
+    {
+        bail!(
+            "the kernels (as f64) and the {square_work} dense {side}×{side} matrices of their \
+             analysis need {:.1} GiB, but only {:.1} GiB of memory are available: analyse a \
+             trace kernel (`ntk empirical --kernel trace`, O² times smaller) or fewer samples",
+            needed as f64 / (1u64 << 30) as f64,
+            available as f64 / (1u64 << 30) as f64
+        );
+    }
+    Ok(())
+}
+
 /// Reads `[a, b]` or full `[a, b, O, O]` (flattened to `[a·O, b·O]`).
 fn read_kernel(path: &Path) -> Result<Kernel> {
     let k = read(path)?;
@@ -313,6 +343,9 @@ pub fn run_analyze(a: AnalyzeArgs) -> Result<()> {
         );
     }
     let kernel_path = a.kernel.clone().context("--kernel K.npy is required")?;
+    let mut all: Vec<&Path> = vec![&kernel_path];
+    all.extend(a.kernel2.iter().map(|p| p.as_path()));
+    check_kernels_fit(&all, 3)?;
     let k = read_kernel(&kernel_path)?;
     if k.rows != k.cols {
         bail!(
@@ -517,6 +550,7 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
         ],
     )?;
     let times = parse_times(&a.t, "--t")?;
+    check_kernels_fit(&[&a.k_train, &a.k_test], 3)?;
     let k = read_kernel(&a.k_train)?;
     let ks = read_kernel(&a.k_test)?;
     if k.rows != k.cols {

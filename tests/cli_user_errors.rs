@@ -509,6 +509,54 @@ fn a_kernel_too_large_for_memory_is_refused_up_front() {
     std::fs::remove_dir_all(&d).ok();
 }
 
+/// `ntk analyze` and `ntk predict` refuse, before reading them, kernels whose analysis
+/// cannot fit in memory (a sparse 160 GB file of a [200000, 200000] f32 kernel: 1.3 TB
+/// with the eigendecomposition's workspace), naming the sizes and the way out.
+#[test]
+fn kernels_too_large_to_analyse_are_refused_before_reading() {
+    use ntk::nets::array::{FloatKind, npy_header};
+    let d = dir("huge-kernel");
+    let k = d.join("K.npy");
+    let header = npy_header(&[200_000, 200_000], FloatKind::F32);
+    let f = std::fs::File::create(&k).unwrap();
+    std::io::Write::write_all(&mut &f, &header).unwrap();
+    f.set_len(header.len() as u64 + 200_000u64 * 200_000 * 4)
+        .unwrap();
+    drop(f);
+    let y = d.join("y.npy");
+    ntk::nets::array::write_npy(
+        &y,
+        &ntk::nets::HostArray::new(vec![3], vec![0.0, 1.0, 2.0]),
+        FloatKind::F64,
+    )
+    .unwrap();
+    let p = d.join("P.npy");
+    for args in [
+        vec!["analyze", "--kernel", s(&k)],
+        vec![
+            "predict",
+            "--k-train",
+            s(&k),
+            "--k-test",
+            s(&k),
+            "--y",
+            s(&y),
+            "--out",
+            s(&p),
+        ],
+    ] {
+        let o = ntk(&args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{}: {e}", args[0]);
+        assert!(
+            e.contains("200000×200000") && e.contains("GiB of memory are available"),
+            "{}: {e}",
+            args[0]
+        );
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
+
 /// `--max-memory` bounds the whole run, the kernel held for `--out` included: a kernel
 /// that fits the machine but not the bound (N = 2000, O = 3 full: 288 MB against 256 MiB)
 /// is refused before any work with the size it needs and the ways out; with room for it the
