@@ -12,6 +12,20 @@ fn dir(name: &str) -> PathBuf {
     common::scratch("ntk-user-errors", name)
 }
 
+/// Deterministic inputs `[n, width]` in [-1, 1], written as f32 to `d/x.npy`.
+fn write_inputs(d: &Path, n: usize, width: usize) -> PathBuf {
+    use ntk::nets::{FloatKind, HostArray, array::write_npy};
+    let x = HostArray::new(
+        vec![n, width],
+        (0..n * width)
+            .map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0)
+            .collect(),
+    );
+    let xp = d.join("x.npy");
+    write_npy(&xp, &x, FloatKind::F32).unwrap();
+    xp
+}
+
 fn ntk(args: &[&str]) -> Output {
     common::run_ntk(args)
 }
@@ -563,18 +577,9 @@ fn kernels_too_large_to_analyse_are_refused_before_reading() {
 /// same run works, and `--tiles` (which never holds the kernel) works within the small bound.
 #[test]
 fn max_memory_counts_the_kernel_held() {
-    use ntk::nets::{FloatKind, HostArray, array::write_npy};
     let case = cases_dir().join("mlp-relu");
     let d = dir("max-memory-kernel");
-    let n = 2000;
-    let x = HostArray::new(
-        vec![n, 16],
-        (0..n * 16)
-            .map(|i| ((i * 31) % 17) as f64 / 8.0 - 1.0)
-            .collect(),
-    );
-    let xp = d.join("x.npy");
-    write_npy(&xp, &x, FloatKind::F32).unwrap();
+    let xp = write_inputs(&d, 2000, 16);
     let run = |mem: &str, extra: &[&str]| {
         let spec = case.join("spec.json");
         let out = d.join("K.npy");
@@ -620,18 +625,9 @@ fn max_memory_counts_the_kernel_held() {
 #[cfg(unix)]
 #[test]
 fn sigterm_leaves_no_partial_files() {
-    use ntk::nets::{FloatKind, HostArray, array::write_npy};
     let case = cases_dir().join("perf-mlp");
     let d = dir("sigterm");
-    let n = 4000;
-    let x = HostArray::new(
-        vec![n, 64],
-        (0..n * 64)
-            .map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0)
-            .collect(),
-    );
-    let xp = d.join("x.npy");
-    write_npy(&xp, &x, FloatKind::F32).unwrap();
+    let xp = write_inputs(&d, 4000, 64);
     let out = d.join("out");
     std::fs::create_dir_all(&out).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_ntk"))
