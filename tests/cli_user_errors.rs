@@ -12,17 +12,12 @@ fn dir(name: &str) -> PathBuf {
     common::scratch("ntk-user-errors", name)
 }
 
-/// Deterministic inputs `[n, width]` in [-1, 1], written as f32 to `d/x.npy`.
+/// Deterministic inputs `[n, width]` in [-1, 1) ([`common::inputs`]), written as f32 to
+/// `d/x.npy`.
 fn write_inputs(d: &Path, n: usize, width: usize) -> PathBuf {
-    use ntk::nets::{FloatKind, HostArray, array::write_npy};
-    let x = HostArray::new(
-        vec![n, width],
-        (0..n * width)
-            .map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0)
-            .collect(),
-    );
     let xp = d.join("x.npy");
-    write_npy(&xp, &x, FloatKind::F32).unwrap();
+    let x = common::inputs(&[width], n, 0);
+    ntk::nets::array::write_npy(&xp, &x, ntk::nets::FloatKind::F32).unwrap();
     xp
 }
 

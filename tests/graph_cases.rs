@@ -306,19 +306,22 @@ fn cli_empirical_on_onnx() {
     let expected = npy(case.join("expected_ntk_full.npy"));
     assert_eq!(shape[0], groups.len());
     assert_eq!(shape[1..], expected.shape[..]);
-    let rel = |a: &[f64], b: &[f64]| {
-        let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
-        a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
-    };
     let size = expected.data.len();
     let mut sum = vec![0.0; size];
     for part in stack.chunks(size) {
         sum.iter_mut().zip(part).for_each(|(s, v)| *s += v);
     }
-    let err = rel(&sum, &expected.data);
+    let err = rel_err(
+        &ntk::nets::HostArray::new(expected.shape.clone(), sum),
+        &expected,
+    );
     assert!(err < 1e-10, "per-layer sum: {err:.3e}");
     assert!(rel_err(&npy(&out), &expected) < 1e-10);
-    let err = rel(&stack[fc * size..(fc + 1) * size], &npy(&fc_alone).data);
+    let fc_part = ntk::nets::HostArray::new(
+        expected.shape.clone(),
+        stack[fc * size..(fc + 1) * size].to_vec(),
+    );
+    let err = rel_err(&fc_part, &npy(&fc_alone));
     assert!(err < 1e-10, "fc part against --params '^fc.': {err:.3e}");
     let r = run(
         &["--per-layer", parts.to_str().unwrap(), "--kernel", "nngp"],

@@ -5,6 +5,8 @@
 //!   run bit for bit;
 //! - a folder made for another run is refused.
 
+mod common;
+
 use ntk::nets::HostArray;
 use ntk::nets::array::{FloatKind, write_npy};
 use std::collections::HashSet;
@@ -187,27 +189,22 @@ fn a_folder_of_another_run_is_refused() {
 
 /// Graph networks (here a pre-norm residual block, weights from its seed) run tiled like
 /// sequential ones: shares merged equal the in-memory kernel (to rounding: the tiles group
-/// the sums differently), for x2 = x1 and x2 ≠ x1; a folder made with other parameters counted (`--params`) is refused.
+/// the sums differently), for x2 = x1 and x2 ≠ x1; a folder made with other parameters
+/// counted (`--params`) is refused.
 #[test]
 fn graph_tiles_equal_the_in_memory_kernel() {
     let dir = setup("graph", 1);
     let stax = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graph-stax/prenorm-mlp-block");
     std::fs::copy(stax.join("spec.json"), dir.join("graph.json")).unwrap();
     // 11 samples of [5, 6]: tiles of 4 rows leave a short last block.
-    let mut s = 7u64;
-    let mut inputs = |n: usize| -> HostArray {
-        let x: Vec<f64> = (0..n * 30)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect();
-        HostArray::new(vec![n, 5, 6], x)
-    };
-    write_npy(dir.join("g1.npy"), &inputs(11), FloatKind::F64).unwrap();
-    write_npy(dir.join("g2.npy"), &inputs(7), FloatKind::F64).unwrap();
+    let g1 = common::inputs(&[5, 6], 11, 7);
+    write_npy(dir.join("g1.npy"), &g1, FloatKind::F64).unwrap();
+    write_npy(
+        dir.join("g2.npy"),
+        &common::inputs(&[5, 6], 7, 8),
+        FloatKind::F64,
+    )
+    .unwrap();
     let base = [
         "empirical",
         "--spec",
@@ -236,16 +233,12 @@ fn graph_tiles_equal_the_in_memory_kernel() {
         assert_eq!(tiles_on_disk(&dir.join(&folder)), 6, "{name}");
         let merged = format!("{name}-merged.npy");
         run_ok(&dir, &["merge", &folder, "--out", &merged]);
-        let a = ntk::nets::array::read_npy(dir.join(&direct)).unwrap().0;
-        let b = ntk::nets::array::read_npy(dir.join(&merged)).unwrap().0;
-        assert_eq!(a.shape, b.shape, "{name}");
-        let scale = a.data.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let err = a
-            .data
-            .iter()
-            .zip(&b.data)
-            .fold(0f64, |m, (x, y)| m.max((x - y).abs()))
-            / scale;
+        let (a, b) = (
+            common::npy(dir.join(&direct)),
+            common::npy(dir.join(&merged)),
+        );
+        // Relative to the in-memory kernel (shapes checked).
+        let err = common::rel_err(&b, &a);
         // Tiles of 4 rows against one tile of 11: the same sums, grouped differently.
         assert!(
             err < 1e-12,
