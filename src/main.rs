@@ -739,14 +739,12 @@ fn check_kernel_fits(
         );
     }
     if counted && needed > options.max_memory as u128 {
-        // Enough for the kernel and tiles of a useful size, within what the machine has.
-        let suggest = (kernel + (1u128 << 30)).min(available.map_or(u128::MAX, u128::from));
         bail!(
             "{what}, more than --max-memory {} leaves beside the tiles' working memory \
              (--max-memory bounds the whole process, the kernel included): raise \
-             --max-memory to {} or more{}, or {ways}",
+             --max-memory to at least {}{}, or {ways}",
             gib(options.max_memory as u128),
-            gib(suggest.max(needed)).replace(' ', ""),
+            gib(needed).replace(' ', ""),
             match available {
                 Some(a) => format!(" (this machine has {} available)", gib(a as u128)),
                 None => String::new(),

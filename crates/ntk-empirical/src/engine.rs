@@ -291,7 +291,21 @@ pub fn plan(
                 .saturating_sub(PROCESS_RESERVE)
                 .max(options.max_memory / 2)
                 / parallel_tiles as u64,
-        )?,
+        )
+        .map_err(|e| match e {
+            // Name the whole bound and what it must be: one tile per thread, beside the
+            // process reserve (or twice the tiles, the planner's other rule).
+            EmpiricalError::Memory { needed, .. } => {
+                let tiles = needed.saturating_mul(parallel_tiles as u64);
+                EmpiricalError::Memory {
+                    bound: options.max_memory,
+                    needed: tiles
+                        .saturating_add(PROCESS_RESERVE)
+                        .min(tiles.saturating_mul(2)),
+                }
+            }
+            e => e,
+        })?,
     };
     let (symmetric, jobs) = tile_jobs(x1, x2, tile_rows);
     Ok(TilePlan {
